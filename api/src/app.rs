@@ -1,0 +1,186 @@
+//! The roles of the `syncfleet` binary, each a `run_*` function that takes its config,
+//! (for servers) a listener, and a shutdown token, so tests drive the real thing.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::DatabaseConnection;
+use syncfleet_worker::metrics::Metrics;
+use syncfleet_worker::{Engine, Queue, runner};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DEFAULT_SQLITE_URL};
+use crate::db::{self, AdminKey};
+use crate::routes;
+use crate::scheduler;
+use crate::state::AppState;
+
+/// What a started server reports back (the standalone banner and the tests use it).
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub url: String,
+    pub admin_key: AdminKey,
+}
+
+async fn redis_queue(config: &Config) -> anyhow::Result<Queue> {
+    let url = config.require_redis()?;
+    Queue::redis(url, &config.redis_prefix, std::time::Duration::from_secs(5))
+        .await
+        .context("cannot connect to Redis (REDIS_URL)")
+}
+
+/// API + scheduler + maintenance, and (in standalone) the worker, until `shutdown`.
+async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    with_worker: bool,
+    started: impl FnOnce(Started),
+    admin_key: AdminKey,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(scheduler::run_scheduler(state.clone(), shutdown.clone()));
+    tasks.spawn(scheduler::run_maintenance(state.clone(), shutdown.clone()));
+    if with_worker {
+        let engine = Engine::new(
+            state.db.clone(),
+            state.config.protocol.clone(),
+            state.metrics.clone(),
+        );
+        tasks.spawn(runner::run(engine, state.queue.clone(), shutdown.clone()));
+    }
+    started(Started {
+        url: format!("http://{addr}"),
+        admin_key,
+    });
+    let token = shutdown.clone();
+    axum::serve(listener, routes::app(state))
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await?;
+    // The HTTP side has drained; the background loops stop on the same token.
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn state(db: DatabaseConnection, queue: Queue, config: Config, metrics: Metrics) -> AppState {
+    AppState {
+        db,
+        queue,
+        metrics,
+        config: Arc::new(config),
+        scheduler_wake: Arc::new(Notify::new()),
+    }
+}
+
+/// The embedded default: one process, SQLite file, embedded queue; migrates itself.
+pub async fn run_standalone(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    started: impl FnOnce(Started),
+) -> anyhow::Result<()> {
+    let url = config
+        .database_url
+        .as_ref()
+        .map_or(DEFAULT_SQLITE_URL, |u| u.expose())
+        .to_owned();
+    let db = db::connect(&url, 8)
+        .await
+        .with_context(|| "cannot open the database (DATABASE_URL)")?;
+    Migrator::up(&db, None)
+        .await
+        .context("migrating the database")?;
+    let queue = match (&config.redis_url, url.starts_with("sqlite")) {
+        (Some(_), _) => redis_queue(&config).await?,
+        (None, true) => Queue::sqlite(db.get_sqlite_connection_pool().clone())
+            .await
+            .context("setting up the embedded queue")?,
+        (None, false) => anyhow::bail!("REDIS_URL is required when DATABASE_URL is not SQLite"),
+    };
+    let admin = db::bootstrap_admin(&db, config.admin_token.as_ref().map(|s| s.expose())).await?;
+    serve(
+        state(db, queue, config, Metrics::new()),
+        listener,
+        shutdown,
+        true,
+        started,
+        admin,
+    )
+    .await
+}
+
+/// A production API replica (PostgreSQL + Redis); refuses an unmigrated database.
+pub async fn run_api(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    started: impl FnOnce(Started),
+) -> anyhow::Result<()> {
+    let db = db::connect(config.require_database()?, 16)
+        .await
+        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+    db::ensure_migrated(&db).await?;
+    let queue = redis_queue(&config).await?;
+    let admin = db::bootstrap_admin(&db, config.admin_token.as_ref().map(|s| s.expose())).await?;
+    serve(
+        state(db, queue, config, Metrics::new()),
+        listener,
+        shutdown,
+        false,
+        started,
+        admin,
+    )
+    .await
+}
+
+/// A production worker process; serves `/healthz` and `/metrics` on `SYNCFLEET_WORKER_LISTEN` if set.
+pub async fn run_worker(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let conns = u32::try_from(config.protocol.worker_concurrency + 4).unwrap_or(64);
+    let db = db::connect(config.require_database()?, conns)
+        .await
+        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+    db::ensure_migrated(&db).await?;
+    let queue = redis_queue(&config).await?;
+    let metrics = Metrics::new();
+    let engine = Engine::new(db.clone(), config.protocol.clone(), metrics.clone());
+    let mut side = None;
+    if let Some(addr) = config.worker_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let st = state(db, queue.clone(), config.clone(), metrics);
+        let token = shutdown.clone();
+        let router = axum::Router::new()
+            .merge(routes::health::router())
+            .with_state(st);
+        side = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+        }));
+    }
+    runner::run(engine, queue, shutdown).await;
+    if let Some(s) = side {
+        let _ = s.await;
+    }
+    Ok(())
+}
+
+/// Applies every pending migration.
+pub async fn run_migrate(config: Config) -> anyhow::Result<usize> {
+    let url = config
+        .database_url
+        .as_ref()
+        .map_or(DEFAULT_SQLITE_URL, |u| u.expose())
+        .to_owned();
+    let db = db::connect(&url, 2)
+        .await
+        .context("cannot connect to the database (DATABASE_URL)")?;
+    let pending = Migrator::get_pending_migrations(&db).await?.len();
+    Migrator::up(&db, None).await?;
+    Ok(pending)
+}

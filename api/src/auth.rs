@@ -1,0 +1,69 @@
+//! Bearer API keys: looked up by SHA-256 hash; roles `admin` (writes) and `viewer` (reads).
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use entity::Role;
+use uuid::Uuid;
+
+use syncfleet_worker::db as q;
+
+use crate::db::hash_key;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key_id: Uuid,
+    /// `None` = an operator key spanning every workspace.
+    pub workspace_id: Option<Uuid>,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.key_id)
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let Some(key) = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+        else {
+            return Err(ApiError::Unauthorized);
+        };
+        let rows = q::query(
+            &state.db,
+            "SELECT id, workspace_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            [hash_key(key).into()],
+        )
+        .await?;
+        let Some(r) = rows.first() else {
+            return Err(ApiError::Unauthorized);
+        };
+        Ok(Caller {
+            key_id: r.try_get("", "id")?,
+            workspace_id: r.try_get("", "workspace_id")?,
+            role: r.try_get("", "role")?,
+        })
+    }
+}

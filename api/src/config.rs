@@ -1,0 +1,330 @@
+//! Typed configuration: defaults, then `SYNCFLEET_*` (plus `DATABASE_URL`, `REDIS_URL`)
+//! from the environment, validated once at start. A bad value is one clear line naming
+//! the variable; `main` prints it and exits with status 2.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use syncfleet_worker::ProtocolConfig;
+use syncfleet_worker::protocol::policy::RetryPolicy;
+
+/// A value that must never be printed (`Debug` shows `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration error: which variable, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {var}: {message}")]
+pub struct ConfigError {
+    pub var: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &str, message: impl Into<String>) -> Self {
+        Self {
+            var: var.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `None` = the embedded SQLite file (standalone only).
+    pub database_url: Option<Secret>,
+    /// `None` = the embedded queue (standalone only).
+    pub redis_url: Option<Secret>,
+    /// Every Redis key lives under this prefix.
+    pub redis_prefix: String,
+    pub listen: SocketAddr,
+    pub admin_token: Option<Secret>,
+    pub secret_key: Option<Secret>,
+    pub log_format: LogFormat,
+    pub min_interval_secs: i64,
+    pub max_interval_secs: i64,
+    pub allow_private_networks: bool,
+    /// Where a `worker` process serves `/metrics` and `/healthz` (none if unset).
+    pub worker_listen: Option<SocketAddr>,
+    pub protocol: ProtocolConfig,
+}
+
+/// The default embedded database.
+pub const DEFAULT_SQLITE_URL: &str = "sqlite://./syncfleet.db?mode=rwc";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Reads configuration from a map of variables (tests build one without touching
+    /// the process environment).
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| {
+            env.get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let d = ProtocolConfig::default();
+        let ms = |k: &str, default: Duration| -> Result<Duration, ConfigError> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(0) => Err(ConfigError::new(k, "must be greater than 0")),
+                    Ok(n) => Ok(Duration::from_millis(n)),
+                    Err(_) => Err(ConfigError::new(
+                        k,
+                        format!("`{v}` is not a whole number of milliseconds"),
+                    )),
+                },
+            }
+        };
+        let positive = |k: &str, default: u64| -> Result<u64, ConfigError> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(0) => Err(ConfigError::new(k, "must be greater than 0")),
+                    Ok(n) => Ok(n),
+                    Err(_) => Err(ConfigError::new(
+                        k,
+                        format!("`{v}` is not a positive whole number"),
+                    )),
+                },
+            }
+        };
+        let database_url = get("DATABASE_URL")
+            .map(|v| check_url("DATABASE_URL", &v, &["postgres", "postgresql", "sqlite"]))
+            .transpose()?;
+        let redis_url = get("REDIS_URL")
+            .map(|v| check_url("REDIS_URL", &v, &["redis", "rediss", "redis+unix", "unix"]))
+            .transpose()?;
+        let listen = parse_addr(
+            "SYNCFLEET_LISTEN",
+            get("SYNCFLEET_LISTEN")
+                .as_deref()
+                .unwrap_or("127.0.0.1:8080"),
+        )?;
+        let worker_listen = get("SYNCFLEET_WORKER_LISTEN")
+            .map(|v| parse_addr("SYNCFLEET_WORKER_LISTEN", &v))
+            .transpose()?;
+        let log_format = match get("SYNCFLEET_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "SYNCFLEET_LOG_FORMAT",
+                    format!("`{other}` is not `text` or `json`"),
+                ));
+            }
+        };
+        let allow_private_networks = match get("SYNCFLEET_ALLOW_PRIVATE_NETWORKS").as_deref() {
+            None | Some("false" | "0" | "no") => false,
+            Some("true" | "1" | "yes") => true,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "SYNCFLEET_ALLOW_PRIVATE_NETWORKS",
+                    format!("`{other}` is not true or false"),
+                ));
+            }
+        };
+        let admin_token = get("SYNCFLEET_ADMIN_TOKEN").map(Secret::new);
+        if let Some(t) = &admin_token
+            && t.expose().len() < 16
+        {
+            return Err(ConfigError::new(
+                "SYNCFLEET_ADMIN_TOKEN",
+                "must be at least 16 characters",
+            ));
+        }
+        let redis_prefix = get("SYNCFLEET_REDIS_PREFIX").unwrap_or_else(|| "syncfleet".into());
+        if !redis_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ConfigError::new(
+                "SYNCFLEET_REDIS_PREFIX",
+                "may contain only letters, digits, `-`, `_` and `.`",
+            ));
+        }
+        let min_interval_secs = as_i64(
+            "SYNCFLEET_MIN_INTERVAL_SECS",
+            positive("SYNCFLEET_MIN_INTERVAL_SECS", 60)?,
+        )?;
+        let max_interval_secs = as_i64(
+            "SYNCFLEET_MAX_INTERVAL_SECS",
+            positive("SYNCFLEET_MAX_INTERVAL_SECS", 2_592_000)?,
+        )?;
+        if max_interval_secs < min_interval_secs {
+            return Err(ConfigError::new(
+                "SYNCFLEET_MAX_INTERVAL_SECS",
+                "must not be below SYNCFLEET_MIN_INTERVAL_SECS",
+            ));
+        }
+        let retry = RetryPolicy {
+            base: ms("SYNCFLEET_RETRY_BASE_MS", d.retry.base)?,
+            cap: ms("SYNCFLEET_RETRY_CAP_MS", d.retry.cap)?,
+        };
+        if retry.cap < retry.base {
+            return Err(ConfigError::new(
+                "SYNCFLEET_RETRY_CAP_MS",
+                "must not be below SYNCFLEET_RETRY_BASE_MS",
+            ));
+        }
+        let protocol = ProtocolConfig {
+            scheduler_tick: ms("SYNCFLEET_SCHEDULER_TICK_MS", d.scheduler_tick)?,
+            max_runs_per_tick: positive("SYNCFLEET_MAX_RUNS_PER_TICK", d.max_runs_per_tick)?,
+            max_queue_depth: positive("SYNCFLEET_MAX_QUEUE_DEPTH", d.max_queue_depth)?,
+            lease: ms("SYNCFLEET_LEASE_MS", d.lease)?,
+            reaper_period: ms("SYNCFLEET_REAPER_PERIOD_MS", d.reaper_period)?,
+            reenqueue_after: ms("SYNCFLEET_REENQUEUE_AFTER_MS", d.reenqueue_after)?,
+            retry,
+            max_retries: i32::try_from(positive("SYNCFLEET_MAX_RETRIES", 3)?)
+                .map_err(|_| ConfigError::new("SYNCFLEET_MAX_RETRIES", "is too large"))?,
+            max_claims: i32::try_from(positive("SYNCFLEET_MAX_CLAIMS", 3)?)
+                .map_err(|_| ConfigError::new("SYNCFLEET_MAX_CLAIMS", "is too large"))?,
+            worker_concurrency: usize::try_from(positive("SYNCFLEET_WORKER_CONCURRENCY", 16)?)
+                .map_err(|_| ConfigError::new("SYNCFLEET_WORKER_CONCURRENCY", "is too large"))?,
+            run_timeout: ms("SYNCFLEET_RUN_TIMEOUT_MS", d.run_timeout)?,
+            shutdown_grace: ms("SYNCFLEET_SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
+            poll_interval: ms("SYNCFLEET_POLL_INTERVAL_MS", d.poll_interval)?,
+            queue_retention: ms("SYNCFLEET_QUEUE_RETENTION_MS", d.queue_retention)?,
+        };
+        if protocol.lease < Duration::from_millis(30) {
+            return Err(ConfigError::new(
+                "SYNCFLEET_LEASE_MS",
+                "must be at least 30",
+            ));
+        }
+        Ok(Self {
+            database_url,
+            redis_url,
+            redis_prefix,
+            listen,
+            admin_token,
+            secret_key: get("SYNCFLEET_SECRET_KEY").map(Secret::new),
+            log_format,
+            min_interval_secs,
+            max_interval_secs,
+            allow_private_networks,
+            worker_listen,
+            protocol,
+        })
+    }
+
+    /// The database URL of the production roles, which have no embedded default.
+    pub fn require_database(&self) -> Result<&str, ConfigError> {
+        match &self.database_url {
+            Some(u) if u.expose().starts_with("postgres") => Ok(u.expose()),
+            Some(_) => Err(ConfigError::new(
+                "DATABASE_URL",
+                "the api and worker roles need a postgres:// URL",
+            )),
+            None => Err(ConfigError::new(
+                "DATABASE_URL",
+                "is required for this role (postgres://…)",
+            )),
+        }
+    }
+
+    pub fn require_redis(&self) -> Result<&str, ConfigError> {
+        self.redis_url
+            .as_ref()
+            .map(Secret::expose)
+            .ok_or_else(|| ConfigError::new("REDIS_URL", "is required for this role (redis://…)"))
+    }
+}
+
+fn as_i64(var: &str, v: u64) -> Result<i64, ConfigError> {
+    i64::try_from(v).map_err(|_| ConfigError::new(var, "is too large"))
+}
+
+fn parse_addr(var: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    SocketAddr::from_str(v)
+        .map_err(|_| ConfigError::new(var, format!("`{v}` is not an address like 127.0.0.1:8080")))
+}
+
+fn check_url(var: &str, v: &str, schemes: &[&str]) -> Result<Secret, ConfigError> {
+    let parsed =
+        url::Url::parse(v).map_err(|e| ConfigError::new(var, format!("not a URL ({e})")))?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(ConfigError::new(
+            var,
+            format!(
+                "scheme `{}` is not one of {}",
+                parsed.scheme(),
+                schemes.join(", ")
+            ),
+        ));
+    }
+    Ok(Secret::new(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_map(
+            &pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = with(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.protocol.max_retries, 3);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (k, v) in [
+            ("DATABASE_URL", "not-a-url"),
+            ("REDIS_URL", "http://x"),
+            ("SYNCFLEET_SCHEDULER_TICK_MS", "0"),
+            ("SYNCFLEET_LOG_FORMAT", "xml"),
+            ("SYNCFLEET_WORKER_CONCURRENCY", "-1"),
+            ("SYNCFLEET_LISTEN", "nowhere"),
+        ] {
+            let e = with(&[(k, v)])
+                .err()
+                .unwrap_or_else(|| panic!("{k} accepted"));
+            assert_eq!(e.var, k);
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let c = with(&[("SYNCFLEET_ADMIN_TOKEN", "0123456789abcdef-secret")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+}

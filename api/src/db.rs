@@ -1,0 +1,149 @@
+//! Connecting to the database, checking migrations, and first-start bootstrap
+//! (the default workspace and the admin API key).
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use rand::RngCore;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use syncfleet_worker::db::{self as q, Dialect};
+
+/// Opens a pool. SQLite gets WAL (readers never block the writer) and room for the
+/// embedded queue to share the pool.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    if url.starts_with("sqlite") {
+        opts.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .create_if_missing(true)
+        });
+    }
+    Database::connect(opts).await
+}
+
+/// Fails unless every migration has been applied (the production roles never migrate
+/// silently; `syncfleet migrate` does).
+pub async fn ensure_migrated(db: &DatabaseConnection) -> anyhow::Result<()> {
+    let pending = Migrator::get_pending_migrations_read_only(db).await?;
+    if !pending.is_empty() {
+        anyhow::bail!(
+            "the database is not migrated ({} pending migration(s)); run `syncfleet migrate` first",
+            pending.len()
+        );
+    }
+    Ok(())
+}
+
+pub fn hash_key(key: &str) -> String {
+    let d = Sha256::digest(key.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new random API key (`sf_` + 40 hex characters).
+pub fn new_key() -> String {
+    let mut bytes = [0u8; 20];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "sf_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// Creates the default workspace if there is none; returns its id.
+pub async fn default_workspace(db: &impl ConnectionTrait) -> Result<Uuid, DbErr> {
+    let rows = q::query(
+        db,
+        "SELECT id FROM workspaces ORDER BY created_at LIMIT 1",
+        [],
+    )
+    .await?;
+    if let Some(r) = rows.first() {
+        return r.try_get("", "id");
+    }
+    let id = Uuid::now_v7();
+    let now = Dialect::of(db).now();
+    q::exec(
+        db,
+        format!("INSERT INTO workspaces (id, name, created_at) VALUES ($1, 'default', {now})"),
+        [id.into()],
+    )
+    .await?;
+    Ok(id)
+}
+
+/// What bootstrap did about the admin key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminKey {
+    /// `SYNCFLEET_ADMIN_TOKEN` was given (and is now registered).
+    Given,
+    /// A key was generated on this start; it is shown once.
+    Generated(String),
+    /// An admin key already exists.
+    Existing,
+}
+
+/// Ensures an admin key exists: the configured token, or a generated one on first start.
+pub async fn bootstrap_admin(
+    db: &impl ConnectionTrait,
+    token: Option<&str>,
+) -> Result<AdminKey, DbErr> {
+    let ws = default_workspace(db).await?;
+    let d = Dialect::of(db);
+    let insert = format!(
+        "INSERT INTO api_keys (id, workspace_id, name, role, key_hash, key_prefix, created_at) \
+         VALUES ($1, $2, $3, 'admin', $4, $5, {}) ON CONFLICT DO NOTHING",
+        d.now()
+    );
+    if let Some(t) = token {
+        q::exec(
+            db,
+            &insert,
+            [
+                Uuid::now_v7().into(),
+                ws.into(),
+                "bootstrap".into(),
+                hash_key(t).into(),
+                prefix(t).into(),
+            ],
+        )
+        .await?;
+        return Ok(AdminKey::Given);
+    }
+    let rows = q::query(
+        db,
+        "SELECT id FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL LIMIT 1",
+        [],
+    )
+    .await?;
+    if !rows.is_empty() {
+        return Ok(AdminKey::Existing);
+    }
+    let key = new_key();
+    q::exec(
+        db,
+        &insert,
+        [
+            Uuid::now_v7().into(),
+            ws.into(),
+            "generated admin".into(),
+            hash_key(&key).into(),
+            prefix(&key).into(),
+        ],
+    )
+    .await?;
+    Ok(AdminKey::Generated(key))
+}
+
+fn prefix(key: &str) -> String {
+    key.chars().take(10).collect()
+}

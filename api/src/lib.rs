@@ -1,0 +1,16 @@
+//! syncfleet's API side and the `syncfleet` binary's roles.
+//!
+//! `main` only parses the command line and calls into [`cli`]; every role lives in
+//! [`app`] behind a function that takes its config, listener and shutdown token.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod scheduler;
+pub mod state;
+pub mod telemetry;

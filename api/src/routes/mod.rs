@@ -1,0 +1,21 @@
+//! The HTTP surface: one router per resource, merged by [`app`].
+
+pub mod health;
+pub mod integrations;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+
+use crate::state::AppState;
+
+/// Request bodies above this are refused with 413.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(integrations::router())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

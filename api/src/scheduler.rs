@@ -1,0 +1,150 @@
+//! The background loops of an API replica: the scheduler and the maintenance pass
+//! (reaper, re-enqueuer, repair, queue hygiene, gauges). Leaderless: every replica runs
+//! both; the SQL makes concurrent passes safe.
+
+use std::time::Duration;
+
+use syncfleet_worker::db as q;
+use syncfleet_worker::protocol::{reaper, schedule};
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// Creates due runs and pushes them, waking for the earliest due time.
+pub async fn run_scheduler(state: AppState, shutdown: CancellationToken) {
+    let cfg = state.config.protocol.clone();
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let sleep = match scheduler_pass(&state).await {
+            Ok(Some(full)) if full => Duration::ZERO,
+            Ok(_) => {
+                backoff = Duration::from_millis(100);
+                match schedule::next_due_in(&state.db).await {
+                    Ok(Some(d)) => d.min(cfg.scheduler_tick),
+                    Ok(None) => cfg.scheduler_tick,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scheduler could not read the next due time");
+                        cfg.scheduler_tick
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler tick failed");
+                backoff = (backoff * 2).min(cfg.scheduler_tick.max(Duration::from_millis(100)));
+                backoff
+            }
+        };
+        if sleep.is_zero() {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = state.scheduler_wake.notified() => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// One tick. `Some(true)` = the tick was full (more may be due right now).
+async fn scheduler_pass(state: &AppState) -> anyhow::Result<Option<bool>> {
+    let cfg = &state.config.protocol;
+    let depth = state.queue.depth().await?;
+    state
+        .metrics
+        .queue_depth
+        .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    if depth >= cfg.max_queue_depth {
+        // Backpressure: leave due integrations due until the workers catch up.
+        return Ok(None);
+    }
+    let limit = cfg.max_runs_per_tick.min(cfg.max_queue_depth - depth);
+    let ids = schedule::tick(&state.db, limit).await?;
+    if ids.is_empty() {
+        return Ok(Some(false));
+    }
+    state.metrics.runs_scheduled.inc_by(ids.len() as u64);
+    if let Err(e) = state.queue.push(&ids).await {
+        // Committed but not pushed: the re-enqueuer pushes them after its timeout.
+        tracing::warn!(error = %e, runs = ids.len(), "push after schedule failed; the re-enqueuer will retry");
+    }
+    Ok(Some(ids.len() as u64 >= limit))
+}
+
+/// Reaper, re-enqueuer, repair, queue hygiene and gauges, every reaper period.
+pub async fn run_maintenance(state: AppState, shutdown: CancellationToken) {
+    let cfg = state.config.protocol.clone();
+    let mut pass_no: u64 = 0;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(cfg.reaper_period) => {}
+            () = shutdown.cancelled() => return,
+        }
+        pass_no += 1;
+        if let Err(e) = maintenance_pass(&state, pass_no).await {
+            tracing::warn!(error = %e, "maintenance pass failed");
+        }
+    }
+}
+
+async fn maintenance_pass(state: &AppState, pass_no: u64) -> anyhow::Result<()> {
+    let cfg = &state.config.protocol;
+    let r = reaper::pass(
+        &state.db,
+        cfg.retry,
+        cfg.max_claims,
+        cfg.reenqueue_after,
+        cfg.max_runs_per_tick,
+    )
+    .await?;
+    state.metrics.reaped_runs.inc_by(r.requeued.len() as u64);
+    state.metrics.quarantined_runs.inc_by(r.quarantined);
+    state.metrics.repushed_runs.inc_by(r.repushed.len() as u64);
+    if !r.requeued.is_empty() || !r.repushed.is_empty() || r.quarantined > 0 || r.repaired > 0 {
+        tracing::info!(
+            requeued = r.requeued.len(),
+            repushed = r.repushed.len(),
+            quarantined = r.quarantined,
+            repaired = r.repaired,
+            "recovery pass"
+        );
+    }
+    let mut push = r.requeued;
+    push.extend(r.repushed);
+    if !push.is_empty() {
+        state.queue.push(&push).await?;
+    }
+    if r.repaired > 0 {
+        state.scheduler_wake.notify_one();
+    }
+    refresh_gauges(state).await?;
+    // Queue hygiene about once a minute of passes.
+    if pass_no % 6 == 1 {
+        let removed = state.queue.cleanup(cfg.queue_retention).await?;
+        if removed > 0 {
+            tracing::debug!(removed, "queue cleanup");
+        }
+    }
+    Ok(())
+}
+
+/// Run and integration gauges from the database.
+pub async fn refresh_gauges(state: &AppState) -> anyhow::Result<()> {
+    let rows = q::query(
+        &state.db,
+        "SELECT (SELECT COUNT(*) FROM sync_logs WHERE status = 'PENDING') AS pending, \
+                (SELECT COUNT(*) FROM sync_logs WHERE status = 'RUNNING') AS running, \
+                (SELECT COUNT(*) FROM integrations WHERE health = 'disabled') AS disabled",
+        [],
+    )
+    .await?;
+    if let Some(r) = rows.first() {
+        state.metrics.runs_pending.set(r.try_get("", "pending")?);
+        state.metrics.runs_running.set(r.try_get("", "running")?);
+        state
+            .metrics
+            .disabled_integrations
+            .set(r.try_get("", "disabled")?);
+    }
+    Ok(())
+}

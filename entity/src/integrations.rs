@@ -1,0 +1,54 @@
+//! An integration: one data source with its sync schedule and retry state.
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::enums::{ConnectorKind, HealthState, Trigger};
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
+#[sea_orm(table_name = "integrations")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub name: String,
+    pub kind: ConnectorKind,
+    /// Connector configuration; secret fields are encrypted at rest.
+    pub config: Json,
+    /// `None` = manual syncs only.
+    pub sync_interval_secs: Option<i64>,
+    pub sync_enabled: bool,
+    /// When the next scheduled run is due; `None` while a run is live or when not scheduled.
+    pub next_sync_at: Option<DateTimeUtc>,
+    /// Trigger of the next run the scheduler creates (`schedule`, or `retry` after a failure).
+    pub next_trigger: Trigger,
+    /// A manual trigger arrived while a run was live: run once more right after it.
+    pub followup_requested: bool,
+    /// Consecutive failures.
+    pub retry_count: i32,
+    pub max_retries: i32,
+    pub health: HealthState,
+    pub last_sync_at: Option<DateTimeUtc>,
+    pub last_success_at: Option<DateTimeUtc>,
+    pub last_error: Option<String>,
+    /// Incremental-sync watermark, advanced only by a successful run.
+    pub watermark: Option<String>,
+    /// Optimistic-locking version of the settings.
+    pub version: i32,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(has_many = "super::sync_logs::Entity")]
+    SyncLogs,
+}
+
+impl Related<super::sync_logs::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::SyncLogs.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

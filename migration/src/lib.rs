@@ -1,0 +1,29 @@
+//! Schema migrations. Every migration runs on PostgreSQL and SQLite, with `up` and `down`.
+//!
+//! Run them with `syncfleet migrate` (or the compose `migrate` service); the production
+//! roles refuse to start on an unmigrated database, only the embedded mode migrates itself.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_workspaces;
+mod m20261122_000002_create_integrations;
+mod m20261122_000003_create_sync_logs;
+mod m20261122_000004_create_records;
+mod m20261122_000005_create_audit_events;
+mod m20261122_000006_create_api_keys;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_workspaces::Migration),
+            Box::new(m20261122_000002_create_integrations::Migration),
+            Box::new(m20261122_000003_create_sync_logs::Migration),
+            Box::new(m20261122_000004_create_records::Migration),
+            Box::new(m20261122_000005_create_audit_events::Migration),
+            Box::new(m20261122_000006_create_api_keys::Migration),
+        ]
+    }
+}

@@ -1,0 +1,106 @@
+//! The few SQL differences between PostgreSQL and SQLite, in one place.
+//!
+//! The run protocol is written as raw SQL because every state change must be one
+//! conditional statement whose clock is the database's. Both backends accept `$n`
+//! placeholders, `RETURNING` and `ON CONFLICT DO NOTHING`; what differs is the clock
+//! expression, interval arithmetic and row locking, which these helpers render.
+
+use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, ExecResult, QueryResult, Statement, Value};
+
+/// The SQL dialect of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    pub fn of(db: &impl ConnectionTrait) -> Self {
+        match db.get_database_backend() {
+            DatabaseBackend::Sqlite => Self::Sqlite,
+            _ => Self::Postgres,
+        }
+    }
+
+    fn backend(self) -> DatabaseBackend {
+        match self {
+            Self::Postgres => DatabaseBackend::Postgres,
+            Self::Sqlite => DatabaseBackend::Sqlite,
+        }
+    }
+
+    /// The database's current time. On SQLite it is rendered in the same RFC 3339 text
+    /// form the driver uses for bound timestamps, so text comparisons order correctly.
+    pub fn now(self) -> &'static str {
+        match self {
+            Self::Postgres => "now()",
+            Self::Sqlite => "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')",
+        }
+    }
+
+    /// The database's current time plus `param` milliseconds (`param` is e.g. `$3`).
+    pub fn now_plus_ms(self, param: &str) -> String {
+        match self {
+            Self::Postgres => {
+                format!("(now() + ({param}::double precision * interval '1 millisecond'))")
+            }
+            Self::Sqlite => format!(
+                "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now', (({param}) / 1000.0) || ' seconds')"
+            ),
+        }
+    }
+
+    /// Milliseconds elapsed since the timestamp expression `col`.
+    pub fn ms_since(self, col: &str) -> String {
+        match self {
+            Self::Postgres => format!("CAST(EXTRACT(EPOCH FROM (now() - {col})) * 1000 AS BIGINT)"),
+            Self::Sqlite => {
+                format!("CAST((julianday('now') - julianday({col})) * 86400000 AS INTEGER)")
+            }
+        }
+    }
+
+    /// Row lock for a claiming `SELECT` (PostgreSQL only; SQLite serialises writers).
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Self::Postgres => "FOR UPDATE SKIP LOCKED",
+            Self::Sqlite => "",
+        }
+    }
+
+    /// Row lock for a `SELECT` that must see the latest committed row and hold it.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Self::Postgres => "FOR UPDATE",
+            Self::Sqlite => "",
+        }
+    }
+
+    pub fn stmt(
+        self,
+        sql: impl Into<String>,
+        values: impl IntoIterator<Item = Value>,
+    ) -> Statement {
+        Statement::from_sql_and_values(self.backend(), sql.into(), values)
+    }
+}
+
+/// Runs a statement that returns rows.
+pub async fn query(
+    db: &impl ConnectionTrait,
+    sql: impl Into<String>,
+    values: impl IntoIterator<Item = Value>,
+) -> Result<Vec<QueryResult>, DbErr> {
+    let d = Dialect::of(db);
+    db.query_all_raw(d.stmt(sql, values)).await
+}
+
+/// Runs a statement that returns no rows.
+pub async fn exec(
+    db: &impl ConnectionTrait,
+    sql: impl Into<String>,
+    values: impl IntoIterator<Item = Value>,
+) -> Result<ExecResult, DbErr> {
+    let d = Dialect::of(db);
+    db.execute_raw(d.stmt(sql, values)).await
+}

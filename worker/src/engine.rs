@@ -1,0 +1,324 @@
+//! Executing one run: claim → fetch under lease renewal and timeout → finish (fenced).
+//!
+//! `execute` never fails the queue task for a business outcome; every outcome is written
+//! to the database. A database error leaves the run where the reaper finds it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use entity::{ConnectorKind, ErrorClass, SyncStatus};
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::config::ProtocolConfig;
+use crate::connectors::{self, FetchContext};
+use crate::db;
+use crate::metrics::Metrics;
+use crate::protocol::Fence;
+use crate::protocol::claim::{self, Claim};
+use crate::protocol::finish::{self, Finished, Guard, RunReport};
+use crate::protocol::policy::Outcome;
+use crate::store;
+
+/// Longest error message stored in a SyncLog row.
+const MAX_ERROR_LEN: usize = 2000;
+
+/// Shared by every run of one worker process.
+pub struct Engine {
+    pub db: DatabaseConnection,
+    pub cfg: ProtocolConfig,
+    pub metrics: Metrics,
+    /// Claims being executed now, so a bounded shutdown can release them.
+    inflight: Mutex<HashSet<Fence>>,
+}
+
+impl Engine {
+    pub fn new(db: DatabaseConnection, cfg: ProtocolConfig, metrics: Metrics) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            cfg,
+            metrics,
+            inflight: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Runs `run_id` as `owner` (the unique worker name).
+    pub async fn execute(&self, run_id: Uuid, owner: &str) -> Result<(), DbErr> {
+        let Some(c) = claim::claim(&self.db, run_id, owner, self.cfg.lease).await? else {
+            self.metrics.duplicate_deliveries.inc();
+            tracing::debug!(sync_log.id = %run_id, "claim found nothing: duplicate delivery");
+            return Ok(());
+        };
+        let span = tracing::info_span!(
+            "sync_run",
+            integration.id = %c.integration_id,
+            sync_log.id = %run_id,
+            fence = c.fence.fence,
+            trigger = c.trigger.as_str(),
+            attempt = c.attempt,
+        );
+        self.run_claimed(c).instrument(span).await
+    }
+
+    async fn run_claimed(&self, c: Claim) -> Result<(), DbErr> {
+        if c.claims == 1 {
+            let lag = (c.started_at - c.scheduled_for).num_milliseconds().max(0);
+            self.metrics.scheduler_lag.observe(lag as f64 / 1000.0);
+        }
+        if c.claims > self.cfg.max_claims {
+            let report = RunReport {
+                error_message: Some(format!(
+                    "claimed {} times without finishing; quarantined",
+                    c.claims
+                )),
+                ..RunReport::default()
+            };
+            self.finish(
+                c.fence,
+                ConnectorKind::Synthetic,
+                c.trigger,
+                Outcome::Failure(ErrorClass::WorkerLost),
+                report,
+            )
+            .await?;
+            self.metrics.quarantined_runs.inc();
+            return Ok(());
+        }
+        self.track(c.fence, true);
+        let result = self.run_tracked(&c).await;
+        self.track(c.fence, false);
+        result
+    }
+
+    async fn run_tracked(&self, c: &Claim) -> Result<(), DbErr> {
+        let rows = db::query(
+            &self.db,
+            "SELECT kind, config, watermark FROM integrations WHERE id = $1",
+            [c.integration_id.into()],
+        )
+        .await?;
+        let Some(row) = rows.first() else {
+            return Ok(());
+        };
+        let kind: ConnectorKind = row.try_get("", "kind")?;
+        let config: serde_json::Value = row.try_get("", "config")?;
+        let watermark: Option<String> = row.try_get("", "watermark")?;
+
+        let connector = match connectors::build(kind, &config) {
+            Ok(conn) => conn,
+            Err(errs) => {
+                let msg = errs
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let report = RunReport {
+                    error_message: Some(msg),
+                    ..RunReport::default()
+                };
+                return self
+                    .finish(
+                        c.fence,
+                        kind,
+                        c.trigger,
+                        Outcome::Failure(ErrorClass::Config),
+                        report,
+                    )
+                    .await;
+            }
+        };
+        let previous_runs = if connector.wants_run_count() {
+            let r = db::query(
+                &self.db,
+                "SELECT COUNT(*) AS n FROM sync_logs WHERE integration_id = $1 AND id <> $2 \
+                 AND status IN ('SUCCESS', 'FAILED', 'RATE_LIMITED')",
+                [c.integration_id.into(), c.fence.run_id.into()],
+            )
+            .await?;
+            r.first()
+                .map(|r| r.try_get::<i64>("", "n"))
+                .transpose()?
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let ctx = FetchContext {
+            integration_id: c.integration_id,
+            run_id: c.fence.run_id,
+            attempt: c.attempt,
+            previous_runs,
+            watermark,
+        };
+
+        // Lease renewal every lease/3; a lost lease cancels the run.
+        let lost = CancellationToken::new();
+        let renewer = tokio::spawn(renew_loop(
+            self.db.clone(),
+            c.fence,
+            self.cfg.lease,
+            lost.clone(),
+        ));
+        let fetched = tokio::select! {
+            r = tokio::time::timeout(self.cfg.run_timeout, connector.fetch(&ctx)) => Some(r),
+            () = lost.cancelled() => None,
+        };
+        renewer.abort();
+        let Some(fetched) = fetched else {
+            tracing::warn!("lease lost while running; abandoning without writing");
+            self.metrics.stale_finishes.inc();
+            return Ok(());
+        };
+        let (outcome, report) = match fetched {
+            Err(_) => (
+                Outcome::Failure(ErrorClass::Timeout),
+                RunReport {
+                    error_message: Some(format!(
+                        "run exceeded {} ms",
+                        self.cfg.run_timeout.as_millis()
+                    )),
+                    ..RunReport::default()
+                },
+            ),
+            Ok(Err(e)) => {
+                let outcome = match e.class {
+                    ErrorClass::RateLimited => Outcome::RateLimited {
+                        wait: finish::bounded_wait(e.retry_after),
+                    },
+                    class => Outcome::Failure(class),
+                };
+                (
+                    outcome,
+                    RunReport {
+                        error_message: Some(truncate(e.message)),
+                        ..RunReport::default()
+                    },
+                )
+            }
+            Ok(Ok(f)) => {
+                let plan = store::plan(&self.db, c.integration_id, f.records, f.full).await?;
+                (
+                    Outcome::Success,
+                    RunReport {
+                        plan,
+                        error_message: None,
+                        watermark: f.watermark,
+                    },
+                )
+            }
+        };
+        self.finish(c.fence, kind, c.trigger, outcome, report).await
+    }
+
+    async fn finish(
+        &self,
+        f: Fence,
+        kind: ConnectorKind,
+        trigger: entity::Trigger,
+        outcome: Outcome,
+        report: RunReport,
+    ) -> Result<(), DbErr> {
+        let res =
+            finish::finish(&self.db, self.cfg.retry, f, outcome, report, Guard::Owner).await?;
+        match res {
+            Finished::Stale => {
+                self.metrics.stale_finishes.inc();
+                tracing::warn!("finish rejected by the fence: this claim is stale");
+            }
+            Finished::Applied {
+                status,
+                disabled,
+                counts,
+                duration_ms,
+            } => {
+                self.metrics
+                    .runs
+                    .with_label_values(&[status.as_str(), kind.as_str(), trigger.as_str()])
+                    .inc();
+                self.metrics
+                    .run_duration
+                    .with_label_values(&[kind.as_str()])
+                    .observe(duration_ms as f64 / 1000.0);
+                self.metrics
+                    .records_synced
+                    .with_label_values(&[kind.as_str()])
+                    .inc_by(u64::try_from(counts.received).unwrap_or(0));
+                if status == SyncStatus::Failed && !disabled {
+                    self.metrics.retries_scheduled.inc();
+                }
+                if disabled {
+                    self.metrics.integrations_disabled.inc();
+                    tracing::warn!("integration disabled after repeated failures");
+                }
+                tracing::info!(
+                    status = status.as_str(),
+                    duration_ms,
+                    records = counts.received,
+                    "run finished"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn track(&self, f: Fence, on: bool) {
+        if let Ok(mut set) = self.inflight.lock() {
+            if on {
+                set.insert(f);
+            } else {
+                set.remove(&f);
+            }
+        }
+    }
+
+    /// Gives every in-flight claim back (bounded shutdown): they become PENDING for
+    /// another worker instead of waiting for their lease to expire.
+    pub async fn release_all(&self) -> usize {
+        let fences: Vec<Fence> = self
+            .inflight
+            .lock()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let mut n = 0;
+        for f in fences {
+            match claim::release(&self.db, f).await {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(sync_log.id = %f.run_id, error = %e, "release failed; the reaper will recover it")
+                }
+            }
+        }
+        n
+    }
+}
+
+async fn renew_loop(db: DatabaseConnection, f: Fence, lease: Duration, lost: CancellationToken) {
+    let every = (lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        match claim::renew(&db, f, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            // A transient database error: keep trying until the lease runs out.
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        }
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_ERROR_LEN {
+        let mut cut = MAX_ERROR_LEN;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}

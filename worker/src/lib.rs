@@ -1,0 +1,22 @@
+//! syncfleet's worker side: the queue contract, connectors, the run protocol and the
+//! queue worker that executes it.
+//!
+//! The database is the source of truth for schedules, runs and retries; the queue only
+//! delivers hints. See `protocol` for the rules every state change follows.
+
+pub mod audit;
+pub mod config;
+pub mod connectors;
+pub mod db;
+pub mod engine;
+pub mod job;
+pub mod metrics;
+pub mod protocol;
+pub mod queue;
+pub mod runner;
+pub mod store;
+
+pub use config::ProtocolConfig;
+pub use engine::Engine;
+pub use job::SyncJob;
+pub use queue::Queue;

@@ -1,0 +1,147 @@
+//! Prometheus metrics of the run protocol, in one registry per process.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Finished runs by status, connector kind and trigger.
+    pub runs: IntCounterVec,
+    pub run_duration: HistogramVec,
+    pub records_synced: IntCounterVec,
+    /// `scheduled_for → started_at` of first claims.
+    pub scheduler_lag: Histogram,
+    pub runs_scheduled: IntCounter,
+    pub retries_scheduled: IntCounter,
+    pub integrations_disabled: IntCounter,
+    pub duplicate_deliveries: IntCounter,
+    pub stale_finishes: IntCounter,
+    pub reaped_runs: IntCounter,
+    pub quarantined_runs: IntCounter,
+    pub repushed_runs: IntCounter,
+    pub worker_restarts: IntCounter,
+    pub queue_depth: IntGauge,
+    pub runs_pending: IntGauge,
+    pub runs_running: IntGauge,
+    pub disabled_integrations: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("syncfleet".into()), None).unwrap_or_default();
+        let buckets = vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ];
+        let m = Self {
+            runs: IntCounterVec::new(
+                Opts::new("runs_total", "Finished runs"),
+                &["status", "kind", "trigger"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            run_duration: HistogramVec::new(
+                HistogramOpts::new("run_duration_seconds", "Run duration").buckets(buckets.clone()),
+                &["kind"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            records_synced: IntCounterVec::new(
+                Opts::new("records_synced_total", "Records received"),
+                &["kind"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            scheduler_lag: Histogram::with_opts(
+                HistogramOpts::new("scheduler_lag_seconds", "scheduled_for to started_at")
+                    .buckets(buckets),
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            runs_scheduled: counter("runs_scheduled_total", "Runs created by the scheduler"),
+            retries_scheduled: counter(
+                "retries_scheduled_total",
+                "Failed runs that scheduled a retry",
+            ),
+            integrations_disabled: counter(
+                "integrations_disabled_total",
+                "Integrations disabled by the system",
+            ),
+            duplicate_deliveries: counter(
+                "duplicate_deliveries_total",
+                "Deliveries whose claim found nothing",
+            ),
+            stale_finishes: counter("stale_finishes_total", "Finishes rejected by the fence"),
+            reaped_runs: counter("reaped_runs_total", "Expired leases made claimable again"),
+            quarantined_runs: counter(
+                "quarantined_runs_total",
+                "Poison runs failed as worker_lost",
+            ),
+            repushed_runs: counter("repushed_runs_total", "PENDING runs pushed again"),
+            worker_restarts: counter(
+                "worker_restarts_total",
+                "Queue worker restarts after a backend error",
+            ),
+            queue_depth: gauge("queue_depth", "Tasks waiting in the queue"),
+            runs_pending: gauge("runs_pending", "PENDING runs"),
+            runs_running: gauge("runs_running", "RUNNING runs"),
+            disabled_integrations: gauge(
+                "disabled_integrations",
+                "Integrations disabled by the system",
+            ),
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.runs.clone()),
+            Box::new(m.run_duration.clone()),
+            Box::new(m.records_synced.clone()),
+            Box::new(m.scheduler_lag.clone()),
+            Box::new(m.runs_scheduled.clone()),
+            Box::new(m.retries_scheduled.clone()),
+            Box::new(m.integrations_disabled.clone()),
+            Box::new(m.duplicate_deliveries.clone()),
+            Box::new(m.stale_finishes.clone()),
+            Box::new(m.reaped_runs.clone()),
+            Box::new(m.quarantined_runs.clone()),
+            Box::new(m.repushed_runs.clone()),
+            Box::new(m.worker_restarts.clone()),
+            Box::new(m.queue_depth.clone()),
+            Box::new(m.runs_pending.clone()),
+            Box::new(m.runs_running.clone()),
+            Box::new(m.disabled_integrations.clone()),
+        ];
+        for c in collectors {
+            // Names are unique constants; a failure here would be a programming error
+            // caught by the first test, so it is logged rather than panicking.
+            if let Err(e) = m.registry.register(c) {
+                tracing::error!(error = %e, "metric registration failed");
+            }
+        }
+        m
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).unwrap_or_else(|_| unreachable_metric())
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric())
+}
+
+#[allow(clippy::panic)]
+fn unreachable_metric<T>() -> T {
+    // Only reachable with an invalid constant metric name.
+    panic!("invalid metric definition")
+}

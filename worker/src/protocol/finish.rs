@@ -1,0 +1,240 @@
+//! Finishing a run: one transaction, every write conditioned on the claim's fence.
+
+use std::time::Duration;
+
+use entity::{ErrorClass, HealthState, SyncStatus, Trigger};
+use sea_orm::{ConnectionTrait, DbErr, TransactionSession, TransactionTrait, Value};
+use uuid::Uuid;
+
+use super::Fence;
+use super::policy::{self, IntegrationState, Outcome, RetryPolicy};
+use crate::config::ms;
+use crate::db::{self, Dialect};
+use crate::store::{self, Counts, Plan};
+
+/// Everything a finished run reports.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub plan: Plan,
+    /// Redacted, secret-free message of a failure.
+    pub error_message: Option<String>,
+    pub watermark: Option<String>,
+}
+
+/// What the finish transaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    Applied {
+        status: SyncStatus,
+        disabled: bool,
+        counts: Counts,
+        duration_ms: i64,
+    },
+    /// The fence moved on: this claim is stale and wrote nothing.
+    Stale,
+}
+
+/// Condition of the fenced update beyond `id`, `fence` and `status = 'RUNNING'`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The worker holding the claim finishes it.
+    Owner,
+    /// The reaper fails a run whose lease has expired (and only then).
+    LeaseExpired,
+}
+
+fn status_of(o: Outcome) -> SyncStatus {
+    match o {
+        Outcome::Success => SyncStatus::Success,
+        Outcome::Failure(_) => SyncStatus::Failed,
+        Outcome::RateLimited { .. } => SyncStatus::RateLimited,
+    }
+}
+
+fn class_of(o: Outcome) -> Option<ErrorClass> {
+    match o {
+        Outcome::Success => None,
+        Outcome::Failure(c) => Some(c),
+        Outcome::RateLimited { .. } => Some(ErrorClass::RateLimited),
+    }
+}
+
+/// Writes the run's outcome, its records and the integration's next state atomically.
+pub async fn finish<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    retry: RetryPolicy,
+    f: Fence,
+    outcome: Outcome,
+    report: RunReport,
+    guard: Guard,
+) -> Result<Finished, DbErr> {
+    let d = Dialect::of(db);
+    let now = d.now();
+    let status = status_of(outcome);
+    let counts = report.plan.counts;
+    let txn = db.begin().await?;
+
+    // 1. The fence check, which also locks the run row until commit: after it, nobody
+    //    can claim this run again before our writes are visible.
+    let expired = if guard == Guard::LeaseExpired {
+        format!(" AND lease_until < {now}")
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "UPDATE sync_logs SET status = $3, completed_at = {now}, duration_ms = {dur}, lease_until = NULL, \
+         records_count = $4, records_inserted = $5, records_updated = $6, records_unchanged = $7, \
+         records_deleted = $8, error_class = $9, error_message = $10 \
+         WHERE id = $1 AND fence = $2 AND status = 'RUNNING'{expired} \
+         RETURNING integration_id, duration_ms",
+        dur = d.ms_since("started_at"),
+    );
+    let rows = db::query(
+        &txn,
+        sql,
+        [
+            f.run_id.into(),
+            f.fence.into(),
+            status.as_str().into(),
+            counts.received.into(),
+            counts.inserted.into(),
+            counts.updated.into(),
+            counts.unchanged.into(),
+            counts.deleted.into(),
+            class_of(outcome).map(|c| c.as_str().to_owned()).into(),
+            report.error_message.clone().into(),
+        ],
+    )
+    .await?;
+    let Some(row) = rows.first() else {
+        txn.rollback().await?;
+        return Ok(Finished::Stale);
+    };
+    let integration_id: Uuid = row.try_get("", "integration_id")?;
+    let duration_ms: i64 = row.try_get("", "duration_ms").unwrap_or(0);
+
+    // 2. Records (only a successful run writes them).
+    if outcome == Outcome::Success && !report.plan.is_empty() {
+        store::apply(&txn, integration_id, report.plan).await?;
+    }
+
+    // 3. The integration's next state.
+    let rows = db::query(
+        &txn,
+        format!(
+            "SELECT retry_count, max_retries, sync_interval_secs, sync_enabled, health, followup_requested \
+             FROM integrations WHERE id = $1 {}",
+            d.for_update()
+        ),
+        [integration_id.into()],
+    )
+    .await?;
+    let Some(i) = rows.first() else {
+        // Deleted while running: the run row went with it (cascade) — nothing to do.
+        txn.commit().await?;
+        return Ok(Finished::Applied {
+            status,
+            disabled: false,
+            counts,
+            duration_ms,
+        });
+    };
+    let state = IntegrationState {
+        id: integration_id,
+        retry_count: i.try_get("", "retry_count")?,
+        max_retries: i.try_get("", "max_retries")?,
+        interval_secs: i.try_get("", "sync_interval_secs")?,
+        sync_enabled: i.try_get("", "sync_enabled")?,
+        health: i.try_get::<HealthState>("", "health")?,
+        followup_requested: i.try_get("", "followup_requested")?,
+    };
+    let decision = policy::decide(retry, state, outcome);
+    let next = match decision.next_in {
+        Some(_) => d.now_plus_ms("$6"),
+        None => "NULL".to_owned(),
+    };
+    let success_at = if decision.success {
+        now
+    } else {
+        "last_success_at"
+    };
+    let watermark = if decision.success && report.watermark.is_some() {
+        "$8"
+    } else {
+        "watermark"
+    };
+    let last_error = if decision.success { "NULL" } else { "$7" };
+    let sql = format!(
+        "UPDATE integrations SET retry_count = $2, sync_enabled = $3, health = $4, next_trigger = $5, \
+         next_sync_at = {next}, followup_requested = false, last_sync_at = {now}, \
+         last_success_at = {success_at}, last_error = {last_error}, watermark = {watermark}, updated_at = {now} \
+         WHERE id = $1"
+    );
+    let next_ms = decision.next_in.map(ms).unwrap_or(0);
+    let values: Vec<Value> = vec![
+        integration_id.into(),
+        decision.retry_count.into(),
+        decision.sync_enabled.into(),
+        health_str(decision.health).into(),
+        decision.next_trigger.as_str().into(),
+        next_ms.into(),
+        report.error_message.clone().unwrap_or_default().into(),
+        report.watermark.clone().into(),
+    ];
+    db::exec(&txn, sql, values).await?;
+
+    // 4. A system disable is an audited control action.
+    if decision.disabled_now {
+        let reason = format!(
+            "disabled after {} consecutive failure(s); last error class {}",
+            decision.retry_count,
+            class_of(outcome).map(ErrorClass::as_str).unwrap_or("none")
+        );
+        crate::audit::record(
+            &txn,
+            crate::audit::Event {
+                integration_id: Some(integration_id),
+                workspace_id: None,
+                actor: "system".into(),
+                action: "integration.disable".into(),
+                reason: Some(reason),
+                before: Some(serde_json::json!({ "syncEnabled": true, "retryCount": state.retry_count })),
+                after: Some(serde_json::json!({ "syncEnabled": false, "health": "disabled", "retryCount": decision.retry_count })),
+            },
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(Finished::Applied {
+        status,
+        disabled: decision.disabled_now,
+        counts,
+        duration_ms,
+    })
+}
+
+pub(crate) fn health_str(h: HealthState) -> &'static str {
+    match h {
+        HealthState::Healthy => "healthy",
+        HealthState::Degraded => "degraded",
+        HealthState::AtRisk => "at_risk",
+        HealthState::Disabled => "disabled",
+        HealthState::Paused => "paused",
+    }
+}
+
+/// The wait a `rate_limited` outcome asks for, bounded so a hostile header cannot park an
+/// integration for years.
+pub fn bounded_wait(retry_after: Option<Duration>) -> Duration {
+    retry_after
+        .unwrap_or(Duration::from_secs(60))
+        .clamp(Duration::from_millis(1), Duration::from_secs(24 * 3600))
+}
+
+/// The trigger a run of this outcome leaves for the next one (exposed for tests).
+pub fn next_trigger_after(outcome: Outcome) -> Trigger {
+    match outcome {
+        Outcome::Failure(_) => Trigger::Retry,
+        _ => Trigger::Schedule,
+    }
+}

@@ -1,0 +1,27 @@
+//! The run protocol (DESIGN §4): schedule → claim → run → finish (fenced) → recover.
+//!
+//! The database is the source of truth; the queue only carries "run `run_id` now" hints.
+//! Every state change here is one conditional statement or one transaction, and every
+//! timestamp comes from the database clock, so worker clock skew cannot move schedules
+//! or steal live work. A duplicate delivery or a zombie worker changes nothing.
+
+pub mod claim;
+pub mod finish;
+pub mod policy;
+pub mod reaper;
+pub mod schedule;
+pub mod trigger;
+
+use sea_orm::QueryResult;
+use uuid::Uuid;
+
+/// A claim on a run: the run id and the fence that every write of this claim carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub run_id: Uuid,
+    pub fence: i64,
+}
+
+pub(crate) fn ids(rows: &[QueryResult], col: &str) -> Result<Vec<Uuid>, sea_orm::DbErr> {
+    rows.iter().map(|r| r.try_get::<Uuid>("", col)).collect()
+}

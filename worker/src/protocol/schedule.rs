@@ -1,0 +1,119 @@
+//! The scheduler's tick: due integrations → PENDING runs, in one transaction.
+//!
+//! Leaderless: every API replica runs it. On PostgreSQL `FOR UPDATE SKIP LOCKED` hands
+//! each concurrent tick a disjoint set of integrations; `UNIQUE(integration_id,
+//! scheduled_for)` and the one-live-run index make a double schedule impossible even
+//! if that were bypassed. The caller pushes the returned run ids after the commit.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::Trigger;
+use sea_orm::{ConnectionTrait, DbErr, TransactionSession, TransactionTrait, Value};
+use uuid::Uuid;
+
+use super::ids;
+use crate::db::{self, Dialect};
+
+/// Claims up to `limit` due integrations and creates their PENDING runs.
+pub async fn tick<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    limit: u64,
+) -> Result<Vec<Uuid>, DbErr> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let d = Dialect::of(db);
+    let now = d.now();
+    let txn = db.begin().await?;
+    let due = db::query(
+        &txn,
+        format!(
+            "SELECT i.id, i.next_sync_at, i.next_trigger, i.retry_count FROM integrations i \
+             WHERE i.sync_enabled AND i.next_sync_at IS NOT NULL AND i.next_sync_at <= {now} \
+             AND NOT EXISTS (SELECT 1 FROM sync_logs s WHERE s.integration_id = i.id AND s.status IN ('PENDING', 'RUNNING')) \
+             ORDER BY i.next_sync_at LIMIT $1 {}",
+            d.skip_locked()
+        ),
+        [i64::try_from(limit).unwrap_or(i64::MAX).into()],
+    )
+    .await?;
+    if due.is_empty() {
+        txn.rollback().await?;
+        return Ok(Vec::new());
+    }
+    let mut values: Vec<Value> = Vec::with_capacity(due.len() * 5);
+    let mut tuples = Vec::with_capacity(due.len());
+    let mut claimed = Vec::with_capacity(due.len());
+    for (n, r) in due.iter().enumerate() {
+        let id: Uuid = r.try_get("", "id")?;
+        let slot: DateTime<Utc> = r.try_get("", "next_sync_at")?;
+        let trigger: Trigger = r.try_get("", "next_trigger")?;
+        let retry_count: i32 = r.try_get("", "retry_count")?;
+        let p = n * 5;
+        tuples.push(format!(
+            "(${}, ${}, 'PENDING', ${}, ${}, ${}, {now}, {now})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5
+        ));
+        values.extend([
+            Uuid::now_v7().into(),
+            id.into(),
+            trigger.as_str().into(),
+            slot.into(),
+            retry_count.saturating_add(1).into(),
+        ]);
+        claimed.push(id);
+    }
+    let inserted = db::query(
+        &txn,
+        format!(
+            "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, attempt, enqueued_at, created_at) \
+             VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+            tuples.join(", ")
+        ),
+        values,
+    )
+    .await?;
+    // Clear the slot of every claimed integration, also the ones whose insert hit a
+    // conflict: that slot is already scheduled, and the reaper's repair pass gives an
+    // integration left without a slot a fresh one.
+    let placeholders: Vec<String> = (1..=claimed.len()).map(|i| format!("${i}")).collect();
+    db::exec(
+        &txn,
+        format!(
+            "UPDATE integrations SET next_sync_at = NULL WHERE id IN ({})",
+            placeholders.join(", ")
+        ),
+        claimed.into_iter().map(Value::from),
+    )
+    .await?;
+    txn.commit().await?;
+    ids(&inserted, "id")
+}
+
+/// How long until the earliest enabled integration falls due (zero if one is overdue),
+/// by the database clock; `None` when nothing is scheduled.
+pub async fn next_due_in(db: &impl ConnectionTrait) -> Result<Option<Duration>, DbErr> {
+    let d = Dialect::of(db);
+    let rows = db::query(
+        db,
+        format!(
+            "SELECT {} AS ms FROM integrations WHERE sync_enabled AND next_sync_at IS NOT NULL \
+             ORDER BY next_sync_at LIMIT 1",
+            d.ms_since("next_sync_at")
+        ),
+        [],
+    )
+    .await?;
+    let Some(r) = rows.first() else {
+        return Ok(None);
+    };
+    let since: i64 = r.try_get("", "ms")?;
+    Ok(Some(Duration::from_millis(
+        u64::try_from(since.saturating_neg()).unwrap_or(0),
+    )))
+}

@@ -1,0 +1,98 @@
+//! Manual triggers, coalesced under the one-live-run rule.
+
+use entity::Trigger;
+use sea_orm::{ConnectionTrait, DbErr, TransactionSession, TransactionTrait};
+use uuid::Uuid;
+
+use crate::db::{self, Dialect};
+
+/// What a trigger did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Triggered {
+    /// A new PENDING run; push it to the queue.
+    Created(Uuid),
+    /// A run was already live. If it is RUNNING, one follow-up run was requested (several
+    /// triggers during one run still make one follow-up); if it is PENDING, it has not
+    /// fetched yet and will see fresh data, so nothing more is needed.
+    Coalesced {
+        run_id: Uuid,
+        followup: bool,
+    },
+    NotFound,
+}
+
+/// Creates a run of `integration_id` now, bypassing its interval but never the
+/// one-live-run rule.
+pub async fn trigger<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    integration_id: Uuid,
+    trigger: Trigger,
+) -> Result<Triggered, DbErr> {
+    let d = Dialect::of(db);
+    let now = d.now();
+    let txn = db.begin().await?;
+    // Lock the integration so a concurrent scheduler tick skips it (SKIP LOCKED).
+    let rows = db::query(
+        &txn,
+        format!(
+            "SELECT retry_count FROM integrations WHERE id = $1 {}",
+            d.for_update()
+        ),
+        [integration_id.into()],
+    )
+    .await?;
+    let Some(row) = rows.first() else {
+        txn.rollback().await?;
+        return Ok(Triggered::NotFound);
+    };
+    let retry_count: i32 = row.try_get("", "retry_count")?;
+    let run_id = Uuid::now_v7();
+    let inserted = db::query(
+        &txn,
+        format!(
+            "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, attempt, enqueued_at, created_at) \
+             VALUES ($1, $2, 'PENDING', $3, {now}, $4, {now}, {now}) ON CONFLICT DO NOTHING RETURNING id"
+        ),
+        [run_id.into(), integration_id.into(), trigger.as_str().into(), retry_count.saturating_add(1).into()],
+    )
+    .await?;
+    if !inserted.is_empty() {
+        // The live run stands in for the scheduled one; finishing it reschedules.
+        db::exec(
+            &txn,
+            "UPDATE integrations SET next_sync_at = NULL WHERE id = $1",
+            [integration_id.into()],
+        )
+        .await?;
+        txn.commit().await?;
+        return Ok(Triggered::Created(run_id));
+    }
+    let live = db::query(
+        &txn,
+        "SELECT id, status FROM sync_logs WHERE integration_id = $1 AND status IN ('PENDING', 'RUNNING')",
+        [integration_id.into()],
+    )
+    .await?;
+    let Some(live) = live.first() else {
+        // The insert conflicted on the slot itself (same database instant): retry later.
+        txn.rollback().await?;
+        return Err(DbErr::Custom(
+            "a run for this instant already exists; retry".into(),
+        ));
+    };
+    let live_id: Uuid = live.try_get("", "id")?;
+    let running = live.try_get::<String>("", "status")? == "RUNNING";
+    if running {
+        db::exec(
+            &txn,
+            "UPDATE integrations SET followup_requested = true WHERE id = $1",
+            [integration_id.into()],
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(Triggered::Coalesced {
+        run_id: live_id,
+        followup: running,
+    })
+}
