@@ -34,6 +34,7 @@ pub async fn run_scheduler(state: AppState, shutdown: CancellationToken) {
                 backoff
             }
         };
+        tracing::trace!(sleep_ms = sleep.as_millis() as u64, "scheduler sleeping");
         if sleep.is_zero() {
             tokio::task::yield_now().await;
             continue;
@@ -60,6 +61,7 @@ async fn scheduler_pass(state: &AppState) -> anyhow::Result<Option<bool>> {
     }
     let limit = cfg.max_runs_per_tick.min(cfg.max_queue_depth - depth);
     let ids = schedule::tick(&state.db, limit).await?;
+    tracing::trace!(scheduled = ids.len(), depth, "scheduler tick");
     if ids.is_empty() {
         return Ok(Some(false));
     }

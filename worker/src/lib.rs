@@ -11,6 +11,7 @@ pub mod db;
 pub mod engine;
 pub mod job;
 pub mod metrics;
+pub mod poll;
 pub mod protocol;
 pub mod queue;
 pub mod runner;

@@ -10,7 +10,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis::prelude::BackendExt;
 use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt, WorkerContext};
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
@@ -94,13 +93,13 @@ pub async fn run(engine: Arc<Engine>, queue: Queue, shutdown: CancellationToken)
         let fut = async {
             match &queue {
                 Queue::Redis { storage, .. } => run_one!(
-                    storage.clone().poll_with_interval(poll),
+                    crate::poll::every(storage.clone(), poll),
                     name.clone(),
                     engine,
                     shutdown
                 ),
                 Queue::Sqlite { storage, .. } => run_one!(
-                    storage.clone().poll_with_interval(poll),
+                    crate::poll::every(storage.clone(), poll),
                     name.clone(),
                     engine,
                     shutdown

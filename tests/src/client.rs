@@ -1,0 +1,84 @@
+//! A typed client of the HTTP API for tests.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct ApiClient {
+    pub base: String,
+    pub key: String,
+    pub http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, key: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            key: key.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("GET");
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates an integration and returns its id.
+    pub async fn create(
+        &self,
+        name: &str,
+        kind: &str,
+        config: Value,
+        interval: Option<i64>,
+    ) -> Uuid {
+        let (s, v) = self
+            .post(
+                "/api/integrations",
+                &json!({ "name": name, "kind": kind, "config": config, "syncInterval": interval }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "create failed: {v}");
+        v["id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .expect("id")
+    }
+
+    pub async fn trigger(&self, id: Uuid) -> Value {
+        let (s, v) = self
+            .post(&format!("/api/integrations/{id}/sync"), &json!({}))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "trigger failed: {v}");
+        v
+    }
+
+    pub async fn history(&self, id: Uuid) -> Vec<Value> {
+        let (s, v) = self
+            .get(&format!("/api/integrations/{id}/sync-history?pageSize=500"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "history failed: {v}");
+        v["logs"].as_array().cloned().unwrap_or_default()
+    }
+}

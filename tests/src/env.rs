@@ -1,0 +1,235 @@
+//! Per-test isolation: a fresh PostgreSQL database and a random Redis prefix.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use syncfleet_api::app::{self, Started};
+use syncfleet_api::config::Config;
+use syncfleet_api::db::AdminKey;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::client::ApiClient;
+
+pub fn database_admin_url() -> String {
+    std::env::var("SYNCFLEET_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("SYNCFLEET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Skips (or, under `CI=true`, fails) a test whose services are unreachable.
+pub fn skip_or_fail(what: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is unreachable and CI=true: failing instead of skipping");
+    }
+    eprintln!("\n======== SKIPPED: {what} is unreachable; set it up to run this test ========\n");
+}
+
+/// Everything one test owns.
+pub struct TestEnv {
+    pub db_url: String,
+    pub redis_url: String,
+    pub prefix: String,
+    pub db: DatabaseConnection,
+    db_name: String,
+}
+
+/// A fresh, migrated database and a random Redis prefix; `None` = skipped.
+pub async fn test_env() -> Option<TestEnv> {
+    let admin_url = database_admin_url();
+    let admin =
+        match tokio::time::timeout(Duration::from_secs(5), Database::connect(&admin_url)).await {
+            Ok(Ok(db)) => db,
+            _ => {
+                skip_or_fail(&format!("PostgreSQL ({admin_url})"));
+                return None;
+            }
+        };
+    let redis_url = redis_url();
+    let redis_ok = async {
+        let client = redis::Client::open(redis_url.as_str()).ok()?;
+        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+    };
+    if tokio::time::timeout(Duration::from_secs(5), redis_ok)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        skip_or_fail(&format!("Redis ({redis_url})"));
+        return None;
+    }
+    let db_name = format!("sf_test_{}", Uuid::new_v4().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
+        .await
+        .expect("create test database");
+    let _ = admin.close().await;
+    let mut url = url::Url::parse(&admin_url).expect("admin url");
+    url.set_path(&db_name);
+    let db_url = url.to_string();
+    let db = Database::connect(&db_url)
+        .await
+        .expect("connect test database");
+    Migrator::up(&db, None)
+        .await
+        .expect("migrate test database");
+    let prefix = format!("sft{}", &Uuid::new_v4().simple().to_string()[..12]);
+    Some(TestEnv {
+        db_url,
+        redis_url,
+        prefix,
+        db,
+        db_name,
+    })
+}
+
+/// Compressed protocol timings for tests.
+pub const FAST: &[(&str, &str)] = &[
+    ("SYNCFLEET_SCHEDULER_TICK_MS", "100"),
+    ("SYNCFLEET_LEASE_MS", "1500"),
+    ("SYNCFLEET_REAPER_PERIOD_MS", "250"),
+    ("SYNCFLEET_REENQUEUE_AFTER_MS", "2000"),
+    ("SYNCFLEET_RETRY_BASE_MS", "300"),
+    ("SYNCFLEET_RETRY_CAP_MS", "2000"),
+    ("SYNCFLEET_POLL_INTERVAL_MS", "20"),
+    ("SYNCFLEET_SHUTDOWN_GRACE_MS", "2000"),
+    ("SYNCFLEET_MIN_INTERVAL_SECS", "1"),
+];
+
+impl TestEnv {
+    /// The environment a syncfleet process of this test gets: isolation, then `FAST`,
+    /// then `overrides`.
+    pub fn vars(&self, overrides: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut m: HashMap<String, String> = HashMap::new();
+        m.insert("DATABASE_URL".into(), self.db_url.clone());
+        m.insert("REDIS_URL".into(), self.redis_url.clone());
+        m.insert("SYNCFLEET_REDIS_PREFIX".into(), self.prefix.clone());
+        m.insert(
+            "SYNCFLEET_ADMIN_TOKEN".into(),
+            format!("test-admin-{}", self.prefix),
+        );
+        for (k, v) in FAST.iter().chain(overrides) {
+            m.insert((*k).into(), (*v).into());
+        }
+        m
+    }
+
+    pub fn config(&self, overrides: &[(&str, &str)]) -> Config {
+        Config::from_map(&self.vars(overrides)).expect("test config")
+    }
+
+    pub fn admin_token(&self) -> String {
+        format!("test-admin-{}", self.prefix)
+    }
+
+    /// Starts the real API role (scheduler included) in-process on port 0.
+    pub async fn spawn_app(&self, overrides: &[(&str, &str)]) -> TestApp {
+        let config = self.config(overrides);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<Started>();
+        let token = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            app::run_api(config, listener, token, move |s| {
+                let _ = tx.send(s);
+            })
+            .await
+        });
+        let started = rx.await.expect("app started");
+        assert_eq!(started.admin_key, AdminKey::Given);
+        TestApp {
+            client: ApiClient::new(&started.url, &self.admin_token()),
+            url: started.url,
+            shutdown,
+            handle,
+        }
+    }
+
+    /// Starts an in-process worker (the same code as `syncfleet worker`).
+    pub fn spawn_worker(
+        &self,
+        overrides: &[(&str, &str)],
+    ) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+        let config = self.config(overrides);
+        let token = CancellationToken::new();
+        let t = token.clone();
+        (
+            token,
+            tokio::spawn(async move { app::run_worker(config, t).await }),
+        )
+    }
+
+    /// Redis connection for assertions.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connect")
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Async cleanup from a sync Drop: a short-lived runtime on its own thread.
+        let (admin, name, redis_url, prefix) = (
+            database_admin_url(),
+            self.db_name.clone(),
+            self.redis_url.clone(),
+            self.prefix.clone(),
+        );
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(db) = Database::connect(&admin).await {
+                    let _ = db
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+                if let Ok(client) = redis::Client::open(redis_url.as_str())
+                    && let Ok(mut c) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{prefix}:*"))
+                        .query_async(&mut c)
+                        .await
+                        .unwrap_or_default();
+                    for chunk in keys.chunks(500) {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(chunk).query_async(&mut c).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A running API role.
+pub struct TestApp {
+    pub url: String,
+    pub client: ApiClient,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
+    }
+}

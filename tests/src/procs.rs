@@ -1,0 +1,146 @@
+//! Real processes: `syncfleet` roles and private `redis-server`s. Tests only ever
+//! signal processes they started, by PID.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The `syncfleet` binary built beside this test binary.
+pub fn syncfleet_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/syncfleet
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let bin = dir.join("syncfleet");
+    assert!(
+        bin.exists(),
+        "{} not built (run through `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
+}
+
+/// A child process killed (SIGKILL) on drop.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// SIGTERM and wait up to `within`; returns the exit code.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `syncfleet <role>` with exactly `vars` (plus PATH).
+pub fn syncfleet(role: &str, vars: &HashMap<String, String>) -> Proc {
+    let mut cmd = Command::new(syncfleet_bin());
+    cmd.arg(role)
+        .env_clear()
+        .envs(vars)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if std::env::var("SYNCFLEET_TEST_LOGS").is_ok() {
+        cmd.stderr(Stdio::inherit());
+    } else {
+        cmd.stderr(Stdio::null());
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    Proc {
+        child: cmd.spawn().expect("spawn syncfleet"),
+    }
+}
+
+/// A private `redis-server` on a free port, for tests that stop or restart Redis.
+pub struct RedisServer {
+    pub port: u16,
+    pub proc: Option<Proc>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl RedisServer {
+    /// `None` when `redis-server` is not installed (the caller skips or fails).
+    pub fn start() -> Option<Self> {
+        let port = free_port();
+        let mut s = Self { port, proc: None };
+        s.proc = Some(s.spawn()?);
+        Some(s)
+    }
+
+    fn spawn(&self) -> Option<Proc> {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let p = Proc { child };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Some(p);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (data is lost: it keeps nothing on disk).
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    pub fn restart(&mut self) {
+        self.proc = None;
+        self.proc = self.spawn();
+        assert!(self.proc.is_some(), "redis-server restart failed");
+    }
+}

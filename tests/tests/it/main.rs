@@ -1,0 +1,10 @@
+//! End-to-end tests across api + worker against real PostgreSQL and Redis, and the
+//! embedded mode on a temporary SQLite file. One binary, one module per concern.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod faults;
+mod foundation;
+mod hygiene;
+mod protocol;
+mod util;

@@ -1,0 +1,33 @@
+//! Small helpers shared by the test modules.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, Value};
+use syncfleet_worker::db as q;
+
+/// Polls `check` until it returns `Some` or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn count(db: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> i64 {
+    let r = q::query(db, sql, values).await.expect(sql);
+    r.first()
+        .map(|r| r.try_get_by_index::<i64>(0).expect("count"))
+        .unwrap_or(0)
+}
