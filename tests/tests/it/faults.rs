@@ -1,1 +1,316 @@
+//! Fault tests with real processes: a killed worker, a frozen (zombie) worker, a run
+//! that kills every worker, a Redis restart. They only signal processes they started.
 
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use syncfleet_worker::db as q;
+use tests::env::{skip_or_fail, test_env};
+use tests::procs::{self, RedisServer};
+
+use crate::protocol::{runs, state};
+use crate::util::{count, eventually};
+
+/// `kill -9` a worker mid-run: the run is reclaimed after the lease and finishes once.
+#[tokio::test]
+async fn killed_worker_run_is_reclaimed_and_finishes_once() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let vars = env.vars(&[]);
+    let mut a = procs::syncfleet("worker", &vars);
+    let id = app
+        .client
+        .create(
+            "slow",
+            "synthetic",
+            json!({ "latencyMs": 2500, "records": 4 }),
+            None,
+        )
+        .await;
+    let owner_a = eventually(
+        Duration::from_secs(15),
+        "run RUNNING on worker A",
+        || async {
+            runs(&env.db, id)
+                .await
+                .first()
+                .filter(|r| r.status == "RUNNING")
+                .and_then(|r| r.worker_id.clone())
+        },
+    )
+    .await;
+    a.signal("KILL");
+    let _ = a.child.wait();
+    let killed_at = Instant::now();
+    let _b = procs::syncfleet("worker", &vars);
+    eventually(
+        Duration::from_secs(20),
+        "run finished elsewhere",
+        || async { (runs(&env.db, id).await.first()?.status == "SUCCESS").then_some(()) },
+    )
+    .await;
+    let recovered_in = killed_at.elapsed();
+    let rs = runs(&env.db, id).await;
+    assert_eq!(rs.len(), 1, "finished once");
+    assert_eq!(rs[0].claims, 2, "one crash recovery");
+    assert_ne!(rs[0].worker_id.as_deref(), Some(owner_a.as_str()));
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM records WHERE integration_id = $1",
+            vec![id.into()]
+        )
+        .await,
+        4
+    );
+    // lease 1.5 s + reaper 0.25 s: nothing may stay RUNNING past that.
+    tokio::time::sleep(Duration::from_millis(1750)).await;
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM sync_logs WHERE status = 'RUNNING'",
+            vec![]
+        )
+        .await,
+        0
+    );
+    eprintln!(
+        "crash: 1 kill, 1 reclaim, recovered in {} ms",
+        recovered_in.as_millis()
+    );
+    app.stop().await;
+}
+
+async fn stale_finishes(port: u16) -> u64 {
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok();
+    let Some(body) = body else { return 0 };
+    let text = body.text().await.unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("syncfleet_stale_finishes_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `SIGSTOP` a worker past its lease, let another finish the run, `SIGCONT`: every
+/// write of the stale worker is rejected by the fence.
+#[tokio::test]
+async fn zombie_worker_writes_are_fenced_off() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let port_a = procs::free_port();
+    let a = procs::syncfleet(
+        "worker",
+        &env.vars(&[("SYNCFLEET_WORKER_LISTEN", &format!("127.0.0.1:{port_a}"))]),
+    );
+    let id = app
+        .client
+        .create(
+            "zombie",
+            "synthetic",
+            json!({ "latencyMs": 2000, "records": 3 }),
+            None,
+        )
+        .await;
+    let owner_a = eventually(Duration::from_secs(15), "run RUNNING on A", || async {
+        runs(&env.db, id)
+            .await
+            .first()
+            .filter(|r| r.status == "RUNNING")
+            .and_then(|r| r.worker_id.clone())
+    })
+    .await;
+    a.signal("STOP");
+    let b = procs::syncfleet("worker", &env.vars(&[]));
+    eventually(Duration::from_secs(20), "B finished the run", || async {
+        (runs(&env.db, id).await.first()?.status == "SUCCESS").then_some(())
+    })
+    .await;
+    let before = runs(&env.db, id).await;
+    let records_before = count(
+        &env.db,
+        "SELECT COUNT(*) FROM records WHERE integration_id = $1 AND version = 1",
+        vec![id.into()],
+    )
+    .await;
+    a.signal("CONT");
+    // A wakes up: its renewal or its finish must be refused; give it time to try.
+    let rejected = eventually(
+        Duration::from_secs(10),
+        "A's stale write rejected",
+        || async {
+            let n = stale_finishes(port_a).await;
+            (n >= 1).then_some(n)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = runs(&env.db, id).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].status, "SUCCESS");
+    assert_ne!(
+        after[0].worker_id.as_deref(),
+        Some(owner_a.as_str()),
+        "the zombie's finish landed"
+    );
+    assert_eq!(after[0].fence, before[0].fence);
+    assert_eq!(after[0].completed_at, before[0].completed_at);
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM records WHERE integration_id = $1 AND version = 1",
+            vec![id.into()]
+        )
+        .await,
+        records_before
+    );
+    eprintln!(
+        "zombie: {rejected} stale write(s) rejected, fence {}",
+        after[0].fence
+    );
+    drop(b);
+    drop(a);
+    app.stop().await;
+}
+
+/// A run that aborts its worker process every time is quarantined after the claim
+/// limit; other integrations keep running meanwhile.
+#[tokio::test]
+async fn poison_run_is_quarantined() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let vars = env.vars(&[]);
+    let healthy = app
+        .client
+        .create("healthy", "synthetic", json!({}), Some(1))
+        .await;
+    let poison = app
+        .client
+        .create("poison", "synthetic", json!({ "crashProcess": true }), None)
+        .await;
+    // Two workers, each replaced as soon as it dies (what a supervisor would do).
+    let mut workers = vec![
+        procs::syncfleet("worker", &vars),
+        procs::syncfleet("worker", &vars),
+    ];
+    let mut crashes = 0;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if runs(&env.db, poison)
+            .await
+            .first()
+            .is_some_and(|r| r.status == "FAILED")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "poison run not quarantined");
+        for w in &mut workers {
+            if let Ok(Some(_)) = w.child.try_wait() {
+                crashes += 1;
+                *w = procs::syncfleet("worker", &vars);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = &runs(&env.db, poison).await[0];
+    assert_eq!(r.error_class.as_deref(), Some("worker_lost"));
+    assert_eq!(r.claims, 3, "quarantined at the claim limit");
+    assert!(crashes >= 3, "{crashes} crashes");
+    let ok = runs(&env.db, healthy)
+        .await
+        .iter()
+        .filter(|r| r.status == "SUCCESS")
+        .count();
+    assert!(ok >= 2, "healthy integration starved: {ok} successes");
+    let (_, health, retry_count) = state(&env.db, poison).await;
+    assert_eq!(retry_count, 1, "a quarantined run counts as one failure");
+    assert_ne!(health, "healthy");
+    eprintln!(
+        "poison: {crashes} worker crashes, quarantined after 3 claims, healthy had {ok} successes meanwhile"
+    );
+    drop(workers);
+    app.stop().await;
+}
+
+/// `SHUTDOWN NOSAVE` Redis under load and start it again: workers resume within 30 s
+/// and every scheduled run completes.
+#[tokio::test]
+async fn redis_restart_under_load_recovers() {
+    let Some(mut env) = test_env().await else {
+        return;
+    };
+    let Some(mut redis) = RedisServer::start() else {
+        skip_or_fail("redis-server (binary)");
+        return;
+    };
+    env.redis_url = redis.url();
+    let app = env.spawn_app(&[]).await;
+    let vars = env.vars(&[]);
+    let _w1 = procs::syncfleet("worker", &vars);
+    let _w2 = procs::syncfleet("worker", &vars);
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(
+            app.client
+                .create(
+                    &format!("r{i}"),
+                    "synthetic",
+                    json!({ "latencyMs": 20 }),
+                    Some(1),
+                )
+                .await,
+        );
+    }
+    eventually(Duration::from_secs(15), "steady state", || async {
+        let n = count(
+            &env.db,
+            "SELECT COUNT(DISTINCT integration_id) FROM sync_logs WHERE status = 'SUCCESS'",
+            vec![],
+        )
+        .await;
+        (n == 30).then_some(())
+    })
+    .await;
+    let mut c = env.redis().await;
+    let _: Result<(), _> = redis::cmd("SHUTDOWN")
+        .arg("NOSAVE")
+        .query_async(&mut c)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redis.restart();
+    let restarted = Instant::now();
+    let marker = q::query(&env.db, "SELECT now() AS t", [])
+        .await
+        .expect("now")[0]
+        .try_get::<chrono::DateTime<chrono::Utc>>("", "t")
+        .expect("t");
+    eventually(Duration::from_secs(30), "every integration synced after the restart", || async {
+        let n = count(
+            &env.db,
+            "SELECT COUNT(DISTINCT integration_id) FROM sync_logs WHERE status = 'SUCCESS' AND started_at > $1",
+            vec![marker.into()],
+        )
+        .await;
+        (n == 30).then_some(())
+    })
+    .await;
+    let recovery = restarted.elapsed();
+    // Nothing scheduled before the restart is left behind.
+    eventually(Duration::from_secs(15), "no stranded runs", || async {
+        let n = count(
+            &env.db,
+            "SELECT COUNT(*) FROM sync_logs WHERE status IN ('PENDING', 'RUNNING') AND created_at < $1",
+            vec![marker.into()],
+        )
+        .await;
+        (n == 0).then_some(())
+    })
+    .await;
+    eprintln!(
+        "redis restart: all 30 integrations synced again {} ms after Redis came back",
+        recovery.as_millis()
+    );
+    app.stop().await;
+}

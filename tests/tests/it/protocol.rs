@@ -1,1 +1,586 @@
+//! The run protocol end to end (DESIGN §4): backoff and disable, error classes,
+//! duplicate deliveries, concurrent schedulers, missed slots, no overlap, coalescing.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
+use serde_json::json;
+use syncfleet_worker::db as q;
+use syncfleet_worker::protocol::policy::{RetryPolicy, backoff_base};
+use syncfleet_worker::protocol::schedule;
+use tests::env::test_env;
+use tests::procs;
+use uuid::Uuid;
+
+use crate::util::{count, eventually};
+
+pub struct Run {
+    pub status: String,
+    pub trigger: String,
+    pub attempt: i32,
+    pub claims: i32,
+    pub fence: i64,
+    pub scheduled_for: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub error_class: Option<String>,
+    pub worker_id: Option<String>,
+}
+
+/// Runs of one integration, oldest first.
+pub async fn runs(db: &DatabaseConnection, id: Uuid) -> Vec<Run> {
+    let rows = q::query(
+        db,
+        "SELECT status, \"trigger\", attempt, claims, fence, scheduled_for, completed_at, error_class, worker_id \
+         FROM sync_logs WHERE integration_id = $1 ORDER BY scheduled_for, created_at",
+        [id.into()],
+    )
+    .await
+    .expect("runs");
+    rows.iter()
+        .map(|r| Run {
+            status: r.try_get("", "status").unwrap(),
+            trigger: r.try_get("", "trigger").unwrap(),
+            attempt: r.try_get("", "attempt").unwrap(),
+            claims: r.try_get("", "claims").unwrap(),
+            fence: r.try_get("", "fence").unwrap(),
+            scheduled_for: r.try_get("", "scheduled_for").unwrap(),
+            completed_at: r.try_get("", "completed_at").unwrap(),
+            error_class: r.try_get("", "error_class").unwrap(),
+            worker_id: r.try_get("", "worker_id").unwrap(),
+        })
+        .collect()
+}
+
+/// `(sync_enabled, health, retry_count)`.
+pub async fn state(db: &DatabaseConnection, id: Uuid) -> (bool, String, i32) {
+    let r = q::query(
+        db,
+        "SELECT sync_enabled, health, retry_count FROM integrations WHERE id = $1",
+        [id.into()],
+    )
+    .await
+    .expect("state");
+    let r = &r[0];
+    (
+        r.try_get("", "sync_enabled").unwrap(),
+        r.try_get("", "health").unwrap(),
+        r.try_get("", "retry_count").unwrap(),
+    )
+}
+
+async fn disable_audits(db: &DatabaseConnection, id: Uuid) -> i64 {
+    count(
+        db,
+        "SELECT COUNT(*) FROM audit_events WHERE integration_id = $1 AND action = 'integration.disable' AND actor = 'system'",
+        vec![id.into()],
+    )
+    .await
+}
+
+fn ms(d: chrono::TimeDelta) -> i64 {
+    d.num_milliseconds()
+}
+
+/// Always failing: exactly `max_retries` FAILED runs spaced by the backoff, then
+/// disabled with one audit event; nothing runs after that.
+#[tokio::test]
+async fn failures_back_off_then_disable() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let (stop, worker) = env.spawn_worker(&[]);
+    let id = app
+        .client
+        .create(
+            "always-fails",
+            "synthetic",
+            json!({ "failAlways": true }),
+            Some(1),
+        )
+        .await;
+    eventually(Duration::from_secs(20), "integration disabled", || async {
+        (state(&env.db, id).await.1 == "disabled").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rs = runs(&env.db, id).await;
+    assert_eq!(rs.len(), 3, "exactly max_retries runs");
+    assert!(
+        rs.iter()
+            .all(|r| r.status == "FAILED" && r.error_class.as_deref() == Some("transient"))
+    );
+    assert_eq!(
+        rs.iter().map(|r| r.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        rs.iter().map(|r| r.trigger.as_str()).collect::<Vec<_>>(),
+        vec!["schedule", "retry", "retry"]
+    );
+    let policy = RetryPolicy {
+        base: Duration::from_millis(300),
+        cap: Duration::from_millis(2000),
+    };
+    for n in 1..rs.len() {
+        let gap = ms(rs[n].scheduled_for - rs[n - 1].completed_at.unwrap());
+        let base = backoff_base(policy, n as i32).as_millis() as i64;
+        assert!(
+            gap >= base - 5 && gap <= base + base / 10 + 5,
+            "gap {n}: {gap} ms, expected {base}..{}",
+            base * 11 / 10
+        );
+    }
+    let (enabled, health, retry_count) = state(&env.db, id).await;
+    assert!(!enabled);
+    assert_eq!((health.as_str(), retry_count), ("disabled", 3));
+    assert_eq!(disable_audits(&env.db, id).await, 1);
+    // Regression (apalis-redis retries any handler `Err` up to 25 times): each failed run
+    // was acknowledged as done once; nothing is waiting for a backend retry.
+    let mut r = env.redis().await;
+    let done: i64 = redis::cmd("SCARD")
+        .arg(format!("{}:sync:done", env.prefix))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let retrying: i64 = redis::cmd("ZCARD")
+        .arg(format!("{}:sync:scheduled", env.prefix))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let dead: i64 = redis::cmd("SCARD")
+        .arg(format!("{}:sync:dead", env.prefix))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!((done, retrying, dead), (3, 0, 0));
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
+
+/// A success between failures resets the count; the integration stays healthy.
+#[tokio::test]
+async fn success_resets_the_failure_count() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let (stop, worker) = env.spawn_worker(&[]);
+    let id = app
+        .client
+        .create("recovers", "synthetic", json!({ "failFirst": 2 }), Some(1))
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "a success after two failures",
+        || async {
+            let rs = runs(&env.db, id).await;
+            rs.iter().any(|r| r.status == "SUCCESS").then_some(())
+        },
+    )
+    .await;
+    let rs = runs(&env.db, id).await;
+    assert_eq!(rs[0].status, "FAILED");
+    assert_eq!(rs[1].status, "FAILED");
+    assert_eq!(rs[2].status, "SUCCESS");
+    assert_eq!(rs[2].attempt, 3);
+    let (enabled, health, retry_count) = state(&env.db, id).await;
+    assert!(enabled);
+    assert_eq!((health.as_str(), retry_count), ("healthy", 0));
+    // The next run is a fresh first attempt on the schedule.
+    eventually(Duration::from_secs(10), "next scheduled run", || async {
+        let rs = runs(&env.db, id).await;
+        rs.get(3)
+            .filter(|r| r.status == "SUCCESS")
+            .map(|r| (r.attempt, r.trigger.clone()))
+    })
+    .await;
+    let rs = runs(&env.db, id).await;
+    assert_eq!((rs[3].attempt, rs[3].trigger.as_str()), (1, "schedule"));
+    assert_eq!(disable_audits(&env.db, id).await, 0);
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
+
+/// `config` and `auth` disable at once; `rate_limited` waits and never counts.
+#[tokio::test]
+async fn error_classes_decide_what_follows() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let (stop, worker) = env.spawn_worker(&[]);
+    let config = app
+        .client
+        .create(
+            "bad-config",
+            "synthetic",
+            json!({ "failAlways": true, "errorClass": "config" }),
+            Some(1),
+        )
+        .await;
+    let auth = app
+        .client
+        .create(
+            "bad-auth",
+            "synthetic",
+            json!({ "failAlways": true, "errorClass": "auth" }),
+            Some(1),
+        )
+        .await;
+    let limited = app
+        .client
+        .create(
+            "limited",
+            "synthetic",
+            json!({ "failAlways": true, "errorClass": "rate_limited", "retryAfterMs": 400 }),
+            Some(1),
+        )
+        .await;
+    for id in [config, auth] {
+        eventually(Duration::from_secs(15), "disabled at once", || async {
+            (state(&env.db, id).await.1 == "disabled").then_some(())
+        })
+        .await;
+    }
+    eventually(
+        Duration::from_secs(15),
+        "four rate-limited runs",
+        || async {
+            (runs(&env.db, limited)
+                .await
+                .iter()
+                .filter(|r| r.status == "RATE_LIMITED")
+                .count()
+                >= 4)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for id in [config, auth] {
+        let rs = runs(&env.db, id).await;
+        assert_eq!(rs.len(), 1, "no retry after a config/auth error");
+        assert_eq!(rs[0].status, "FAILED");
+        assert_eq!(disable_audits(&env.db, id).await, 1);
+    }
+    let rs = runs(&env.db, limited).await;
+    let (enabled, health, retry_count) = state(&env.db, limited).await;
+    assert!(enabled, "rate limiting must not disable");
+    assert_eq!((health.as_str(), retry_count), ("healthy", 0));
+    let finished: Vec<&Run> = rs.iter().filter(|r| r.status == "RATE_LIMITED").collect();
+    for w in finished.windows(2) {
+        let gap = ms(w[1].scheduled_for - w[0].completed_at.unwrap());
+        assert!(gap >= 395, "waited only {gap} ms for the provider's reset");
+    }
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
+
+/// Pushing one run id three times executes it once.
+#[tokio::test]
+async fn duplicate_deliveries_execute_once() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let id = app
+        .client
+        .create("dup", "synthetic", json!({ "records": 5 }), None)
+        .await;
+    let run_id: Uuid = eventually(Duration::from_secs(10), "first run pending", || async {
+        let r = q::query(
+            &env.db,
+            "SELECT id FROM sync_logs WHERE integration_id = $1",
+            [id.into()],
+        )
+        .await
+        .ok()?;
+        r.first().map(|r| r.try_get::<Uuid>("", "id").unwrap())
+    })
+    .await;
+    let queue = syncfleet_worker::Queue::redis(&env.redis_url, &env.prefix, Duration::from_secs(5))
+        .await
+        .expect("queue");
+    queue
+        .push(&[run_id, run_id])
+        .await
+        .expect("push duplicates");
+    let (stop, worker) = env.spawn_worker(&[]);
+    eventually(Duration::from_secs(10), "run finished", || async {
+        (runs(&env.db, id).await.first()?.status == "SUCCESS").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rs = runs(&env.db, id).await;
+    assert_eq!(rs.len(), 1);
+    assert_eq!(
+        (rs[0].claims, rs[0].fence),
+        (1, 1),
+        "claimed more than once"
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM records WHERE integration_id = $1 AND version = 1",
+            vec![id.into()]
+        )
+        .await,
+        5
+    );
+    // All three deliveries were consumed.
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
+
+async fn insert_due(db: &DatabaseConnection, n: usize, interval: Option<i64>) -> Vec<Uuid> {
+    let ws = syncfleet_api::db::default_workspace(db).await.expect("ws");
+    let mut ids = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let mut sql = String::from(
+            "INSERT INTO integrations (id, workspace_id, name, kind, config, sync_interval_secs, sync_enabled, next_sync_at, created_at, updated_at) VALUES ",
+        );
+        let mut values: Vec<sea_orm::Value> = vec![ws.into(), interval.into()];
+        for (i, _) in chunk.iter().enumerate() {
+            let id = Uuid::now_v7();
+            ids.push(id);
+            values.push(id.into());
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${}, $1, 'bulk', 'synthetic', '{{}}', $2, true, now(), now(), now())",
+                i + 3
+            ));
+        }
+        q::exec(db, sql, values).await.expect("insert integrations");
+    }
+    ids
+}
+
+/// Three schedulers racing over the same due integrations: every slot once.
+#[tokio::test]
+async fn three_schedulers_schedule_every_slot_exactly_once() {
+    let Some(env) = test_env().await else { return };
+    let ids = insert_due(&env.db, 600, Some(60)).await;
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let db = sea_orm::Database::connect(&env.db_url)
+            .await
+            .expect("connect");
+        handles.push(tokio::spawn(async move {
+            let mut created = 0usize;
+            loop {
+                let ids = schedule::tick(&db, 40).await.expect("tick");
+                if ids.is_empty() {
+                    return created;
+                }
+                created += ids.len();
+            }
+        }));
+    }
+    let mut per_scheduler = Vec::new();
+    for h in handles {
+        per_scheduler.push(h.await.expect("join"));
+    }
+    assert_eq!(
+        per_scheduler.iter().sum::<usize>(),
+        ids.len(),
+        "per scheduler: {per_scheduler:?}"
+    );
+    assert!(
+        per_scheduler.iter().filter(|n| **n > 0).count() >= 2,
+        "schedulers did not share work: {per_scheduler:?}"
+    );
+    assert_eq!(
+        count(&env.db, "SELECT COUNT(*) FROM sync_logs", vec![]).await,
+        ids.len() as i64
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(DISTINCT integration_id) FROM sync_logs",
+            vec![]
+        )
+        .await,
+        ids.len() as i64
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM integrations WHERE next_sync_at IS NOT NULL",
+            vec![]
+        )
+        .await,
+        0
+    );
+}
+
+/// After the fleet was down for several intervals, each integration runs once (not
+/// once per missed slot), and the backlog is spread over ticks.
+#[tokio::test]
+async fn missed_slots_run_once_and_spread_out() {
+    let Some(env) = test_env().await else { return };
+    let ids = insert_due(&env.db, 20, Some(1)).await;
+    // Simulate an outage: the slots fell due 5 s ago.
+    q::exec(
+        &env.db,
+        "UPDATE integrations SET next_sync_at = now() - interval '5 seconds'",
+        [],
+    )
+    .await
+    .expect("age");
+    let overrides = [
+        ("SYNCFLEET_MAX_RUNS_PER_TICK", "5"),
+        ("SYNCFLEET_SCHEDULER_TICK_MS", "100"),
+    ];
+    let (stop, worker) = env.spawn_worker(&overrides);
+    let app = env.spawn_app(&overrides).await;
+    eventually(Duration::from_secs(10), "every integration ran", || async {
+        let n = count(
+            &env.db,
+            "SELECT COUNT(DISTINCT integration_id) FROM sync_logs WHERE status = 'SUCCESS'",
+            vec![],
+        )
+        .await;
+        (n == ids.len() as i64).then_some(())
+    })
+    .await;
+    app.stop().await;
+    stop.cancel();
+    let _ = worker.await;
+    // One catch-up run per integration for the missed slots (a second one is a new slot).
+    let catch_up = q::query(
+        &env.db,
+        "SELECT integration_id, COUNT(*) AS n FROM sync_logs WHERE scheduled_for < now() - interval '4 seconds' GROUP BY integration_id",
+        [],
+    )
+    .await
+    .expect("catch-up");
+    assert_eq!(catch_up.len(), ids.len());
+    assert!(
+        catch_up
+            .iter()
+            .all(|r| r.try_get::<i64>("", "n").unwrap() == 1)
+    );
+    // Spread: the catch-up runs were created by several ticks of at most 5.
+    let ticks = q::query(
+        &env.db,
+        "SELECT created_at, COUNT(*) AS n FROM sync_logs WHERE scheduled_for < now() - interval '4 seconds' GROUP BY created_at",
+        [],
+    )
+    .await
+    .expect("ticks");
+    assert!(ticks.len() >= 4, "{} ticks", ticks.len());
+    assert!(
+        ticks
+            .iter()
+            .all(|r| r.try_get::<i64>("", "n").unwrap() <= 5)
+    );
+}
+
+/// 4 worker processes, 200 integrations on tiny intervals and bursts of manual
+/// triggers: never two RUNNING runs of one integration, and triggers coalesce.
+#[tokio::test]
+async fn no_overlap_under_four_worker_processes() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let vars = env.vars(&[("SYNCFLEET_WORKER_CONCURRENCY", "8")]);
+    let workers: Vec<procs::Proc> = (0..4).map(|_| procs::syncfleet("worker", &vars)).collect();
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(
+            app.client
+                .create(
+                    &format!("i{i}"),
+                    "synthetic",
+                    json!({ "records": 2, "latencyMs": 40 }),
+                    Some(1),
+                )
+                .await,
+        );
+    }
+    // The coalescing subject: manual-only, slow.
+    let slow = app
+        .client
+        .create("slow", "synthetic", json!({ "latencyMs": 1500 }), None)
+        .await;
+    eventually(Duration::from_secs(15), "slow run running", || async {
+        runs(&env.db, slow)
+            .await
+            .first()
+            .filter(|r| r.status == "RUNNING")
+            .map(|_| ())
+    })
+    .await;
+    let mut followups = 0;
+    for _ in 0..10 {
+        let v = app.client.trigger(slow).await;
+        assert_eq!(v["coalesced"], true, "{v}");
+        followups += usize::from(v["followupRequested"] == true);
+    }
+    assert_eq!(
+        followups, 10,
+        "every trigger during the run reports the (single) follow-up"
+    );
+    // Sample continuously while bursts of manual triggers hit the busy integrations.
+    let sampler_db = env.db.clone();
+    let sampler = tokio::spawn(async move {
+        let mut samples = 0u32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(6);
+        while std::time::Instant::now() < deadline {
+            let dup = count(
+                &sampler_db,
+                "SELECT COUNT(*) FROM (SELECT integration_id FROM sync_logs WHERE status = 'RUNNING' GROUP BY integration_id HAVING COUNT(*) > 1) d",
+                vec![],
+            )
+            .await;
+            assert_eq!(dup, 0, "two RUNNING runs of one integration");
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        samples
+    });
+    for round in 0..3 {
+        for id in ids.iter().skip(round * 50).take(50) {
+            let _ = app
+                .client
+                .post(&format!("/api/integrations/{id}/sync"), &json!({}))
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let samples = sampler.await.expect("sampler");
+    assert!(samples > 50, "only {samples} samples");
+    // Finished runs of one integration never overlap in time.
+    let overlaps = count(
+        &env.db,
+        "SELECT COUNT(*) FROM sync_logs a JOIN sync_logs b ON a.integration_id = b.integration_id AND a.id < b.id \
+         WHERE a.completed_at IS NOT NULL AND b.completed_at IS NOT NULL \
+         AND a.started_at < b.completed_at AND b.started_at < a.completed_at",
+        vec![],
+    )
+    .await;
+    assert_eq!(overlaps, 0, "overlapping runs");
+    // Ten triggers during one run: exactly one follow-up run.
+    eventually(Duration::from_secs(10), "follow-up finished", || async {
+        let rs = runs(&env.db, slow).await;
+        (rs.len() == 2 && rs.iter().all(|r| r.status == "SUCCESS")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let rs = runs(&env.db, slow).await;
+    assert_eq!(
+        rs.len(),
+        2,
+        "ten coalesced triggers must make one follow-up"
+    );
+    assert_eq!(rs[1].trigger, "manual");
+    let total = count(
+        &env.db,
+        "SELECT COUNT(*) FROM sync_logs WHERE status = 'SUCCESS'",
+        vec![],
+    )
+    .await;
+    eprintln!("no-overlap: {samples} samples, {total} successful runs, 0 overlaps");
+    drop(workers);
+    app.stop().await;
+}
