@@ -119,7 +119,6 @@ async fn maintenance_pass(state: &AppState, pass_no: u64) -> anyhow::Result<()> 
     if r.repaired > 0 {
         state.scheduler_wake.notify_one();
     }
-    refresh_gauges(state).await?;
     // Queue hygiene about once a minute of passes.
     if pass_no % 6 == 1 {
         let removed = state.queue.cleanup(cfg.queue_retention).await?;
@@ -130,8 +129,8 @@ async fn maintenance_pass(state: &AppState, pass_no: u64) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Run and integration gauges from the database.
-pub async fn refresh_gauges(state: &AppState) -> anyhow::Result<()> {
+/// Run and integration gauges from the database; returns `(pending, running)`.
+pub async fn refresh_gauges(state: &AppState) -> anyhow::Result<(u64, u64)> {
     let rows = q::query(
         &state.db,
         "SELECT (SELECT COUNT(*) FROM sync_logs WHERE status = 'PENDING') AS pending, \
@@ -140,13 +139,18 @@ pub async fn refresh_gauges(state: &AppState) -> anyhow::Result<()> {
         [],
     )
     .await?;
-    if let Some(r) = rows.first() {
-        state.metrics.runs_pending.set(r.try_get("", "pending")?);
-        state.metrics.runs_running.set(r.try_get("", "running")?);
-        state
-            .metrics
-            .disabled_integrations
-            .set(r.try_get("", "disabled")?);
-    }
-    Ok(())
+    let Some(r) = rows.first() else {
+        return Ok((0, 0));
+    };
+    let (pending, running): (i64, i64) = (r.try_get("", "pending")?, r.try_get("", "running")?);
+    state.metrics.runs_pending.set(pending);
+    state.metrics.runs_running.set(running);
+    state
+        .metrics
+        .disabled_integrations
+        .set(r.try_get("", "disabled")?);
+    Ok((
+        u64::try_from(pending).unwrap_or(0),
+        u64::try_from(running).unwrap_or(0),
+    ))
 }

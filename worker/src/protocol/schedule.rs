@@ -26,14 +26,19 @@ pub async fn tick<C: ConnectionTrait + TransactionTrait>(
     let d = Dialect::of(db);
     let now = d.now();
     let txn = db.begin().await?;
+    // Claim the due integrations with a no-op write: on PostgreSQL `SKIP LOCKED` hands
+    // concurrent schedulers disjoint rows; on SQLite the write takes the database's write
+    // lock up front, so the transaction never has to upgrade a stale read snapshot.
     let due = db::query(
         &txn,
         format!(
-            "SELECT i.id, i.next_sync_at, i.next_trigger, i.retry_count FROM integrations i \
-             WHERE i.sync_enabled AND i.next_sync_at IS NOT NULL AND i.next_sync_at <= {now} \
-             AND NOT EXISTS (SELECT 1 FROM sync_logs s WHERE s.integration_id = i.id AND s.status IN ('PENDING', 'RUNNING')) \
-             ORDER BY i.next_sync_at LIMIT $1 {}",
-            d.skip_locked()
+            "UPDATE integrations SET updated_at = updated_at WHERE id IN (\
+               SELECT i.id FROM integrations i \
+               WHERE i.sync_enabled AND i.next_sync_at IS NOT NULL AND i.next_sync_at <= {now} \
+               AND NOT EXISTS (SELECT 1 FROM sync_logs s WHERE s.integration_id = i.id AND s.status IN ('PENDING', 'RUNNING')) \
+               ORDER BY i.next_sync_at LIMIT $1 {lock}) \
+             RETURNING id, next_sync_at, next_trigger, retry_count",
+            lock = d.skip_locked()
         ),
         [i64::try_from(limit).unwrap_or(i64::MAX).into()],
     )
@@ -50,6 +55,7 @@ pub async fn tick<C: ConnectionTrait + TransactionTrait>(
         let slot: DateTime<Utc> = r.try_get("", "next_sync_at")?;
         let trigger: Trigger = r.try_get("", "next_trigger")?;
         let retry_count: i32 = r.try_get("", "retry_count")?;
+        claimed.push(id);
         let p = n * 5;
         tuples.push(format!(
             "(${}, ${}, 'PENDING', ${}, ${}, ${}, {now}, {now})",
@@ -66,7 +72,6 @@ pub async fn tick<C: ConnectionTrait + TransactionTrait>(
             slot.into(),
             retry_count.saturating_add(1).into(),
         ]);
-        claimed.push(id);
     }
     let inserted = db::query(
         &txn,
