@@ -81,14 +81,15 @@ async fn killed_worker_run_is_reclaimed_and_finishes_once() {
     app.stop().await;
 }
 
-async fn stale_finishes(port: u16) -> u64 {
+/// A counter from a worker process's `/metrics`.
+async fn worker_counter(port: u16, name: &str) -> u64 {
     let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .ok();
     let Some(body) = body else { return 0 };
     let text = body.text().await.unwrap_or_default();
     text.lines()
-        .find(|l| l.starts_with("syncfleet_stale_finishes_total"))
+        .find(|l| l.starts_with(name))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -141,7 +142,7 @@ async fn zombie_worker_writes_are_fenced_off() {
         Duration::from_secs(10),
         "A's stale write rejected",
         || async {
-            let n = stale_finishes(port_a).await;
+            let n = worker_counter(port_a, "syncfleet_stale_finishes_total").await;
             (n >= 1).then_some(n)
         },
     )
@@ -248,7 +249,11 @@ async fn redis_restart_under_load_recovers() {
     env.redis_url = redis.url();
     let app = env.spawn_app(&[]).await;
     let vars = env.vars(&[]);
-    let _w1 = procs::syncfleet("worker", &vars);
+    let port = procs::free_port();
+    let _w1 = procs::syncfleet(
+        "worker",
+        &env.vars(&[("SYNCFLEET_WORKER_LISTEN", &format!("127.0.0.1:{port}"))]),
+    );
     let _w2 = procs::syncfleet("worker", &vars);
     let mut ids = Vec::new();
     for i in 0..30 {
@@ -308,8 +313,12 @@ async fn redis_restart_under_load_recovers() {
         (n == 0).then_some(())
     })
     .await;
+    // Regression (apalis-redis ends a worker's stream on any Redis error): the worker
+    // was rebuilt under a new name instead of going idle for good.
+    let restarts = worker_counter(port, "syncfleet_worker_restarts_total").await;
+    assert!(restarts >= 1, "worker never restarted");
     eprintln!(
-        "redis restart: all 30 integrations synced again {} ms after Redis came back",
+        "redis restart: all 30 integrations synced again {} ms after Redis came back; worker restarts {restarts}",
         recovery.as_millis()
     );
     app.stop().await;
