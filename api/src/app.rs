@@ -67,12 +67,14 @@ async fn serve(
 }
 
 fn state(db: DatabaseConnection, queue: Queue, config: Config, metrics: Metrics) -> AppState {
+    let config_rate = (config.api_rate_per_sec, config.api_rate_burst);
     AppState {
         db,
         queue,
         metrics,
         config: Arc::new(config),
         scheduler_wake: Arc::new(Notify::new()),
+        limiter: crate::state::key_limiter(config_rate.0, config_rate.1),
     }
 }
 

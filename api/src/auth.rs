@@ -60,8 +60,15 @@ impl FromRequestParts<AppState> for Caller {
         let Some(r) = rows.first() else {
             return Err(ApiError::Unauthorized);
         };
+        let key_id: Uuid = r.try_get("", "id")?;
+        if let Err(not_until) = state.limiter.check_key(&key_id) {
+            let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
+            return Err(ApiError::RateLimited(
+                not_until.wait_time_from(now).as_secs().max(1),
+            ));
+        }
         Ok(Caller {
-            key_id: r.try_get("", "id")?,
+            key_id,
             workspace_id: r.try_get("", "workspace_id")?,
             role: r.try_get("", "role")?,
         })

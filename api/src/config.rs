@@ -70,6 +70,9 @@ pub struct Config {
     pub allow_private_networks: bool,
     /// Where a `worker` process serves `/metrics` and `/healthz` (none if unset).
     pub worker_listen: Option<SocketAddr>,
+    /// Sustained API requests per second per key, and the burst above it.
+    pub api_rate_per_sec: u32,
+    pub api_rate_burst: u32,
     pub protocol: ProtocolConfig,
 }
 
@@ -232,6 +235,10 @@ impl Config {
             max_interval_secs,
             allow_private_networks,
             worker_listen,
+            api_rate_per_sec: u32::try_from(positive("SYNCFLEET_API_RATE_PER_SEC", 100)?)
+                .map_err(|_| ConfigError::new("SYNCFLEET_API_RATE_PER_SEC", "is too large"))?,
+            api_rate_burst: u32::try_from(positive("SYNCFLEET_API_RATE_BURST", 200)?)
+                .map_err(|_| ConfigError::new("SYNCFLEET_API_RATE_BURST", "is too large"))?,
             protocol,
         })
     }

@@ -14,3 +14,4 @@ pub mod routes;
 pub mod scheduler;
 pub mod state;
 pub mod telemetry;
+pub mod views;

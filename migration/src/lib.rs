@@ -11,6 +11,7 @@ mod m20261122_000003_create_sync_logs;
 mod m20261122_000004_create_records;
 mod m20261122_000005_create_audit_events;
 mod m20261122_000006_create_api_keys;
+mod m20261122_000007_history_indexes;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_create_records::Migration),
             Box::new(m20261122_000005_create_audit_events::Migration),
             Box::new(m20261122_000006_create_api_keys::Migration),
+            Box::new(m20261122_000007_history_indexes::Migration),
         ]
     }
 }

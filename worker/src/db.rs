@@ -50,6 +50,26 @@ impl Dialect {
         }
     }
 
+    /// The timestamp expression `col` plus `param` milliseconds.
+    pub fn plus_ms(self, col: &str, param: &str) -> String {
+        match self {
+            Self::Postgres => {
+                format!("({col} + ({param}::double precision * interval '1 millisecond'))")
+            }
+            Self::Sqlite => format!(
+                "strftime('%Y-%m-%dT%H:%M:%f+00:00', {col}, (({param}) / 1000.0) || ' seconds')"
+            ),
+        }
+    }
+
+    /// The later of two timestamp expressions.
+    pub fn greatest(self, a: &str, b: &str) -> String {
+        match self {
+            Self::Postgres => format!("GREATEST({a}, {b})"),
+            Self::Sqlite => format!("MAX({a}, {b})"),
+        }
+    }
+
     /// Milliseconds elapsed since the timestamp expression `col`.
     pub fn ms_since(self, col: &str) -> String {
         match self {

@@ -42,6 +42,7 @@ pub enum Queue {
         storage: RedisStorage<SyncJob>,
         conn: ConnectionManager,
         name: String,
+        heartbeat: Duration,
     },
     Sqlite {
         storage: SqliteStorage<SyncJob>,
@@ -80,6 +81,7 @@ impl Queue {
             storage,
             conn,
             name,
+            heartbeat,
         })
     }
 
@@ -130,6 +132,39 @@ impl Queue {
             Self::Sqlite { pool, .. } => {
                 let n: i64 = sea_orm::sqlx::query_scalar(
                     "SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND status IN ('Pending', 'Queued')",
+                )
+                .bind(QUEUE)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| QueueError::Sqlite(e.to_string()))?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+        }
+    }
+
+    /// Queue workers whose heartbeat is recent (three heartbeat periods).
+    pub async fn workers_alive(&self) -> Result<u64, QueueError> {
+        match self {
+            Self::Redis {
+                conn,
+                name,
+                heartbeat,
+                ..
+            } => {
+                let mut c = conn.clone();
+                let (now, _): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
+                let cutoff = now.saturating_sub(heartbeat.as_secs().max(1) * 3);
+                let n: u64 = redis::cmd("ZCOUNT")
+                    .arg(format!("{name}:workers"))
+                    .arg(cutoff)
+                    .arg("+inf")
+                    .query_async(&mut c)
+                    .await?;
+                Ok(n)
+            }
+            Self::Sqlite { pool, .. } => {
+                let n: i64 = sea_orm::sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM Workers WHERE worker_type = ? AND last_seen >= CAST(strftime('%s', 'now') AS INTEGER) - 90",
                 )
                 .bind(QUEUE)
                 .fetch_one(pool)

@@ -1,7 +1,12 @@
 //! The HTTP surface: one router per resource, merged by [`app`].
 
+pub mod common;
+pub mod docs;
+pub mod fleet;
 pub mod health;
+pub mod history;
 pub mod integrations;
+pub mod keys;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -15,6 +20,11 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(integrations::router())
+        .merge(history::router())
+        .merge(fleet::router())
+        .merge(keys::router())
+        .merge(docs::router())
+        .fallback(|| async { crate::error::ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -177,7 +177,8 @@ async fn zombie_worker_writes_are_fenced_off() {
 }
 
 /// A run that aborts its worker process every time is quarantined after the claim
-/// limit; other integrations keep running meanwhile.
+/// limit (and the integration disabled after its retries); other integrations keep
+/// running.
 #[tokio::test]
 async fn poison_run_is_quarantined() {
     let Some(env) = test_env().await else { return };
@@ -197,16 +198,24 @@ async fn poison_run_is_quarantined() {
         procs::syncfleet("worker", &vars),
     ];
     let mut crashes = 0;
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut healthy_after_disable = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if runs(&env.db, poison)
+        let successes = runs(&env.db, healthy)
             .await
-            .first()
-            .is_some_and(|r| r.status == "FAILED")
-        {
-            break;
+            .iter()
+            .filter(|r| r.status == "SUCCESS")
+            .count();
+        if state(&env.db, poison).await.1 == "disabled" {
+            let base = *healthy_after_disable.get_or_insert(successes);
+            if successes >= base + 2 {
+                break;
+            }
         }
-        assert!(Instant::now() < deadline, "poison run not quarantined");
+        assert!(
+            Instant::now() < deadline,
+            "poison not disabled, or the fleet stopped serving others"
+        );
         for w in &mut workers {
             if let Ok(Some(_)) = w.child.try_wait() {
                 crashes += 1;
@@ -215,21 +224,23 @@ async fn poison_run_is_quarantined() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let r = &runs(&env.db, poison).await[0];
-    assert_eq!(r.error_class.as_deref(), Some("worker_lost"));
-    assert_eq!(r.claims, 3, "quarantined at the claim limit");
-    assert!(crashes >= 3, "{crashes} crashes");
+    let rs = runs(&env.db, poison).await;
+    assert_eq!(rs.len(), 3, "max_retries runs");
+    for r in &rs {
+        assert_eq!(
+            (r.status.as_str(), r.error_class.as_deref()),
+            ("FAILED", Some("worker_lost"))
+        );
+        assert_eq!(r.claims, 3, "each run quarantined at the claim limit");
+    }
+    assert_eq!(crashes, 9, "3 runs x 3 claims, each killing its worker");
     let ok = runs(&env.db, healthy)
         .await
         .iter()
         .filter(|r| r.status == "SUCCESS")
         .count();
-    assert!(ok >= 2, "healthy integration starved: {ok} successes");
-    let (_, health, retry_count) = state(&env.db, poison).await;
-    assert_eq!(retry_count, 1, "a quarantined run counts as one failure");
-    assert_ne!(health, "healthy");
     eprintln!(
-        "poison: {crashes} worker crashes, quarantined after 3 claims, healthy had {ok} successes meanwhile"
+        "poison: {crashes} worker crashes, 3 runs quarantined after 3 claims each, then disabled; healthy had {ok} successes"
     );
     drop(workers);
     app.stop().await;

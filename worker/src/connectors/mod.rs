@@ -89,6 +89,17 @@ pub trait Connector: Send + Sync {
     }
 }
 
+/// Configuration fields of `kind` that hold secrets (never shown, logged or queued).
+pub fn secret_fields(kind: ConnectorKind) -> &'static [&'static str] {
+    match kind {
+        ConnectorKind::Synthetic | ConnectorKind::Csv => &[],
+        ConnectorKind::HttpJson => &["auth"],
+        ConnectorKind::GoogleSheets => &["apiKey", "token"],
+        ConnectorKind::Firestore => &["token"],
+        ConnectorKind::Sql => &["url"],
+    }
+}
+
 /// Validates `config` for `kind`, listing every offending field.
 pub fn validate(kind: ConnectorKind, config: &Value) -> Result<(), Vec<FieldError>> {
     build(kind, config).map(|_| ())

@@ -1,0 +1,216 @@
+//! `/api/keys`: API key management for admins. A key is shown once, at creation;
+//! only its SHA-256 hash is stored.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use syncfleet_worker::audit;
+use syncfleet_worker::db::{self as q, Dialect};
+
+use super::common::parse_id;
+use crate::auth::Caller;
+use crate::db::{hash_key, new_key};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/keys", get(list).post(create))
+        .route("/api/keys/{id}", delete(revoke))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// 1 to 200 characters.
+    pub name: String,
+    /// `admin` (all writes) or `viewer` (reads only).
+    pub role: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedKey {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    /// The key itself: shown this once.
+    pub key: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+async fn workspace(state: &AppState, caller: &Caller) -> Result<Uuid, ApiError> {
+    Ok(match caller.workspace_id {
+        Some(ws) => ws,
+        None => crate::db::default_workspace(&state.db).await?,
+    })
+}
+
+/// Create an API key.
+#[utoipa::path(post, path = "/api/keys", request_body = CreateKey, tag = "keys",
+    responses((status = 201, body = CreatedKey), (status = 422, description = "validation failed")))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    caller.require_admin()?;
+    let mut errors = Vec::new();
+    if body.name.trim().is_empty() || body.name.chars().count() > 200 {
+        errors.push(crate::error::FieldProblem {
+            field: "name".into(),
+            message: "must be 1 to 200 characters".into(),
+        });
+    }
+    if !["admin", "viewer"].contains(&body.role.as_str()) {
+        errors.push(crate::error::FieldProblem {
+            field: "role".into(),
+            message: "must be `admin` or `viewer`".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let ws = workspace(&state, &caller).await?;
+    let (id, key) = (Uuid::now_v7(), new_key());
+    q::exec(
+        &state.db,
+        format!(
+            "INSERT INTO api_keys (id, workspace_id, name, role, key_hash, key_prefix, created_at) VALUES ($1, $2, $3, $4, $5, $6, {})",
+            Dialect::of(&state.db).now()
+        ),
+        [
+            id.into(),
+            ws.into(),
+            body.name.trim().to_owned().into(),
+            body.role.clone().into(),
+            hash_key(&key).into(),
+            key.chars().take(10).collect::<String>().into(),
+        ],
+    )
+    .await?;
+    audit::record(
+        &state.db,
+        audit::Event {
+            integration_id: None,
+            workspace_id: Some(ws),
+            actor: caller.actor(),
+            action: "key.create".into(),
+            reason: None,
+            before: None,
+            after: Some(json!({ "id": id, "name": body.name, "role": body.role })),
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            id,
+            name: body.name.trim().to_owned(),
+            role: body.role,
+            key,
+        }),
+    ))
+}
+
+/// List API keys (never the keys themselves).
+#[utoipa::path(get, path = "/api/keys", tag = "keys", responses((status = 200, body = [KeyView])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<KeyView>>, ApiError> {
+    caller.require_admin()?;
+    let (filter, values) = match caller.workspace_id {
+        Some(ws) => (" WHERE workspace_id = $1", vec![sea_orm::Value::from(ws)]),
+        None => ("", Vec::new()),
+    };
+    let rows = q::query(
+        &state.db,
+        format!(
+            "SELECT id, name, role, key_prefix, created_at, last_used_at, revoked_at FROM api_keys{filter} ORDER BY created_at"
+        ),
+        values,
+    )
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(KeyView {
+            id: r.try_get("", "id")?,
+            name: r.try_get("", "name")?,
+            role: r.try_get("", "role")?,
+            prefix: r.try_get("", "key_prefix")?,
+            created_at: r.try_get("", "created_at")?,
+            last_used_at: r.try_get("", "last_used_at")?,
+            revoked_at: r.try_get("", "revoked_at")?,
+        });
+    }
+    Ok(Json(out))
+}
+
+/// Revoke an API key; it stops working at once.
+#[utoipa::path(delete, path = "/api/keys/{id}", params(("id" = Uuid, Path)), tag = "keys",
+    responses((status = 204, description = "revoked"), (status = 404, description = "not found")))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let id = parse_id(&id)?;
+    let ws = workspace(&state, &caller).await?;
+    let scope = if caller.workspace_id.is_some() {
+        " AND workspace_id = $2"
+    } else {
+        ""
+    };
+    let mut values = vec![sea_orm::Value::from(id)];
+    if caller.workspace_id.is_some() {
+        values.push(ws.into());
+    }
+    let r = q::exec(
+        &state.db,
+        format!(
+            "UPDATE api_keys SET revoked_at = {} WHERE id = $1 AND revoked_at IS NULL{scope}",
+            Dialect::of(&state.db).now()
+        ),
+        values,
+    )
+    .await?;
+    if r.rows_affected() == 0 {
+        return Err(ApiError::NotFound("key"));
+    }
+    audit::record(
+        &state.db,
+        audit::Event {
+            integration_id: None,
+            workspace_id: Some(ws),
+            actor: caller.actor(),
+            action: "key.revoke".into(),
+            reason: None,
+            before: None,
+            after: Some(json!({ "id": id })),
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
