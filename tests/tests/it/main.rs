@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod api;
+mod cli;
 mod faults;
 mod foundation;
 mod hygiene;

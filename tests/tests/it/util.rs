@@ -31,3 +31,11 @@ pub async fn count(db: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> 
         .map(|r| r.try_get_by_index::<i64>(0).expect("count"))
         .unwrap_or(0)
 }
+
+/// The first column of every row, as strings.
+pub async fn strings(db: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> Vec<String> {
+    let r = q::query(db, sql, values).await.expect(sql);
+    r.iter()
+        .map(|r| r.try_get_by_index::<String>(0).expect("string"))
+        .collect()
+}

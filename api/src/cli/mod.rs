@@ -1,4 +1,7 @@
-//! The command line: roles (`standalone`, `api`, `worker`, `migrate`).
+//! The command line: roles (`standalone`, `api`, `worker`, `migrate`) and operator
+//! commands (`status`, `integrations`, `sync`, `history`, `pause`, `resume`).
+
+pub mod ops;
 
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
@@ -30,6 +33,97 @@ pub enum Command {
     Worker,
     /// Apply pending database migrations.
     Migrate,
+    #[command(flatten)]
+    Ops(OpsCommand),
+}
+
+/// Operator commands (clients of the HTTP API).
+#[derive(Debug, Subcommand)]
+pub enum OpsCommand {
+    /// Fleet status: workers, queue, live runs, failures.
+    Status {
+        #[command(flatten)]
+        conn: ops::Conn,
+    },
+    /// List integrations or change their interval.
+    Integrations {
+        #[command(subcommand)]
+        cmd: ops::IntegrationsCmd,
+        #[command(flatten)]
+        conn: ops::Conn,
+    },
+    /// Sync an integration now.
+    Sync {
+        /// Integration id.
+        id: String,
+        /// Run even if the integration is paused or disabled.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        conn: ops::Conn,
+    },
+    /// Sync history of an integration, newest first.
+    History {
+        /// Integration id.
+        id: String,
+        /// Only runs with this status (`success`, `failed`, `pending`, …).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many runs (1–500).
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[command(flatten)]
+        conn: ops::Conn,
+    },
+    /// Pause an integration's syncs.
+    Pause {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        conn: ops::Conn,
+    },
+    /// Resume a paused or disabled integration (failures reset, syncs now).
+    Resume {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        conn: ops::Conn,
+    },
+}
+
+/// Runs an operator command; returns the exit code.
+async fn run_ops(command: OpsCommand) -> i32 {
+    let result = match command {
+        OpsCommand::Status { conn } => ops::status(conn).await,
+        OpsCommand::Integrations { cmd, conn } => ops::integrations(conn, cmd).await,
+        OpsCommand::Sync { id, force, conn } => ops::sync(conn, id, force).await,
+        OpsCommand::History {
+            id,
+            status,
+            limit,
+            conn,
+        } => ops::history(conn, id, status, limit).await,
+        OpsCommand::Pause { id, reason, conn } => ops::pause_resume(conn, id, reason, true).await,
+        OpsCommand::Resume { id, reason, conn } => ops::pause_resume(conn, id, reason, false).await,
+    };
+    match result {
+        Ok(()) => 0,
+        Err(ops::OpsError(msg)) => {
+            eprintln!("syncfleet: {msg}");
+            1
+        }
+    }
+}
+
+/// The server roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Standalone,
+    Api,
+    Worker,
+    Migrate,
 }
 
 /// Process exit codes.
@@ -37,6 +131,13 @@ pub const EXIT_CONFIG: i32 = 2;
 
 /// Runs the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
+    let command = match cli.command {
+        Some(Command::Ops(op)) => return run_ops(op).await,
+        None | Some(Command::Standalone) => Role::Standalone,
+        Some(Command::Api) => Role::Api,
+        Some(Command::Worker) => Role::Worker,
+        Some(Command::Migrate) => Role::Migrate,
+    };
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -44,10 +145,9 @@ pub async fn run(cli: Cli) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let command = cli.command.unwrap_or(Command::Standalone);
     // Production roles need their services named before anything starts.
     let precheck = match command {
-        Command::Api | Command::Worker => config
+        Role::Api | Role::Worker => config
             .require_database()
             .and_then(|_| config.require_redis())
             .map(|_| ()),
@@ -61,7 +161,7 @@ pub async fn run(cli: Cli) -> i32 {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal(shutdown.clone()));
     let result = match command {
-        Command::Standalone | Command::Api => {
+        Role::Standalone | Role::Api => {
             let listener = match TcpListener::bind(config.listen).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -84,14 +184,14 @@ pub async fn run(cli: Cli) -> i32 {
                     ),
                 }
             };
-            if matches!(command, Command::Api) {
+            if matches!(command, Role::Api) {
                 app::run_api(config, listener, shutdown, banner).await
             } else {
                 app::run_standalone(config, listener, shutdown, banner).await
             }
         }
-        Command::Worker => app::run_worker(config, shutdown).await,
-        Command::Migrate => app::run_migrate(config)
+        Role::Worker => app::run_worker(config, shutdown).await,
+        Role::Migrate => app::run_migrate(config)
             .await
             .map(|n| println!("applied {n} migration(s)")),
     };
