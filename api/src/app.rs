@@ -75,6 +75,7 @@ fn state(db: DatabaseConnection, queue: Queue, config: Config, metrics: Metrics)
         config: Arc::new(config),
         scheduler_wake: Arc::new(Notify::new()),
         limiter: crate::state::key_limiter(config_rate.0, config_rate.1),
+        auth_cache: Arc::default(),
     }
 }
 

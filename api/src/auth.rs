@@ -51,26 +51,34 @@ impl FromRequestParts<AppState> for Caller {
         else {
             return Err(ApiError::Unauthorized);
         };
-        let rows = q::query(
-            &state.db,
-            "SELECT id, workspace_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-            [hash_key(key).into()],
-        )
-        .await?;
-        let Some(r) = rows.first() else {
-            return Err(ApiError::Unauthorized);
+        let hash = hash_key(key);
+        let caller = match state.auth_cache.get(&hash) {
+            Some(c) => c,
+            None => {
+                let rows = q::query(
+                    &state.db,
+                    "SELECT id, workspace_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                    [hash.clone().into()],
+                )
+                .await?;
+                let Some(r) = rows.first() else {
+                    return Err(ApiError::Unauthorized);
+                };
+                let c = Caller {
+                    key_id: r.try_get("", "id")?,
+                    workspace_id: r.try_get("", "workspace_id")?,
+                    role: r.try_get("", "role")?,
+                };
+                state.auth_cache.put(hash, c.clone());
+                c
+            }
         };
-        let key_id: Uuid = r.try_get("", "id")?;
-        if let Err(not_until) = state.limiter.check_key(&key_id) {
+        if let Err(not_until) = state.limiter.check_key(&caller.key_id) {
             let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
             return Err(ApiError::RateLimited(
                 not_until.wait_time_from(now).as_secs().max(1),
             ));
         }
-        Ok(Caller {
-            key_id,
-            workspace_id: r.try_get("", "workspace_id")?,
-            role: r.try_get("", "role")?,
-        })
+        Ok(caller)
     }
 }

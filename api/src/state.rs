@@ -25,6 +25,7 @@ pub struct AppState {
     pub scheduler_wake: Arc<Notify>,
     /// Per-API-key request limiter (GCRA, in process).
     pub limiter: Arc<KeyLimiter>,
+    pub auth_cache: Arc<crate::auth_cache::AuthCache>,
 }
 
 pub type KeyLimiter = RateLimiter<Uuid, DefaultKeyedStateStore<Uuid>, DefaultClock>;

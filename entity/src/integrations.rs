@@ -33,6 +33,8 @@ pub struct Model {
     pub last_error: Option<String>,
     /// Incremental-sync watermark, advanced only by a successful run.
     pub watermark: Option<String>,
+    /// Runs this integration has had (maintained where runs are created).
+    pub runs_total: i64,
     /// Optimistic-locking version of the settings.
     pub version: i32,
     pub created_at: DateTimeUtc,

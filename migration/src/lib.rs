@@ -12,6 +12,7 @@ mod m20261122_000004_create_records;
 mod m20261122_000005_create_audit_events;
 mod m20261122_000006_create_api_keys;
 mod m20261122_000007_history_indexes;
+mod m20261122_000008_runs_total;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_create_audit_events::Migration),
             Box::new(m20261122_000006_create_api_keys::Migration),
             Box::new(m20261122_000007_history_indexes::Migration),
+            Box::new(m20261122_000008_runs_total::Migration),
         ]
     }
 }

@@ -101,20 +101,31 @@ pub async fn history(
     if let Some(to) = p.to {
         bind(&mut filter, &mut values, " AND created_at < ?", to.into());
     }
-    let total_rows = q::query(
-        &state.db,
-        format!(
-            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM sync_logs WHERE {filter} LIMIT {}) t",
-            TOTAL_CAP + 1
-        ),
-        values.clone(),
-    )
-    .await?;
-    let counted: i64 = total_rows
-        .first()
-        .map(|r| r.try_get("", "n"))
-        .transpose()?
-        .unwrap_or(0);
+    let unfiltered = values.len() == 1;
+    let (total, total_is_exact) = if unfiltered {
+        // Maintained where runs are created: exact and free.
+        (u64::try_from(m.runs_total).unwrap_or(0), true)
+    } else {
+        // A filtered total counts at most TOTAL_CAP rows, so it never costs a full count.
+        let rows = q::query(
+            &state.db,
+            format!(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM sync_logs WHERE {filter} LIMIT {}) t",
+                TOTAL_CAP + 1
+            ),
+            values.clone(),
+        )
+        .await?;
+        let counted: i64 = rows
+            .first()
+            .map(|r| r.try_get("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        (
+            u64::try_from(counted.min(TOTAL_CAP)).unwrap_or(0),
+            counted <= TOTAL_CAP,
+        )
+    };
     let mut page_filter = filter;
     let offset = match &p.cursor {
         Some(c) => {
@@ -142,8 +153,8 @@ pub async fn history(
         .flatten();
     Ok(Json(SyncHistory {
         logs,
-        total: u64::try_from(counted.min(TOTAL_CAP)).unwrap_or(0),
-        total_is_exact: counted <= TOTAL_CAP,
+        total,
+        total_is_exact,
         page,
         page_size: size,
         next_cursor,

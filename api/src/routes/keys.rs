@@ -199,6 +199,7 @@ pub async fn revoke(
     if r.rows_affected() == 0 {
         return Err(ApiError::NotFound("key"));
     }
+    state.auth_cache.clear();
     audit::record(
         &state.db,
         audit::Event {

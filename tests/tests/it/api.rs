@@ -580,6 +580,13 @@ async fn records_audit_and_fleet_endpoints() {
         }
     }
     assert_eq!(all.len(), 30);
+    // The unfiltered total is maintained where runs are created.
+    let (_, h) = c.get(&format!("/api/integrations/{id}/sync-history")).await;
+    assert_eq!(
+        (h["total"].as_u64(), h["totalIsExact"].as_bool()),
+        (Some(1), Some(true)),
+        "{h}"
+    );
     let (s, v) = c.get(&format!("/api/integrations/{id}/audit")).await;
     assert_eq!(s, 200);
     assert_eq!(v["events"][0]["action"], "integration.create");

@@ -77,7 +77,7 @@ pub async fn tick<C: ConnectionTrait + TransactionTrait>(
         &txn,
         format!(
             "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, attempt, enqueued_at, created_at) \
-             VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+             VALUES {} ON CONFLICT DO NOTHING RETURNING id, integration_id",
             tuples.join(", ")
         ),
         values,
@@ -85,15 +85,28 @@ pub async fn tick<C: ConnectionTrait + TransactionTrait>(
     .await?;
     // Clear the slot of every claimed integration, also the ones whose insert hit a
     // conflict: that slot is already scheduled, and the reaper's repair pass gives an
-    // integration left without a slot a fresh one.
-    let placeholders: Vec<String> = (1..=claimed.len()).map(|i| format!("${i}")).collect();
+    // integration left without a slot a fresh one. Count the runs actually created.
+    let created = ids(&inserted, "integration_id")?;
+    let n = claimed.len();
+    let claimed_ph: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    let created_ph: Vec<String> = (n + 1..=n + created.len())
+        .map(|i| format!("${i}"))
+        .collect();
+    let counted = if created.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", runs_total = runs_total + CASE WHEN id IN ({}) THEN 1 ELSE 0 END",
+            created_ph.join(", ")
+        )
+    };
     db::exec(
         &txn,
         format!(
-            "UPDATE integrations SET next_sync_at = NULL WHERE id IN ({})",
-            placeholders.join(", ")
+            "UPDATE integrations SET next_sync_at = NULL{counted} WHERE id IN ({})",
+            claimed_ph.join(", ")
         ),
-        claimed.into_iter().map(Value::from),
+        claimed.into_iter().chain(created).map(Value::from),
     )
     .await?;
     txn.commit().await?;

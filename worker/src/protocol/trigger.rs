@@ -60,7 +60,7 @@ pub async fn trigger<C: ConnectionTrait + TransactionTrait>(
         // The live run stands in for the scheduled one; finishing it reschedules.
         db::exec(
             &txn,
-            "UPDATE integrations SET next_sync_at = NULL WHERE id = $1",
+            "UPDATE integrations SET next_sync_at = NULL, runs_total = runs_total + 1 WHERE id = $1",
             [integration_id.into()],
         )
         .await?;
