@@ -9,8 +9,11 @@ use std::time::Duration;
 /// The `syncfleet` binary built beside this test binary.
 pub fn syncfleet_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> → target/<profile>/syncfleet
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    // target/<profile>/deps/<test> or target/<profile>/<bench> → target/<profile>/syncfleet
+    let mut dir = exe.parent().expect("target dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let bin = dir.join("syncfleet");
     assert!(
         bin.exists(),

@@ -68,10 +68,10 @@ pub async fn history(
     Path(id): Path<String>,
     Query(p): Query<HistoryQuery>,
 ) -> Result<Json<SyncHistory>, ApiError> {
-    let m = load(&state, &caller, parse_id(&id)?).await?;
+    let id = parse_id(&id)?;
     let (page, size) = page_bounds(p.page, p.page_size)?;
     let mut filter = String::from("integration_id = $1");
-    let mut values: Vec<Value> = vec![m.id.into()];
+    let mut values: Vec<Value> = vec![id.into()];
     fn bind(filter: &mut String, values: &mut Vec<Value>, sql: &str, v: Value) {
         values.push(v);
         filter.push_str(&sql.replace('?', &format!("${}", values.len())));
@@ -102,18 +102,53 @@ pub async fn history(
         bind(&mut filter, &mut values, " AND created_at < ?", to.into());
     }
     let unfiltered = values.len() == 1;
+    let count_filter = filter.clone();
+    let count_values = values.clone();
+    let offset = match &p.cursor {
+        Some(c) => {
+            let cursor = Uuid::parse_str(c)
+                .map_err(|_| ApiError::field("cursor", "not a cursor from nextCursor"))?;
+            bind(&mut filter, &mut values, " AND id < ?", cursor.into());
+            0
+        }
+        None => (page - 1) * size,
+    };
+    // One round trip for the integration (scope, total) and the page. Ids are UUIDv7:
+    // their order is creation order, so `id DESC` is newest first and the
+    // (integration_id[, status], id DESC) indexes serve every page as a range scan.
+    let rows = q::query(
+        &state.db,
+        format!(
+            "SELECT i.workspace_id AS scope_ws, i.runs_total AS scope_total, s.* FROM integrations i \
+             LEFT JOIN (SELECT {RUN_COLUMNS} FROM sync_logs WHERE {filter} ORDER BY id DESC LIMIT {size} OFFSET {offset}) s \
+             ON 1 = 1 WHERE i.id = $1 ORDER BY s.id DESC"
+        ),
+        values,
+    )
+    .await?;
+    let Some(first) = rows.first() else {
+        return Err(ApiError::NotFound("integration"));
+    };
+    let ws: Uuid = first.try_get("", "scope_ws")?;
+    if caller.workspace_id.is_some_and(|own| own != ws) {
+        return Err(ApiError::NotFound("integration"));
+    }
+    let runs_total: i64 = first.try_get("", "scope_total")?;
+    let mut logs = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if r.try_get::<Option<Uuid>>("", "id")?.is_some() {
+            logs.push(RunView::from_row(r)?);
+        }
+    }
     let (total, total_is_exact) = if unfiltered {
         // Maintained where runs are created: exact and free.
-        (u64::try_from(m.runs_total).unwrap_or(0), true)
+        (u64::try_from(runs_total).unwrap_or(0), true)
     } else {
         // A filtered total counts at most TOTAL_CAP rows, so it never costs a full count.
         let rows = q::query(
             &state.db,
-            format!(
-                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM sync_logs WHERE {filter} LIMIT {}) t",
-                TOTAL_CAP + 1
-            ),
-            values.clone(),
+            format!("SELECT COUNT(*) AS n FROM (SELECT 1 FROM sync_logs WHERE {count_filter} LIMIT {}) t", TOTAL_CAP + 1),
+            count_values,
         )
         .await?;
         let counted: i64 = rows
@@ -126,28 +161,6 @@ pub async fn history(
             counted <= TOTAL_CAP,
         )
     };
-    let mut page_filter = filter;
-    let offset = match &p.cursor {
-        Some(c) => {
-            let cursor = Uuid::parse_str(c)
-                .map_err(|_| ApiError::field("cursor", "not a cursor from nextCursor"))?;
-            bind(&mut page_filter, &mut values, " AND id < ?", cursor.into());
-            0
-        }
-        None => (page - 1) * size,
-    };
-    // Ids are UUIDv7: their order is creation order, so `id DESC` is newest first and
-    // the (integration_id[, status], id DESC) indexes serve every page as a range scan.
-    let rows = q::query(
-        &state.db,
-        format!("SELECT {RUN_COLUMNS} FROM sync_logs WHERE {page_filter} ORDER BY id DESC LIMIT {size} OFFSET {offset}"),
-        values,
-    )
-    .await?;
-    let logs = rows
-        .iter()
-        .map(RunView::from_row)
-        .collect::<Result<Vec<_>, _>>()?;
     let next_cursor = (logs.len() as u64 == size)
         .then(|| logs.last().map(|l| l.id.to_string()))
         .flatten();
