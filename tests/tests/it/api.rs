@@ -774,3 +774,45 @@ async fn openapi_document_matches_real_responses() {
     let _ = worker.await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn list_filters_search_and_pages() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let c = &app.client;
+    for i in 0..7 {
+        c.create(&format!("Shop {i}"), "synthetic", json!({}), Some(60))
+            .await;
+    }
+    let paused = c.create("Warehouse", "synthetic", json!({}), None).await;
+    let (s, _) = c
+        .post(&format!("/api/integrations/{paused}/pause"), &json!({}))
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = c.get("/api/integrations?q=shop&pageSize=5").await;
+    assert_eq!(
+        (
+            v["total"].as_u64(),
+            v["integrations"].as_array().map(Vec::len)
+        ),
+        (Some(7), Some(5)),
+        "{v}"
+    );
+    let (_, v2) = c.get("/api/integrations?q=shop&pageSize=5&page=2").await;
+    assert_eq!(v2["integrations"].as_array().map(Vec::len), Some(2));
+    let (_, v) = c.get("/api/integrations?health=paused").await;
+    assert_eq!(v["total"], 1, "{v}");
+    assert_eq!(v["integrations"][0]["name"], "Warehouse");
+    let (_, v) = c
+        .get("/api/integrations?syncEnabled=true&kind=synthetic")
+        .await;
+    assert_eq!(v["total"], 7, "{v}");
+    assert_eq!(c.get("/api/integrations?kind=ftp").await.0, 422);
+    assert_eq!(c.get("/api/integrations?health=sad").await.0, 422);
+    assert_eq!(
+        c.get("/api/integrations?q=%25").await.1["total"],
+        0,
+        "LIKE wildcards are matched literally"
+    );
+    app.stop().await;
+}
