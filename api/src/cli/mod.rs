@@ -157,7 +157,13 @@ pub async fn run(cli: Cli) -> i32 {
         eprintln!("syncfleet: {e}");
         return EXIT_CONFIG;
     }
-    telemetry::init(config.log_format);
+    let role_name = match command {
+        Role::Standalone => "standalone",
+        Role::Api => "api",
+        Role::Worker => "worker",
+        Role::Migrate => "migrate",
+    };
+    let _telemetry = telemetry::init_role(config.log_format, role_name);
     let shutdown = CancellationToken::new();
     tokio::spawn(signal(shutdown.clone()));
     let result = match command {

@@ -319,3 +319,70 @@ async fn binary_standalone_starts_and_stops_on_sigterm() {
     assert!(out.contains(&base), "URL not printed: {out}");
     assert!(out.contains("sf_"), "admin key not printed: {out}");
 }
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans (one per run) reach an OTLP/HTTP
+/// collector; here a local listener standing in for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let sink = received.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().extend_from_slice(&body);
+                ""
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let otlp = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = tests::procs::free_port();
+    let token = "otel-test-admin-token-123";
+    let mut child = tests::procs::Proc {
+        child: std::process::Command::new(tests::procs::syncfleet_bin())
+            .current_dir(dir.path())
+            .env_clear()
+            .env("SYNCFLEET_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SYNCFLEET_ADMIN_TOKEN", token)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(20), "standalone ready", || async {
+        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let client = tests::ApiClient::new(&base, token);
+    let id = client.create("traced", "synthetic", json!({}), None).await;
+    eventually(Duration::from_secs(10), "run finished", || async {
+        client
+            .history(id)
+            .await
+            .iter()
+            .any(|l| l["status"] == "SUCCESS")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(child.terminate(Duration::from_secs(10)), Some(0));
+    let body = received.lock().unwrap().clone();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("sync_run"),
+        "no run span exported ({} bytes)",
+        body.len()
+    );
+    assert!(
+        text.contains(&id.to_string()),
+        "the span lacks integration.id"
+    );
+}
