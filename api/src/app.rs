@@ -6,8 +6,32 @@ use std::sync::Arc;
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::DatabaseConnection;
+use syncfleet_worker::connectors::ConnectorEnv;
 use syncfleet_worker::metrics::Metrics;
+use syncfleet_worker::secrets::SecretBox;
 use syncfleet_worker::{Engine, Queue, runner};
+
+/// The embedded mode's key for secrets at rest, when `SYNCFLEET_SECRET_KEY` is not set.
+pub const KEY_FILE: &str = "syncfleet.key";
+
+/// Reads the key file, creating it (owner-only) with a new random key on first start.
+pub fn key_file(path: &std::path::Path) -> anyhow::Result<SecretBox> {
+    if !path.exists() {
+        let key = SecretBox::generate();
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts
+            .open(path)
+            .with_context(|| format!("creating the key file {}", path.display()))?;
+        std::io::Write::write_all(&mut f, key.as_bytes())?;
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key file {}", path.display()))?;
+    SecretBox::parse(&text)
+        .with_context(|| format!("the key file {} is not a valid key", path.display()))
+}
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +74,10 @@ async fn serve(
             state.db.clone(),
             state.config.protocol.clone(),
             state.metrics.clone(),
+            state.config.secret_key.clone(),
+            ConnectorEnv {
+                net: state.config.net.clone(),
+            },
         );
         tasks.spawn(runner::run(engine, state.queue.clone(), shutdown.clone()));
     }
@@ -81,11 +109,14 @@ fn state(db: DatabaseConnection, queue: Queue, config: Config, metrics: Metrics)
 
 /// The embedded default: one process, SQLite file, embedded queue; migrates itself.
 pub async fn run_standalone(
-    config: Config,
+    mut config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
     started: impl FnOnce(Started),
 ) -> anyhow::Result<()> {
+    if config.secret_key.is_none() {
+        config.secret_key = Some(key_file(std::path::Path::new(KEY_FILE))?);
+    }
     let url = config
         .database_url
         .as_ref()
@@ -149,7 +180,15 @@ pub async fn run_worker(config: Config, shutdown: CancellationToken) -> anyhow::
     db::ensure_migrated(&db).await?;
     let queue = redis_queue(&config).await?;
     let metrics = Metrics::new();
-    let engine = Engine::new(db.clone(), config.protocol.clone(), metrics.clone());
+    let engine = Engine::new(
+        db.clone(),
+        config.protocol.clone(),
+        metrics.clone(),
+        Some(config.require_secret_key()?.clone()),
+        ConnectorEnv {
+            net: config.net.clone(),
+        },
+    );
     let mut side = None;
     if let Some(addr) = config.worker_listen {
         let listener = TcpListener::bind(addr)

@@ -9,7 +9,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use syncfleet_worker::ProtocolConfig;
+use syncfleet_worker::net::NetPolicy;
 use syncfleet_worker::protocol::policy::RetryPolicy;
+use syncfleet_worker::secrets::SecretBox;
 
 /// A value that must never be printed (`Debug` shows `***`).
 #[derive(Clone, PartialEq, Eq)]
@@ -63,11 +65,13 @@ pub struct Config {
     pub redis_prefix: String,
     pub listen: SocketAddr,
     pub admin_token: Option<Secret>,
-    pub secret_key: Option<Secret>,
+    /// Key for secrets at rest (standalone falls back to a generated key file).
+    pub secret_key: Option<SecretBox>,
     pub log_format: LogFormat,
     pub min_interval_secs: i64,
     pub max_interval_secs: i64,
-    pub allow_private_networks: bool,
+    /// What connectors may connect to (the SSRF guard).
+    pub net: NetPolicy,
     /// Where a `worker` process serves `/metrics` and `/healthz` (none if unset).
     pub worker_listen: Option<SocketAddr>,
     /// Sustained API requests per second per key, and the burst above it.
@@ -145,16 +149,14 @@ impl Config {
                 ));
             }
         };
-        let allow_private_networks = match get("SYNCFLEET_ALLOW_PRIVATE_NETWORKS").as_deref() {
-            None | Some("false" | "0" | "no") => false,
-            Some("true" | "1" | "yes") => true,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "SYNCFLEET_ALLOW_PRIVATE_NETWORKS",
-                    format!("`{other}` is not true or false"),
-                ));
-            }
-        };
+        let net = NetPolicy::parse(get("SYNCFLEET_ALLOW_PRIVATE_NETWORKS").as_deref())
+            .map_err(|m| ConfigError::new("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", m))?;
+        let secret_key = get("SYNCFLEET_SECRET_KEY")
+            .map(|k| {
+                SecretBox::parse(&k)
+                    .map_err(|e| ConfigError::new("SYNCFLEET_SECRET_KEY", e.to_string()))
+            })
+            .transpose()?;
         let admin_token = get("SYNCFLEET_ADMIN_TOKEN").map(Secret::new);
         if let Some(t) = &admin_token
             && t.expose().len() < 16
@@ -229,11 +231,11 @@ impl Config {
             redis_prefix,
             listen,
             admin_token,
-            secret_key: get("SYNCFLEET_SECRET_KEY").map(Secret::new),
+            secret_key,
             log_format,
             min_interval_secs,
             max_interval_secs,
-            allow_private_networks,
+            net,
             worker_listen,
             api_rate_per_sec: u32::try_from(positive("SYNCFLEET_API_RATE_PER_SEC", 100)?)
                 .map_err(|_| ConfigError::new("SYNCFLEET_API_RATE_PER_SEC", "is too large"))?,
@@ -256,6 +258,16 @@ impl Config {
                 "is required for this role (postgres://…)",
             )),
         }
+    }
+
+    /// The key for secrets at rest of the production roles (no key file there).
+    pub fn require_secret_key(&self) -> Result<&SecretBox, ConfigError> {
+        self.secret_key.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "SYNCFLEET_SECRET_KEY",
+                "is required for this role (32 bytes, as 64 hex characters)",
+            )
+        })
     }
 
     pub fn require_redis(&self) -> Result<&str, ConfigError> {

@@ -92,6 +92,10 @@ pub async fn test_env() -> Option<TestEnv> {
     })
 }
 
+/// The key for secrets at rest in tests.
+pub const TEST_SECRET_KEY: &str =
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
 /// Compressed protocol timings for tests.
 pub const FAST: &[(&str, &str)] = &[
     ("SYNCFLEET_SCHEDULER_TICK_MS", "100"),
@@ -117,6 +121,7 @@ impl TestEnv {
             "SYNCFLEET_ADMIN_TOKEN".into(),
             format!("test-admin-{}", self.prefix),
         );
+        m.insert("SYNCFLEET_SECRET_KEY".into(), TEST_SECRET_KEY.into());
         for (k, v) in FAST.iter().chain(overrides) {
             m.insert((*k).into(), (*v).into());
         }

@@ -14,13 +14,14 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::ProtocolConfig;
-use crate::connectors::{self, FetchContext};
+use crate::connectors::{self, ConnectorEnv, FetchContext};
 use crate::db;
 use crate::metrics::Metrics;
 use crate::protocol::Fence;
 use crate::protocol::claim::{self, Claim};
 use crate::protocol::finish::{self, Finished, Guard, RunReport};
 use crate::protocol::policy::Outcome;
+use crate::secrets::SecretBox;
 use crate::store;
 
 /// Longest error message stored in a SyncLog row.
@@ -31,16 +32,27 @@ pub struct Engine {
     pub db: DatabaseConnection,
     pub cfg: ProtocolConfig,
     pub metrics: Metrics,
+    /// Opens the secret fields of a config for its connector.
+    pub secrets: Option<SecretBox>,
+    pub env: ConnectorEnv,
     /// Claims being executed now, so a bounded shutdown can release them.
     inflight: Mutex<HashSet<Fence>>,
 }
 
 impl Engine {
-    pub fn new(db: DatabaseConnection, cfg: ProtocolConfig, metrics: Metrics) -> Arc<Self> {
+    pub fn new(
+        db: DatabaseConnection,
+        cfg: ProtocolConfig,
+        metrics: Metrics,
+        secrets: Option<SecretBox>,
+        env: ConnectorEnv,
+    ) -> Arc<Self> {
         Arc::new(Self {
             db,
             cfg,
             metrics,
+            secrets,
+            env,
             inflight: Mutex::new(HashSet::new()),
         })
     }
@@ -107,7 +119,38 @@ impl Engine {
         let config: serde_json::Value = row.try_get("", "config")?;
         let watermark: Option<String> = row.try_get("", "watermark")?;
 
-        let connector = match connectors::build(kind, &config) {
+        // Secrets are opened here, for the connector only; nothing downstream logs them.
+        let opened = match &self.secrets {
+            Some(b) => b.open_config(kind, c.integration_id, &config),
+            None if connectors::secret_fields(kind)
+                .iter()
+                .any(|f| config.get(*f).is_some_and(SecretBox::is_encrypted)) =>
+            {
+                Err(crate::secrets::SecretError::Decrypt(
+                    "(no SYNCFLEET_SECRET_KEY)".into(),
+                ))
+            }
+            None => Ok(config),
+        };
+        let config = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                let report = RunReport {
+                    error_message: Some(e.to_string()),
+                    ..RunReport::default()
+                };
+                return self
+                    .finish(
+                        c.fence,
+                        kind,
+                        c.trigger,
+                        Outcome::Failure(ErrorClass::Config),
+                        report,
+                    )
+                    .await;
+            }
+        };
+        let connector = match connectors::build(kind, &config, &self.env) {
             Ok(conn) => conn,
             Err(errs) => {
                 let msg = errs

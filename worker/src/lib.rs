@@ -11,10 +11,12 @@ pub mod db;
 pub mod engine;
 pub mod job;
 pub mod metrics;
+pub mod net;
 pub mod poll;
 pub mod protocol;
 pub mod queue;
 pub mod runner;
+pub mod secrets;
 pub mod store;
 
 pub use config::ProtocolConfig;

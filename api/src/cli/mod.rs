@@ -150,6 +150,7 @@ pub async fn run(cli: Cli) -> i32 {
         Role::Api | Role::Worker => config
             .require_database()
             .and_then(|_| config.require_redis())
+            .and_then(|_| config.require_secret_key())
             .map(|_| ()),
         _ => Ok(()),
     };

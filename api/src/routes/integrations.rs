@@ -108,6 +108,68 @@ fn validate_fields(
     }
 }
 
+/// Replaces secret fields sent back as the mask with their stored (decrypted) values.
+fn unmask(
+    state: &AppState,
+    kind: ConnectorKind,
+    id: Uuid,
+    mut config: Value,
+    stored: &Value,
+) -> Value {
+    let (Some(b), Some(obj)) = (&state.config.secret_key, config.as_object_mut()) else {
+        return config;
+    };
+    for field in connectors::secret_fields(kind) {
+        if obj.get(*field).and_then(Value::as_str) == Some(crate::views::MASK)
+            && let Some(old) = stored.get(*field)
+        {
+            let plain = if syncfleet_worker::secrets::SecretBox::is_encrypted(old) {
+                b.open(id, field, old).ok()
+            } else {
+                Some(old.clone())
+            };
+            if let Some(p) = plain {
+                obj.insert((*field).to_owned(), p);
+            }
+        }
+    }
+    config
+}
+
+/// Checks every URL of a config against the SSRF guard (422 when refused) and seals its
+/// secret fields for storage. `stored` is the current config on an update: a secret
+/// sent back masked keeps its stored value.
+async fn protect_config(
+    state: &AppState,
+    kind: ConnectorKind,
+    id: Uuid,
+    mut config: Value,
+    stored: Option<&Value>,
+) -> Result<Value, ApiError> {
+    for url in connectors::urls(kind, &config) {
+        state
+            .config
+            .net
+            .check_url_resolving(&url)
+            .await
+            .map_err(|e| ApiError::field("config.url", e.to_string()))?;
+    }
+    let has_secret = connectors::secret_fields(kind)
+        .iter()
+        .any(|f| config.get(*f).is_some_and(|v| !v.is_null()));
+    match &state.config.secret_key {
+        Some(b) => b.seal_config(kind, id, &mut config, stored, crate::views::MASK),
+        None if has_secret => {
+            return Err(ApiError::field(
+                "config",
+                "this server has no SYNCFLEET_SECRET_KEY to store secrets with",
+            ));
+        }
+        None => {}
+    }
+    Ok(config)
+}
+
 fn parse_kind(raw: &str) -> Option<ConnectorKind> {
     serde_json::from_value::<ConnectorKind>(Value::String(raw.to_owned())).ok()
 }
@@ -146,6 +208,7 @@ pub async fn create(
         None => crate::db::default_workspace(&state.db).await?,
     };
     let id = Uuid::now_v7();
+    let config = protect_config(&state, kind, id, body.config.clone(), None).await?;
     let now = Dialect::of(&state.db).now();
     let next = if body.sync_enabled { now } else { "NULL" };
     let max_retries = body
@@ -163,7 +226,7 @@ pub async fn create(
             ws.into(),
             body.name.trim().to_owned().into(),
             kind.as_str().into(),
-            body.config.clone().into(),
+            config.into(),
             interval.into(),
             body.sync_enabled.into(),
             max_retries.into(),
@@ -288,12 +351,17 @@ pub async fn update(
 ) -> Result<Json<IntegrationView>, ApiError> {
     caller.require_admin()?;
     let m = load(&state, &caller, parse_id(&id)?).await?;
+    // A client echoing the config it read sends secrets masked: put the stored values
+    // back before validating, so the connector sees the real shape.
+    let body_config = body
+        .config
+        .map(|c| unmask(&state, m.kind, m.id, c, &m.config));
     let mut errors = Vec::new();
     validate_fields(
         &state,
         body.name.as_deref(),
         m.kind,
-        body.config.as_ref(),
+        body_config.as_ref(),
         None,
         body.max_retries,
         &mut errors,
@@ -302,6 +370,10 @@ pub async fn update(
         return Err(ApiError::Validation(errors));
     }
     let before = IntegrationView::from(m.clone());
+    let config = match body_config {
+        Some(c) => Some(protect_config(&state, m.kind, m.id, c, Some(&m.config)).await?),
+        None => None,
+    };
     let now = Dialect::of(&state.db).now();
     let r = q::exec(
         &state.db,
@@ -314,7 +386,7 @@ pub async fn update(
             m.id.into(),
             body.version.into(),
             body.name.map(|n| n.trim().to_owned()).into(),
-            body.config.into(),
+            config.into(),
             body.max_retries.map(|r| r as i32).into(),
         ],
     )

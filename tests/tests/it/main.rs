@@ -5,6 +5,7 @@
 
 mod api;
 mod cli;
+mod connectors;
 mod faults;
 mod foundation;
 mod hygiene;

@@ -4,6 +4,7 @@
 //! field-level errors before anything is stored) and fetches records, reporting failures
 //! with a typed [`ErrorClass`] that the run protocol turns into retry, wait or disable.
 
+pub mod http_json;
 pub mod synthetic;
 
 use std::time::Duration;
@@ -100,21 +101,42 @@ pub fn secret_fields(kind: ConnectorKind) -> &'static [&'static str] {
     }
 }
 
-/// Validates `config` for `kind`, listing every offending field.
-pub fn validate(kind: ConnectorKind, config: &Value) -> Result<(), Vec<FieldError>> {
-    build(kind, config).map(|_| ())
+/// What connectors get from the process: the outbound network policy (SSRF guard).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectorEnv {
+    pub net: crate::net::NetPolicy,
 }
 
-/// Builds the connector of `kind` from its stored configuration.
-pub fn build(kind: ConnectorKind, config: &Value) -> Result<Box<dyn Connector>, Vec<FieldError>> {
+/// Validates the shape of `config` for `kind`, listing every offending field.
+pub fn validate(kind: ConnectorKind, config: &Value) -> Result<(), Vec<FieldError>> {
+    build(kind, config, &ConnectorEnv::default()).map(|_| ())
+}
+
+/// The URLs a config connects to, for the SSRF check when it is saved.
+pub fn urls(kind: ConnectorKind, config: &Value) -> Vec<url::Url> {
+    match kind {
+        ConnectorKind::HttpJson => http_json::HttpJson::from_config(config, None)
+            .map(|c| c.urls())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Builds the connector of `kind` from its (decrypted) configuration.
+pub fn build(
+    kind: ConnectorKind,
+    config: &Value,
+    env: &ConnectorEnv,
+) -> Result<Box<dyn Connector>, Vec<FieldError>> {
     match kind {
         ConnectorKind::Synthetic => Ok(Box::new(synthetic::Synthetic::from_config(config)?)),
+        ConnectorKind::HttpJson => Ok(Box::new(http_json::HttpJson::from_config(
+            config,
+            Some(env),
+        )?)),
         other => Err(vec![FieldError::new(
             "kind",
-            format!(
-                "connector `{}` is not available in this build",
-                other.as_str()
-            ),
+            format!("connector `{}` is not available yet", other.as_str()),
         )]),
     }
 }

@@ -1,0 +1,223 @@
+//! Real connectors through the whole system: secrets at rest and the canary search,
+//! change detection, and the SSRF guard at save and at fetch.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::{Value, json};
+use tests::env::test_env;
+use uuid::Uuid;
+
+use crate::protocol::runs;
+use crate::util::{count, eventually, strings};
+
+const CANARY: &str = "canary-7f3a9c2e51d4";
+
+async fn pos_server() -> (String, tokio::net::TcpListener) {
+    let app = Router::new().route(
+        "/orders",
+        get(|h: HeaderMap| async move {
+            if h.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {CANARY}")) {
+                return (StatusCode::UNAUTHORIZED, "bad token").into_response();
+            }
+            axum::Json(json!({ "orders": (1..=25).map(|i| json!({ "id": format!("o-{i}"), "total": i * 3 })).collect::<Vec<_>>() }))
+                .into_response()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // A second, silent listener for "no connection was made" checks.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (base, silent)
+}
+
+#[tokio::test]
+async fn secrets_never_leak_and_unchanged_data_is_not_rewritten() {
+    let Some(env) = test_env().await else { return };
+    let allow = [("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true")];
+    let app = env.spawn_app(&allow).await;
+    let (stop, worker) = env.spawn_worker(&allow);
+    let (base, _) = pos_server().await;
+    let c = &app.client;
+    let cfg = json!({ "url": format!("{base}/orders"), "recordsPointer": "/orders", "idPointer": "/id",
+                      "auth": { "type": "bearer", "token": CANARY } });
+    let id = c.create("pos", "http_json", cfg, None).await;
+    eventually(Duration::from_secs(10), "first sync", || async {
+        (runs(&env.db, id).await.first()?.status == "SUCCESS").then_some(())
+    })
+    .await;
+    let (_, view) = c.get(&format!("/api/integrations/{id}")).await;
+    assert_eq!(view["config"]["auth"], "********", "{view}");
+    // Second run: same data → nothing rewritten.
+    c.trigger(id).await;
+    eventually(Duration::from_secs(10), "second sync", || async {
+        (runs(&env.db, id)
+            .await
+            .iter()
+            .filter(|r| r.status == "SUCCESS")
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    let h = c.history(id).await;
+    assert_eq!(
+        (
+            &h[0]["recordsInserted"],
+            &h[0]["recordsUpdated"],
+            &h[0]["recordsUnchanged"]
+        ),
+        (&json!(0), &json!(0), &json!(25)),
+        "{}",
+        h[0]
+    );
+    assert_eq!(
+        (&h[1]["recordsInserted"], &h[1]["recordsCount"]),
+        (&json!(25), &json!(25))
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM records WHERE integration_id = $1 AND version = 1",
+            vec![id.into()]
+        )
+        .await,
+        25
+    );
+    // Echoing the masked config back keeps the stored secret.
+    let r = c
+        .http
+        .patch(format!("{}/api/integrations/{id}", c.base))
+        .bearer_auth(&c.key)
+        .json(&json!({ "version": view["version"], "config": view["config"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    c.trigger(id).await;
+    eventually(
+        Duration::from_secs(10),
+        "third sync with the kept secret",
+        || async {
+            (runs(&env.db, id)
+                .await
+                .iter()
+                .filter(|r| r.status == "SUCCESS")
+                .count()
+                == 3)
+                .then_some(())
+        },
+    )
+    .await;
+    // The canary appears nowhere: database rows, API answers, Redis.
+    for table in ["integrations", "sync_logs", "audit_events", "records"] {
+        let dumps = strings(
+            &env.db,
+            &format!("SELECT CAST(t.* AS TEXT) FROM {table} t"),
+            vec![],
+        )
+        .await;
+        assert!(
+            dumps.iter().all(|row| !row.contains(CANARY)),
+            "canary in {table}"
+        );
+    }
+    for path in [
+        "/api/integrations".to_owned(),
+        format!("/api/integrations/{id}"),
+        format!("/api/integrations/{id}/sync-history"),
+        format!("/api/integrations/{id}/audit"),
+        "/api/sync/queue".to_owned(),
+    ] {
+        assert!(
+            !c.get(&path).await.1.to_string().contains(CANARY),
+            "canary in {path}"
+        );
+    }
+    let mut r = env.redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", env.prefix))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    for k in keys {
+        let dump: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(&k)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&dump.unwrap_or_default()).contains(CANARY),
+            "canary in Redis key {k}"
+        );
+    }
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ssrf_is_refused_at_save_and_at_fetch() {
+    let Some(env) = test_env().await else { return };
+    let (base, silent) = pos_server().await;
+    let silent_url = format!("http://{}/orders", silent.local_addr().unwrap());
+    // Default policy: private destinations are refused when saved.
+    let app = env.spawn_app(&[]).await;
+    for url in [
+        silent_url.clone(),
+        format!("{base}/orders"),
+        "http://localhost:1/x".into(),
+        "http://169.254.169.254/latest".into(),
+        "http://[::ffff:10.0.0.1]/".into(),
+    ] {
+        let (s, v) = app
+            .client
+            .post(
+                "/api/integrations",
+                &json!({ "name": "x", "kind": "http_json",
+            "config": { "url": url, "recordsPointer": "", "idPointer": "/id" } }),
+            )
+            .await;
+        assert_eq!(s, 422, "{url}: {v}");
+        assert_eq!(v["errors"][0]["field"], "config.url", "{v}");
+    }
+    app.stop().await;
+    // Saved while allowed, fetched by a worker that is not: refused, no connection made.
+    let permissive = env
+        .spawn_app(&[("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true")])
+        .await;
+    let id = permissive
+        .client
+        .create(
+            "sneaky",
+            "http_json",
+            json!({ "url": silent_url, "recordsPointer": "", "idPointer": "/id" }),
+            None,
+        )
+        .await;
+    let (stop, worker) = env.spawn_worker(&[]);
+    eventually(Duration::from_secs(10), "refused run", || async {
+        runs(&env.db, id)
+            .await
+            .first()
+            .filter(|r| r.status == "FAILED")
+            .map(|r| r.error_class.clone())
+    })
+    .await;
+    let r = &runs(&env.db, id).await[0];
+    assert_eq!(r.error_class.as_deref(), Some("config"));
+    let accepted = tokio::time::timeout(Duration::from_millis(300), silent.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "the worker connected to a forbidden address"
+    );
+    let _: Uuid = id;
+    let _: Value = Value::Null;
+    stop.cancel();
+    let _ = worker.await;
+    permissive.stop().await;
+}

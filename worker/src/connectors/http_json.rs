@@ -1,0 +1,471 @@
+//! `http_json`: any REST/JSON API (a cloud POS, an internal service).
+//!
+//! Records are the array at `recordsPointer` (a JSON pointer); each record's id is at
+//! `idPointer`. Pagination follows a next link, a cursor field or page numbers;
+//! incremental mode sends the last successful watermark as `sinceParam` and takes the
+//! new one as the largest `watermarkPointer` value seen. Auth comes from the secret
+//! `auth` field and never appears in errors or logs.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use entity::ErrorClass;
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+
+use super::{Connector, ConnectorEnv, FetchContext, FetchError, Fetched, FieldError, SourceRecord};
+use crate::net::NetPolicy;
+
+const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
+const DEFAULT_MAX_PAGES: u64 = 1_000;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Config {
+    url: String,
+    #[serde(default = "get")]
+    method: String,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    auth: Option<Auth>,
+    records_pointer: String,
+    id_pointer: String,
+    #[serde(default)]
+    pagination: Option<Pagination>,
+    #[serde(default)]
+    since_param: Option<String>,
+    #[serde(default)]
+    watermark_pointer: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    max_response_bytes: Option<u64>,
+    #[serde(default)]
+    max_pages: Option<u64>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+enum Auth {
+    Bearer {
+        token: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    ApiKey {
+        header: String,
+        value: String,
+    },
+    Basic {
+        username: String,
+        password: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+enum Pagination {
+    /// The next page's URL is at `pointer` in the body (absolute or relative).
+    NextLink { pointer: String },
+    /// The next cursor is at `pointer`; it is sent as `param`.
+    #[serde(rename_all = "camelCase")]
+    Cursor { pointer: String, param: String },
+    /// Page numbers in `param`, from `start`; stops at an empty page.
+    #[serde(rename_all = "camelCase")]
+    Page {
+        param: String,
+        #[serde(default = "one")]
+        start: u64,
+        size_param: Option<String>,
+        size: Option<u64>,
+    },
+}
+
+fn one() -> u64 {
+    1
+}
+
+pub struct HttpJson {
+    c: Config,
+    url: Url,
+    http: reqwest::Client,
+    policy: NetPolicy,
+}
+
+fn pointer_ok(p: &str) -> bool {
+    p.is_empty() || p.starts_with('/')
+}
+
+impl HttpJson {
+    pub fn from_config(
+        config: &Value,
+        env: Option<&ConnectorEnv>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let c: Config = serde_json::from_value(config.clone())
+            .map_err(|e| vec![FieldError::new("config", e.to_string())])?;
+        let mut errors = Vec::new();
+        let url = match Url::parse(&c.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            Ok(u) => {
+                errors.push(FieldError::new(
+                    "config.url",
+                    format!("scheme `{}` is not http or https", u.scheme()),
+                ));
+                None
+            }
+            Err(e) => {
+                errors.push(FieldError::new("config.url", format!("not a URL ({e})")));
+                None
+            }
+        };
+        if !matches!(c.method.as_str(), "GET" | "POST") {
+            errors.push(FieldError::new("config.method", "must be GET or POST"));
+        }
+        for (field, p) in [
+            ("config.recordsPointer", &c.records_pointer),
+            ("config.idPointer", &c.id_pointer),
+        ] {
+            if !pointer_ok(p) {
+                errors.push(FieldError::new(
+                    field,
+                    "must be a JSON pointer like /data/items",
+                ));
+            }
+        }
+        if c.watermark_pointer
+            .as_deref()
+            .is_some_and(|p| !pointer_ok(p))
+        {
+            errors.push(FieldError::new(
+                "config.watermarkPointer",
+                "must be a JSON pointer",
+            ));
+        }
+        if c.since_param.is_some() != c.watermark_pointer.is_some() {
+            errors.push(FieldError::new(
+                "config.sinceParam",
+                "sinceParam and watermarkPointer go together",
+            ));
+        }
+        if c.timeout_ms.is_some_and(|t| !(100..=600_000).contains(&t)) {
+            errors.push(FieldError::new(
+                "config.timeoutMs",
+                "must be from 100 to 600000",
+            ));
+        }
+        for name in c.headers.keys() {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                errors.push(FieldError::new(
+                    "config.headers",
+                    format!("`{name}` is not a header name"),
+                ));
+            }
+        }
+        let (Some(url), true) = (url, errors.is_empty()) else {
+            return Err(errors);
+        };
+        let policy = env.map(|e| e.net.clone()).unwrap_or_default();
+        let timeout = Duration::from_millis(c.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS));
+        let http = policy.http_client(timeout);
+        Ok(Self {
+            c,
+            url,
+            http,
+            policy,
+        })
+    }
+
+    /// The URLs this config connects to (checked by the API when it is saved).
+    pub fn urls(&self) -> Vec<Url> {
+        vec![self.url.clone()]
+    }
+
+    async fn page(&self, url: &Url) -> Result<Value, FetchError> {
+        self.policy
+            .check_url(url)
+            .map_err(|e| FetchError::new(ErrorClass::Config, e.to_string()))?;
+        let method = if self.c.method == "POST" {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::GET
+        };
+        let mut req = self
+            .http
+            .request(method, url.clone())
+            .header("accept", "application/json");
+        for (k, v) in &self.c.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req = match &self.c.auth {
+            None => req,
+            Some(Auth::Bearer { token }) => req.bearer_auth(token),
+            Some(Auth::ApiKey { header, value }) => req.header(header.as_str(), value.as_str()),
+            Some(Auth::Basic { username, password }) => req.basic_auth(username, Some(password)),
+        };
+        let mut resp = req.send().await.map_err(|e| transport_error(&e, url))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(status_error(status, resp.headers(), url));
+        }
+        let max = self.c.max_response_bytes.unwrap_or(DEFAULT_MAX_BYTES);
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(&e, url))? {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > max {
+                return Err(FetchError::new(
+                    ErrorClass::SourceData,
+                    format!("response from {} exceeds {max} bytes", redact(url)),
+                ));
+            }
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            FetchError::new(
+                ErrorClass::SourceData,
+                format!("response from {} is not JSON: {e}", redact(url)),
+            )
+        })
+    }
+}
+
+/// The URL without its query string (which may carry cursors or parameters a user
+/// considers sensitive) for messages.
+fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+fn transport_error(e: &reqwest::Error, url: &Url) -> FetchError {
+    if e.is_timeout() {
+        return FetchError::new(ErrorClass::Timeout, format!("{} timed out", redact(url)));
+    }
+    // A refusal by the SSRF guard surfaces as a resolver / redirect error.
+    let text = format!("{e:#}");
+    let chain = std::iter::successors(std::error::Error::source(e), |s| s.source())
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    if chain.contains("is refused") || text.contains("is refused") {
+        return FetchError::new(ErrorClass::Config, format!("{}: {chain}", redact(url)));
+    }
+    FetchError::new(
+        ErrorClass::Transient,
+        format!(
+            "request to {} failed: {}",
+            redact(url),
+            if chain.is_empty() {
+                e.to_string()
+            } else {
+                chain
+            }
+        ),
+    )
+}
+
+/// The provider's requested wait: `Retry-After` (seconds or HTTP date) or
+/// `X-RateLimit-Reset` (epoch seconds or a delta).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let now = chrono::Utc::now();
+    if let Some(v) = headers.get("retry-after").and_then(|v| v.to_str().ok()) {
+        if let Ok(secs) = v.trim().parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(at) = chrono::DateTime::parse_from_rfc2822(v.trim()) {
+            return Some(
+                (at.with_timezone(&chrono::Utc) - now)
+                    .to_std()
+                    .unwrap_or(Duration::ZERO),
+            );
+        }
+    }
+    let reset = headers
+        .get("x-ratelimit-reset")
+        .and_then(|v| v.to_str().ok())?
+        .trim()
+        .parse::<i64>()
+        .ok()?;
+    // Large values are epoch seconds, small ones a delta.
+    if reset > 1_000_000_000 {
+        Some(Duration::from_secs(
+            u64::try_from(reset - now.timestamp()).unwrap_or(0),
+        ))
+    } else {
+        Some(Duration::from_secs(u64::try_from(reset).unwrap_or(0)))
+    }
+}
+
+fn status_error(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    url: &Url,
+) -> FetchError {
+    let at = redact(url);
+    match status.as_u16() {
+        401 | 403 => FetchError::new(
+            ErrorClass::Auth,
+            format!("{at} refused the credentials (HTTP {status})"),
+        ),
+        429 => FetchError {
+            class: ErrorClass::RateLimited,
+            message: format!("{at} is rate limiting (HTTP 429)"),
+            retry_after: retry_after(headers),
+        },
+        408 | 504 => FetchError::new(
+            ErrorClass::Timeout,
+            format!("{at} timed out (HTTP {status})"),
+        ),
+        500..=599 => FetchError::new(
+            ErrorClass::Transient,
+            format!("{at} failed (HTTP {status})"),
+        ),
+        _ => FetchError::new(ErrorClass::Config, format!("{at} answered HTTP {status}")),
+    }
+}
+
+fn id_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Connector for HttpJson {
+    async fn fetch(&self, ctx: &FetchContext) -> Result<Fetched, FetchError> {
+        let mut url = self.url.clone();
+        let incremental = match (&self.c.since_param, &ctx.watermark) {
+            (Some(param), Some(mark)) => {
+                url.query_pairs_mut().append_pair(param, mark);
+                true
+            }
+            _ => false,
+        };
+        if let Some(Pagination::Page {
+            param,
+            start,
+            size_param,
+            size,
+        }) = &self.c.pagination
+        {
+            url.query_pairs_mut().append_pair(param, &start.to_string());
+            if let (Some(sp), Some(sz)) = (size_param, size) {
+                url.query_pairs_mut().append_pair(sp, &sz.to_string());
+            }
+        }
+        let mut records = Vec::new();
+        let mut watermark = ctx.watermark.clone();
+        let max_pages = self.c.max_pages.unwrap_or(DEFAULT_MAX_PAGES);
+        let mut page_no = 0u64;
+        loop {
+            page_no += 1;
+            if page_no > max_pages {
+                return Err(FetchError::new(
+                    ErrorClass::SourceData,
+                    format!("more than {max_pages} pages"),
+                ));
+            }
+            let body = self.page(&url).await?;
+            let items = body
+                .pointer(&self.c.records_pointer)
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    FetchError::new(
+                        ErrorClass::SourceData,
+                        format!("no array at {} in the response", self.c.records_pointer),
+                    )
+                })?;
+            for (i, item) in items.iter().enumerate() {
+                let id = item
+                    .pointer(&self.c.id_pointer)
+                    .and_then(id_string)
+                    .ok_or_else(|| {
+                        FetchError::new(
+                            ErrorClass::SourceData,
+                            format!(
+                                "record {i} of page {page_no} has no id at {}",
+                                self.c.id_pointer
+                            ),
+                        )
+                    })?;
+                if let Some(mark) = self
+                    .c
+                    .watermark_pointer
+                    .as_deref()
+                    .and_then(|p| item.pointer(p))
+                    .and_then(id_string)
+                    && watermark.as_deref().is_none_or(|w| mark.as_str() > w)
+                {
+                    watermark = Some(mark);
+                }
+                records.push(SourceRecord {
+                    external_id: id,
+                    data: item.clone(),
+                });
+            }
+            let next = match &self.c.pagination {
+                None => None,
+                Some(Pagination::NextLink { pointer }) => match body.pointer(pointer) {
+                    Some(Value::String(s)) if !s.is_empty() => Some(url.join(s).map_err(|_| {
+                        FetchError::new(
+                            ErrorClass::SourceData,
+                            format!("next link `{s}` is not a URL"),
+                        )
+                    })?),
+                    _ => None,
+                },
+                Some(Pagination::Cursor { pointer, param }) => {
+                    match body.pointer(pointer).and_then(id_string) {
+                        Some(cursor) => {
+                            let mut u = url.clone();
+                            let kept: Vec<(String, String)> = u
+                                .query_pairs()
+                                .filter(|(k, _)| k != param)
+                                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                                .collect();
+                            u.query_pairs_mut()
+                                .clear()
+                                .extend_pairs(kept)
+                                .append_pair(param, &cursor);
+                            Some(u)
+                        }
+                        None => None,
+                    }
+                }
+                Some(Pagination::Page { param, start, .. }) => {
+                    if items.is_empty() {
+                        None
+                    } else {
+                        let mut u = url.clone();
+                        let kept: Vec<(String, String)> = u
+                            .query_pairs()
+                            .filter(|(k, _)| k != param)
+                            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                            .collect();
+                        u.query_pairs_mut()
+                            .clear()
+                            .extend_pairs(kept)
+                            .append_pair(param, &(start + page_no).to_string());
+                        Some(u)
+                    }
+                }
+            };
+            match next {
+                Some(n) => url = n,
+                None => break,
+            }
+        }
+        Ok(Fetched {
+            records,
+            full: !incremental,
+            watermark,
+        })
+    }
+}

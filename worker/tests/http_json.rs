@@ -1,0 +1,285 @@
+//! The `http_json` connector against a local server speaking JSON: pagination (next
+//! link, cursor, page numbers), auth, incremental watermark, and every error class.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Query;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use entity::{ConnectorKind, ErrorClass};
+use serde_json::{Value, json};
+use syncfleet_worker::connectors::{self, ConnectorEnv, FetchContext};
+use syncfleet_worker::net::NetPolicy;
+use uuid::Uuid;
+
+const TOKEN: &str = "s3cret-token";
+
+fn item(i: u64) -> Value {
+    json!({ "id": i, "name": format!("sale {i}"), "total": i * 10, "updatedAt": format!("2026-11-{:02}T00:00:00Z", 1 + i % 28) })
+}
+
+async fn serve() -> String {
+    let app = Router::new()
+        .route(
+            "/sales",
+            get(|h: HeaderMap, Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                if h.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
+                    return (StatusCode::UNAUTHORIZED, "no").into_response();
+                }
+                let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                let items: Vec<Value> = ((page - 1) * 3 + 1..=(page * 3).min(7)).map(item).collect();
+                let next = if page * 3 < 7 { json!(format!("/sales?page={}", page + 1)) } else { Value::Null };
+                axum::Json(json!({ "data": { "items": items }, "links": { "next": next } })).into_response()
+            }),
+        )
+        .route(
+            "/cursor",
+            get(|Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                let at: u64 = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+                let items: Vec<Value> = (at + 1..=(at + 4).min(10)).map(item).collect();
+                let next = if at + 4 < 10 { json!((at + 4).to_string()) } else { Value::Null };
+                axum::Json(json!({ "results": items, "meta": { "next_cursor": next } }))
+            }),
+        )
+        .route(
+            "/pages",
+            get(|Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                let page: u64 = q.get("p").and_then(|p| p.parse().ok()).unwrap_or(0);
+                let items: Vec<Value> = if page < 3 { (page * 2 + 1..=page * 2 + 2).map(item).collect() } else { vec![] };
+                axum::Json(json!(items))
+            }),
+        )
+        .route(
+            "/since",
+            get(|Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                let since = q.get("updated_since").cloned().unwrap_or_default();
+                let items: Vec<Value> =
+                    (1..=5).map(item).filter(|i| i["updatedAt"].as_str().unwrap() > since.as_str()).collect();
+                axum::Json(json!({ "items": items }))
+            }),
+        )
+        .route("/fail", get(|| async { (StatusCode::BAD_GATEWAY, "upstream down") }))
+        .route(
+            "/limited",
+            get(|| async { (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")], "slow down") }),
+        )
+        .route("/garbage", get(|| async { "<html>not json</html>" }))
+        .route("/noarray", get(|| async { axum::Json(json!({ "items": "nope" })) }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                axum::Json(json!({ "items": [] }))
+            }),
+        )
+        .route("/huge", get(|| async { axum::Json(json!({ "items": vec![item(1); 5000] })) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn env() -> ConnectorEnv {
+    ConnectorEnv {
+        net: NetPolicy {
+            allow_private: true,
+            allowed: vec![],
+        },
+    }
+}
+
+fn ctx(watermark: Option<&str>) -> FetchContext {
+    FetchContext {
+        integration_id: Uuid::now_v7(),
+        run_id: Uuid::now_v7(),
+        attempt: 1,
+        previous_runs: 0,
+        watermark: watermark.map(str::to_owned),
+    }
+}
+
+async fn fetch(
+    config: Value,
+    watermark: Option<&str>,
+) -> Result<connectors::Fetched, connectors::FetchError> {
+    let c = connectors::build(ConnectorKind::HttpJson, &config, &env()).expect("valid config");
+    c.fetch(&ctx(watermark)).await
+}
+
+#[tokio::test]
+async fn next_link_pagination_with_bearer_auth() {
+    let base = serve().await;
+    let cfg = json!({
+        "url": format!("{base}/sales"), "recordsPointer": "/data/items", "idPointer": "/id",
+        "auth": { "type": "bearer", "token": TOKEN }, "pagination": { "type": "nextLink", "pointer": "/links/next" }
+    });
+    let f = fetch(cfg.clone(), None).await.unwrap();
+    assert_eq!(f.records.len(), 7);
+    assert_eq!(f.records[6].external_id, "7");
+    assert!(f.full);
+    let mut wrong = cfg;
+    wrong["auth"]["token"] = json!("nope");
+    let e = fetch(wrong, None).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Auth);
+    assert!(
+        !e.message.contains("nope") && !e.message.contains(TOKEN),
+        "secret in error: {}",
+        e.message
+    );
+}
+
+#[tokio::test]
+async fn cursor_and_page_number_pagination() {
+    let base = serve().await;
+    let f = fetch(
+        json!({ "url": format!("{base}/cursor"), "recordsPointer": "/results", "idPointer": "/id",
+                "pagination": { "type": "cursor", "pointer": "/meta/next_cursor", "param": "cursor" } }),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        f.records
+            .iter()
+            .map(|r| r.external_id.as_str())
+            .collect::<Vec<_>>(),
+        (1..=10).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    let f = fetch(
+        json!({ "url": format!("{base}/pages"), "recordsPointer": "", "idPointer": "/id",
+                "pagination": { "type": "page", "param": "p", "start": 0 } }),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(f.records.len(), 6);
+}
+
+#[tokio::test]
+async fn incremental_mode_sends_the_watermark_and_returns_the_new_one() {
+    let base = serve().await;
+    let cfg = json!({ "url": format!("{base}/since"), "recordsPointer": "/items", "idPointer": "/id",
+                      "sinceParam": "updated_since", "watermarkPointer": "/updatedAt" });
+    let first = fetch(cfg.clone(), None).await.unwrap();
+    assert_eq!(first.records.len(), 5);
+    assert!(first.full, "a first incremental run has the whole data set");
+    assert_eq!(first.watermark.as_deref(), Some("2026-11-06T00:00:00Z"));
+    let next = fetch(cfg, Some("2026-11-04T00:00:00Z")).await.unwrap();
+    assert_eq!(next.records.len(), 2);
+    assert!(!next.full, "incremental runs never delete");
+}
+
+#[tokio::test]
+async fn each_failure_has_its_class() {
+    let base = serve().await;
+    let cfg = |path: &str| json!({ "url": format!("{base}{path}"), "recordsPointer": "/items", "idPointer": "/id", "timeoutMs": 300 });
+    assert_eq!(
+        fetch(cfg("/fail"), None).await.unwrap_err().class,
+        ErrorClass::Transient
+    );
+    let limited = fetch(cfg("/limited"), None).await.unwrap_err();
+    assert_eq!(
+        (limited.class, limited.retry_after),
+        (ErrorClass::RateLimited, Some(Duration::from_secs(7)))
+    );
+    assert_eq!(
+        fetch(cfg("/garbage"), None).await.unwrap_err().class,
+        ErrorClass::SourceData
+    );
+    assert_eq!(
+        fetch(cfg("/noarray"), None).await.unwrap_err().class,
+        ErrorClass::SourceData
+    );
+    assert_eq!(
+        fetch(cfg("/slow"), None).await.unwrap_err().class,
+        ErrorClass::Timeout
+    );
+    assert_eq!(
+        fetch(cfg("/missing"), None).await.unwrap_err().class,
+        ErrorClass::Config
+    );
+    let mut small = cfg("/huge");
+    small["maxResponseBytes"] = json!(10_000);
+    let e = fetch(small, None).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::SourceData);
+    assert!(e.message.contains("exceeds"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn bad_configs_list_every_field() {
+    let errs = connectors::validate(
+        ConnectorKind::HttpJson,
+        &json!({ "url": "ftp://x", "recordsPointer": "items", "idPointer": "id", "method": "PUT", "timeoutMs": 1 }),
+    )
+    .unwrap_err();
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    for f in [
+        "config.url",
+        "config.method",
+        "config.recordsPointer",
+        "config.idPointer",
+        "config.timeoutMs",
+    ] {
+        assert!(fields.contains(&f), "{f} not reported: {fields:?}");
+    }
+    assert!(connectors::validate(ConnectorKind::HttpJson, &json!({ "url": "https://x" })).is_err());
+}
+
+#[tokio::test]
+async fn the_guard_refuses_loopback_without_connecting() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let guarded = ConnectorEnv::default();
+    for url in [
+        format!("http://127.0.0.1:{port}/x"),
+        format!("http://localhost:{port}/x"),
+        format!("http://[::ffff:127.0.0.1]:{port}/x"),
+    ] {
+        let c = connectors::build(
+            ConnectorKind::HttpJson,
+            &json!({ "url": url, "recordsPointer": "", "idPointer": "/id" }),
+            &guarded,
+        )
+        .unwrap();
+        let e = c.fetch(&ctx(None)).await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::Config, "{url}: {}", e.message);
+        assert!(e.message.contains("refused"), "{url}: {}", e.message);
+    }
+    // Nothing ever connected.
+    let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(accepted.is_err(), "the guard let a connection through");
+    // A redirect to a forbidden address is refused too.
+    let allowed_only_2 = ConnectorEnv {
+        net: NetPolicy::parse(Some("127.0.0.2/32")).unwrap(),
+    };
+    let redirector = Router::new().route(
+        "/r",
+        get(move || async move {
+            (
+                StatusCode::FOUND,
+                [("location", format!("http://127.0.0.1:{port}/x"))],
+                "",
+            )
+        }),
+    );
+    let l2 = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let a2 = l2.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l2, redirector).await });
+    let c = connectors::build(
+        ConnectorKind::HttpJson,
+        &json!({ "url": format!("http://{a2}/r"), "recordsPointer": "", "idPointer": "/id" }),
+        &allowed_only_2,
+    )
+    .unwrap();
+    let e = c.fetch(&ctx(None)).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Config, "{}", e.message);
+    let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "the redirect reached a forbidden address"
+    );
+}
