@@ -14,6 +14,19 @@ use syncfleet_worker::{Engine, Queue, runner};
 /// The embedded mode's key for secrets at rest, when `SYNCFLEET_SECRET_KEY` is not set.
 pub const KEY_FILE: &str = "syncfleet.key";
 
+/// The key file lives beside the SQLite database file (`./syncfleet.key` by default).
+pub fn key_path_for(db_url: &str) -> std::path::PathBuf {
+    let file = db_url
+        .strip_prefix("sqlite://")
+        .or_else(|| db_url.strip_prefix("sqlite:"))
+        .unwrap_or("");
+    let file = file.split('?').next().unwrap_or("");
+    match std::path::Path::new(file).parent() {
+        Some(dir) if !file.is_empty() && !file.starts_with(':') => dir.join(KEY_FILE),
+        _ => std::path::PathBuf::from(KEY_FILE),
+    }
+}
+
 /// Reads the key file, creating it (owner-only) with a new random key on first start.
 pub fn key_file(path: &std::path::Path) -> anyhow::Result<SecretBox> {
     if !path.exists() {
@@ -115,7 +128,11 @@ pub async fn run_standalone(
     started: impl FnOnce(Started),
 ) -> anyhow::Result<()> {
     if config.secret_key.is_none() {
-        config.secret_key = Some(key_file(std::path::Path::new(KEY_FILE))?);
+        let db_url = config
+            .database_url
+            .as_ref()
+            .map_or(DEFAULT_SQLITE_URL, |u| u.expose());
+        config.secret_key = Some(key_file(&key_path_for(db_url))?);
     }
     let url = config
         .database_url
