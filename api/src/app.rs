@@ -243,3 +243,49 @@ pub async fn run_migrate(config: Config) -> anyhow::Result<usize> {
     Migrator::up(&db, None).await?;
     Ok(pending)
 }
+
+/// Re-encrypts every stored secret under `new_key` in one transaction; returns how many
+/// integrations were rewritten. Afterwards, set `SYNCFLEET_SECRET_KEY` to the new key.
+pub async fn run_rotate_key(config: Config, new_key: &str) -> anyhow::Result<u64> {
+    let new =
+        SecretBox::parse(new_key).map_err(|e| anyhow::anyhow!("SYNCFLEET_NEW_SECRET_KEY: {e}"))?;
+    let url = config
+        .database_url
+        .as_ref()
+        .map_or(DEFAULT_SQLITE_URL, |u| u.expose())
+        .to_owned();
+    let old = match &config.secret_key {
+        Some(k) => k.clone(),
+        None if url.starts_with("sqlite") => key_file(&key_path_for(&url))?,
+        None => anyhow::bail!("SYNCFLEET_SECRET_KEY (the current key) is required"),
+    };
+    let db = db::connect(&url, 2)
+        .await
+        .context("cannot connect to the database (DATABASE_URL)")?;
+    db::ensure_migrated(&db).await?;
+    use sea_orm::{EntityTrait, TransactionTrait};
+    let txn = db.begin().await?;
+    let mut rewritten = 0;
+    for m in entity::integrations::Entity::find().all(&txn).await? {
+        let fields = syncfleet_worker::connectors::secret_fields(m.kind);
+        if !fields
+            .iter()
+            .any(|f| m.config.get(*f).is_some_and(SecretBox::is_encrypted))
+        {
+            continue;
+        }
+        let mut plain = old
+            .open_config(m.kind, m.id, &m.config)
+            .map_err(|e| anyhow::anyhow!("integration {}: {e}; nothing was changed", m.id))?;
+        new.seal_config(m.kind, m.id, &mut plain, None, crate::views::MASK);
+        syncfleet_worker::db::exec(
+            &txn,
+            "UPDATE integrations SET config = $2 WHERE id = $1",
+            [m.id.into(), plain.into()],
+        )
+        .await?;
+        rewritten += 1;
+    }
+    txn.commit().await?;
+    Ok(rewritten)
+}

@@ -33,6 +33,9 @@ pub enum Command {
     Worker,
     /// Apply pending database migrations.
     Migrate,
+    /// Re-encrypt every stored secret under SYNCFLEET_NEW_SECRET_KEY (then switch
+    /// SYNCFLEET_SECRET_KEY to it).
+    RotateKey,
     #[command(flatten)]
     Ops(OpsCommand),
 }
@@ -124,6 +127,7 @@ enum Role {
     Api,
     Worker,
     Migrate,
+    RotateKey,
 }
 
 /// Process exit codes.
@@ -137,6 +141,7 @@ pub async fn run(cli: Cli) -> i32 {
         Some(Command::Api) => Role::Api,
         Some(Command::Worker) => Role::Worker,
         Some(Command::Migrate) => Role::Migrate,
+        Some(Command::RotateKey) => Role::RotateKey,
     };
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -163,6 +168,7 @@ pub async fn run(cli: Cli) -> i32 {
         Role::Api => "api",
         Role::Worker => "worker",
         Role::Migrate => "migrate",
+        Role::RotateKey => "rotate-key",
     };
     let _telemetry = telemetry::init_role(config.log_format, role_name);
     let shutdown = CancellationToken::new();
@@ -201,6 +207,15 @@ pub async fn run(cli: Cli) -> i32 {
         Role::Migrate => app::run_migrate(config)
             .await
             .map(|n| println!("applied {n} migration(s)")),
+        Role::RotateKey => match std::env::var("SYNCFLEET_NEW_SECRET_KEY") {
+            Ok(new) => app::run_rotate_key(config, &new).await.map(|n| {
+                println!("re-encrypted the secrets of {n} integration(s); now set SYNCFLEET_SECRET_KEY to the new key")
+            }),
+            Err(_) => {
+                eprintln!("syncfleet: SYNCFLEET_NEW_SECRET_KEY is required (the key to rotate to)");
+                return EXIT_CONFIG;
+            }
+        },
     };
     match result {
         Ok(()) => 0,

@@ -221,3 +221,40 @@ async fn ssrf_is_refused_at_save_and_at_fetch() {
     let _ = worker.await;
     permissive.stop().await;
 }
+
+#[tokio::test]
+async fn key_rotation_re_encrypts_every_secret() {
+    let Some(env) = test_env().await else { return };
+    let app = env
+        .spawn_app(&[("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true")])
+        .await;
+    let cfg = json!({ "url": "http://127.0.0.1:9/x", "recordsPointer": "", "idPointer": "/id",
+                      "auth": { "type": "bearer", "token": CANARY } });
+    let id = app.client.create("rot", "http_json", cfg, None).await;
+    app.stop().await;
+    let new_key = syncfleet_worker::secrets::SecretBox::generate();
+    let n = syncfleet_api::app::run_rotate_key(env.config(&[]), &new_key)
+        .await
+        .expect("rotate");
+    assert_eq!(n, 1);
+    let stored: Value = crate::util::strings(
+        &env.db,
+        "SELECT CAST(config AS TEXT) FROM integrations WHERE id = $1",
+        vec![id.into()],
+    )
+    .await
+    .first()
+    .map(|s| serde_json::from_str(s).unwrap())
+    .unwrap();
+    let kind = entity::ConnectorKind::HttpJson;
+    let new = syncfleet_worker::secrets::SecretBox::parse(&new_key).unwrap();
+    let old = syncfleet_worker::secrets::SecretBox::parse(tests::env::TEST_SECRET_KEY).unwrap();
+    assert_eq!(
+        new.open_config(kind, id, &stored).unwrap()["auth"]["token"],
+        CANARY
+    );
+    assert!(
+        old.open_config(kind, id, &stored).is_err(),
+        "the old key still opens the secret"
+    );
+}
