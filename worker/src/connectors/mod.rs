@@ -4,6 +4,7 @@
 //! field-level errors before anything is stored) and fetches records, reporting failures
 //! with a typed [`ErrorClass`] that the run protocol turns into retry, wait or disable.
 
+pub mod http;
 pub mod http_json;
 pub mod synthetic;
 

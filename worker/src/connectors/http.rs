@@ -1,0 +1,131 @@
+//! What every HTTP-based connector shares: sending through the SSRF-guarded client,
+//! mapping transport failures and status codes to error classes, honouring the
+//! provider's `Retry-After`, bounding the response size, and keeping secrets and query
+//! strings out of messages.
+
+use std::time::Duration;
+
+use entity::ErrorClass;
+use url::Url;
+
+use super::FetchError;
+
+/// Sends a request and returns the body, at most `max_bytes` long.
+pub async fn send(
+    req: reqwest::RequestBuilder,
+    url: &Url,
+    max_bytes: u64,
+) -> Result<Vec<u8>, FetchError> {
+    let mut resp = req.send().await.map_err(|e| transport_error(&e, url))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(status_error(status, resp.headers(), url));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(&e, url))? {
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > max_bytes {
+            return Err(FetchError::new(
+                ErrorClass::SourceData,
+                format!("response from {} exceeds {max_bytes} bytes", redact(url)),
+            ));
+        }
+    }
+    Ok(body)
+}
+
+/// The URL without its query string (which may carry cursors or parameters a user
+/// considers sensitive) for messages.
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+pub fn transport_error(e: &reqwest::Error, url: &Url) -> FetchError {
+    if e.is_timeout() {
+        return FetchError::new(ErrorClass::Timeout, format!("{} timed out", redact(url)));
+    }
+    // A refusal by the SSRF guard surfaces as a resolver / redirect error.
+    let text = format!("{e:#}");
+    let chain = std::iter::successors(std::error::Error::source(e), |s| s.source())
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    if chain.contains("is refused") || text.contains("is refused") {
+        return FetchError::new(ErrorClass::Config, format!("{}: {chain}", redact(url)));
+    }
+    FetchError::new(
+        ErrorClass::Transient,
+        format!(
+            "request to {} failed: {}",
+            redact(url),
+            if chain.is_empty() {
+                e.to_string()
+            } else {
+                chain
+            }
+        ),
+    )
+}
+
+/// The provider's requested wait: `Retry-After` (seconds or HTTP date) or
+/// `X-RateLimit-Reset` (epoch seconds or a delta).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let now = chrono::Utc::now();
+    if let Some(v) = headers.get("retry-after").and_then(|v| v.to_str().ok()) {
+        if let Ok(secs) = v.trim().parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(at) = chrono::DateTime::parse_from_rfc2822(v.trim()) {
+            return Some(
+                (at.with_timezone(&chrono::Utc) - now)
+                    .to_std()
+                    .unwrap_or(Duration::ZERO),
+            );
+        }
+    }
+    let reset = headers
+        .get("x-ratelimit-reset")
+        .and_then(|v| v.to_str().ok())?
+        .trim()
+        .parse::<i64>()
+        .ok()?;
+    // Large values are epoch seconds, small ones a delta.
+    if reset > 1_000_000_000 {
+        Some(Duration::from_secs(
+            u64::try_from(reset - now.timestamp()).unwrap_or(0),
+        ))
+    } else {
+        Some(Duration::from_secs(u64::try_from(reset).unwrap_or(0)))
+    }
+}
+
+pub fn status_error(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    url: &Url,
+) -> FetchError {
+    let at = redact(url);
+    match status.as_u16() {
+        401 | 403 => FetchError::new(
+            ErrorClass::Auth,
+            format!("{at} refused the credentials (HTTP {status})"),
+        ),
+        429 => FetchError {
+            class: ErrorClass::RateLimited,
+            message: format!("{at} is rate limiting (HTTP 429)"),
+            retry_after: retry_after(headers),
+        },
+        408 | 504 => FetchError::new(
+            ErrorClass::Timeout,
+            format!("{at} timed out (HTTP {status})"),
+        ),
+        500..=599 => FetchError::new(
+            ErrorClass::Transient,
+            format!("{at} failed (HTTP {status})"),
+        ),
+        _ => FetchError::new(ErrorClass::Config, format!("{at} answered HTTP {status}")),
+    }
+}
