@@ -91,6 +91,7 @@ async fn serve(
             ConnectorEnv {
                 net: state.config.net.clone(),
             },
+            state.queue.limiter(state.config.rate_limits.clone()),
         );
         tasks.spawn(runner::run(engine, state.queue.clone(), shutdown.clone()));
     }
@@ -205,6 +206,7 @@ pub async fn run_worker(config: Config, shutdown: CancellationToken) -> anyhow::
         ConnectorEnv {
             net: config.net.clone(),
         },
+        queue.limiter(config.rate_limits.clone()),
     );
     let mut side = None;
     if let Some(addr) = config.worker_listen {

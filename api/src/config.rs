@@ -72,6 +72,9 @@ pub struct Config {
     pub max_interval_secs: i64,
     /// What connectors may connect to (the SSRF guard).
     pub net: NetPolicy,
+    /// Per-provider rate limits by connector kind (`SYNCFLEET_RATE_LIMITS`).
+    pub rate_limits:
+        std::collections::HashMap<entity::ConnectorKind, syncfleet_worker::ratelimit::Limit>,
     /// Where a `worker` process serves `/metrics` and `/healthz` (none if unset).
     pub worker_listen: Option<SocketAddr>,
     /// Sustained API requests per second per key, and the burst above it.
@@ -236,6 +239,10 @@ impl Config {
             min_interval_secs,
             max_interval_secs,
             net,
+            rate_limits: syncfleet_worker::ratelimit::parse_limits(
+                get("SYNCFLEET_RATE_LIMITS").as_deref().unwrap_or(""),
+            )
+            .map_err(|m| ConfigError::new("SYNCFLEET_RATE_LIMITS", m))?,
             worker_listen,
             api_rate_per_sec: u32::try_from(positive("SYNCFLEET_API_RATE_PER_SEC", 100)?)
                 .map_err(|_| ConfigError::new("SYNCFLEET_API_RATE_PER_SEC", "is too large"))?,

@@ -21,6 +21,7 @@ use crate::protocol::Fence;
 use crate::protocol::claim::{self, Claim};
 use crate::protocol::finish::{self, Finished, Guard, RunReport};
 use crate::protocol::policy::Outcome;
+use crate::ratelimit::{self, Limiter};
 use crate::secrets::SecretBox;
 use crate::store;
 
@@ -35,6 +36,7 @@ pub struct Engine {
     /// Opens the secret fields of a config for its connector.
     pub secrets: Option<SecretBox>,
     pub env: ConnectorEnv,
+    pub limiter: Limiter,
     /// Claims being executed now, so a bounded shutdown can release them.
     inflight: Mutex<HashSet<Fence>>,
 }
@@ -46,6 +48,7 @@ impl Engine {
         metrics: Metrics,
         secrets: Option<SecretBox>,
         env: ConnectorEnv,
+        limiter: Limiter,
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
@@ -53,6 +56,7 @@ impl Engine {
             metrics,
             secrets,
             env,
+            limiter,
             inflight: Mutex::new(HashSet::new()),
         })
     }
@@ -173,6 +177,42 @@ impl Engine {
                     .await;
             }
         };
+        // The provider's fleet-wide rate: wait briefly for a token, or end the run as
+        // rate limited (not a failure) and come back when the provider allows.
+        let provider = ratelimit::provider_key(kind, &config);
+        // Waiting in place is bounded in total (and below the lease, which is not being
+        // renewed yet); past that the run is deferred, so contending runs do not hold
+        // worker slots or starve each other.
+        let max_inline = (self.cfg.lease / 3).min(Duration::from_secs(5));
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.limiter.try_acquire(kind, &provider).await {
+                Ok(None) => break,
+                Ok(Some(wait)) if waited + wait <= max_inline => {
+                    self.metrics.rate_limit_waits.inc();
+                    waited += wait;
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(Some(wait)) => {
+                    self.metrics.rate_limit_waits.inc();
+                    let report = RunReport {
+                        error_message: Some(format!(
+                            "provider rate limit: next request allowed in {} ms",
+                            wait.as_millis()
+                        )),
+                        ..RunReport::default()
+                    };
+                    return self
+                        .finish(c.fence, kind, c.trigger, Outcome::RateLimited { wait }, report)
+                        .await;
+                }
+                // The limiter's store is unreachable: run rather than stall the fleet.
+                Err(e) => {
+                    tracing::warn!(error = %e, "rate limiter unavailable; running without it");
+                    break;
+                }
+            }
+        }
         let previous_runs = if connector.wants_run_count() {
             let r = db::query(
                 &self.db,
@@ -252,6 +292,11 @@ impl Engine {
                 )
             }
         };
+        if let Outcome::RateLimited { wait } = outcome
+            && let Err(e) = self.limiter.pause(&provider, wait).await
+        {
+            tracing::warn!(error = %e, "could not pause the provider fleet-wide");
+        }
         self.finish(c.fence, kind, c.trigger, outcome, report).await
     }
 

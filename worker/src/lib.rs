@@ -15,6 +15,7 @@ pub mod net;
 pub mod poll;
 pub mod protocol;
 pub mod queue;
+pub mod ratelimit;
 pub mod runner;
 pub mod secrets;
 pub mod store;

@@ -142,6 +142,20 @@ impl Queue {
         }
     }
 
+    /// The fleet-wide rate limiter matching this queue: Redis-backed beside a Redis
+    /// queue, in-process (governor) in the embedded mode.
+    pub fn limiter(
+        &self,
+        limits: std::collections::HashMap<entity::ConnectorKind, crate::ratelimit::Limit>,
+    ) -> crate::ratelimit::Limiter {
+        match self {
+            Self::Redis { conn, name, .. } => {
+                crate::ratelimit::Limiter::redis(conn.clone(), name, limits)
+            }
+            Self::Sqlite { .. } => crate::ratelimit::Limiter::local(limits),
+        }
+    }
+
     /// Queue workers whose heartbeat is recent (three heartbeat periods).
     pub async fn workers_alive(&self) -> Result<u64, QueueError> {
         match self {

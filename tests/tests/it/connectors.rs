@@ -258,3 +258,109 @@ async fn key_rotation_re_encrypts_every_secret() {
         "the old key still opens the secret"
     );
 }
+
+/// One provider's limit holds across three worker processes.
+#[tokio::test]
+async fn provider_rate_limit_holds_across_worker_processes() {
+    let Some(env) = test_env().await else { return };
+    let limits = [("SYNCFLEET_RATE_LIMITS", "synthetic=4/1s:2")];
+    let app = env.spawn_app(&limits).await;
+    let vars = env.vars(&limits);
+    let workers: Vec<tests::procs::Proc> = (0..3)
+        .map(|_| tests::procs::syncfleet("worker", &vars))
+        .collect();
+    for i in 0..30 {
+        app.client
+            .create(&format!("rl{i}"), "synthetic", json!({}), Some(1))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t0 = chrono::Utc::now();
+    let window = 8;
+    tokio::time::sleep(Duration::from_secs(window)).await;
+    let t1 = t0 + chrono::TimeDelta::seconds(window as i64);
+    let fetched = count(
+        &env.db,
+        "SELECT COUNT(*) FROM sync_logs WHERE status = 'SUCCESS' AND completed_at >= $1 AND completed_at < $2",
+        vec![t0.into(), t1.into()],
+    )
+    .await;
+    let limited = count(
+        &env.db,
+        "SELECT COUNT(*) FROM sync_logs WHERE status = 'RATE_LIMITED'",
+        vec![],
+    )
+    .await;
+    let bound = 4 * window as i64 + 2;
+    eprintln!(
+        "rate limit: {fetched} fetches in {window} s across 3 workers (limit 4/s + burst 2 = {bound}); {limited} runs deferred"
+    );
+    assert!(
+        fetched <= bound + 1,
+        "{fetched} fetches exceed the fleet-wide limit {bound}"
+    );
+    assert!(
+        fetched >= 2 * window as i64,
+        "the limiter starved the fleet: {fetched}"
+    );
+    assert!(
+        limited > 0,
+        "30 integrations at 1/s should have been limited"
+    );
+    drop(workers);
+    app.stop().await;
+}
+
+/// A 429 from a source pauses that provider for every worker until its reset.
+#[tokio::test]
+async fn a_429_pauses_the_provider_for_everyone() {
+    let Some(env) = test_env().await else { return };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let hits = Arc::new(AtomicU32::new(0));
+    let h = hits.clone();
+    let app_server = Router::new().route(
+        "/busy",
+        get(move || {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "30")],
+                    "slow down",
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app_server).await });
+    let allow = [("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true")];
+    let app = env.spawn_app(&allow).await;
+    let (stop, worker) = env.spawn_worker(&allow);
+    let cfg = json!({ "url": format!("{base}/busy"), "recordsPointer": "", "idPointer": "/id",
+                      "auth": { "type": "bearer", "token": "shared-token" } });
+    let first = app.client.create("a", "http_json", cfg.clone(), None).await;
+    eventually(
+        Duration::from_secs(10),
+        "first run rate limited",
+        || async { (runs(&env.db, first).await.first()?.status == "RATE_LIMITED").then_some(()) },
+    )
+    .await;
+    let second = app.client.create("b", "http_json", cfg, None).await;
+    eventually(Duration::from_secs(10), "second run deferred", || async {
+        (runs(&env.db, second).await.first()?.status == "RATE_LIMITED").then_some(())
+    })
+    .await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the paused provider was called again"
+    );
+    let (enabled, _, retries) = crate::protocol::state(&env.db, second).await;
+    assert!(enabled && retries == 0, "a rate limit is not a failure");
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
