@@ -203,7 +203,13 @@ impl Engine {
                         ..RunReport::default()
                     };
                     return self
-                        .finish(c.fence, kind, c.trigger, Outcome::RateLimited { wait }, report)
+                        .finish(
+                            c.fence,
+                            kind,
+                            c.trigger,
+                            Outcome::RateLimited { wait },
+                            report,
+                        )
                         .await;
                 }
                 // The limiter's store is unreachable: run rather than stall the fleet.
