@@ -70,6 +70,25 @@ impl Dialect {
         }
     }
 
+    /// The wall clock at this statement (PostgreSQL's `now()` is the transaction's
+    /// start, which would hide the time a long transaction took).
+    pub fn clock(self) -> &'static str {
+        match self {
+            Self::Postgres => "clock_timestamp()",
+            Self::Sqlite => "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')",
+        }
+    }
+
+    /// Milliseconds between the timestamp expression `col` and [`Self::clock`].
+    pub fn ms_since_clock(self, col: &str) -> String {
+        match self {
+            Self::Postgres => {
+                format!("CAST(EXTRACT(EPOCH FROM (clock_timestamp() - {col})) * 1000 AS BIGINT)")
+            }
+            Self::Sqlite => self.ms_since(col),
+        }
+    }
+
     /// Milliseconds elapsed since the timestamp expression `col`.
     pub fn ms_since(self, col: &str) -> String {
         match self {

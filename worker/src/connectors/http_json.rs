@@ -264,17 +264,20 @@ impl Connector for HttpJson {
                     format!("more than {max_pages} pages"),
                 ));
             }
-            let body = self.page(&url).await?;
-            let items = body
-                .pointer(&self.c.records_pointer)
-                .and_then(Value::as_array)
-                .ok_or_else(|| {
-                    FetchError::new(
+            let mut body = self.page(&url).await?;
+            // Move the records out of the parsed body instead of cloning them: a large
+            // page would otherwise sit in memory twice.
+            let items = match body.pointer_mut(&self.c.records_pointer).map(Value::take) {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    return Err(FetchError::new(
                         ErrorClass::SourceData,
                         format!("no array at {} in the response", self.c.records_pointer),
-                    )
-                })?;
-            for (i, item) in items.iter().enumerate() {
+                    ));
+                }
+            };
+            let empty_page = items.is_empty();
+            for (i, item) in items.into_iter().enumerate() {
                 let id = item
                     .pointer(&self.c.id_pointer)
                     .and_then(id_string)
@@ -299,7 +302,7 @@ impl Connector for HttpJson {
                 }
                 records.push(SourceRecord {
                     external_id: id,
-                    data: item.clone(),
+                    data: item,
                 });
             }
             let next = match &self.c.pagination {
@@ -332,7 +335,7 @@ impl Connector for HttpJson {
                     }
                 }
                 Some(Pagination::Page { param, start, .. }) => {
-                    if items.is_empty() {
+                    if empty_page {
                         None
                     } else {
                         let mut u = url.clone();

@@ -4,6 +4,9 @@
 //! field-level errors before anything is stored) and fetches records, reporting failures
 //! with a typed [`ErrorClass`] that the run protocol turns into retry, wait or disable.
 
+pub mod csv;
+pub mod firestore;
+pub mod google_sheets;
 pub mod http;
 pub mod http_json;
 pub mod synthetic;
@@ -94,7 +97,9 @@ pub trait Connector: Send + Sync {
 /// Configuration fields of `kind` that hold secrets (never shown, logged or queued).
 pub fn secret_fields(kind: ConnectorKind) -> &'static [&'static str] {
     match kind {
-        ConnectorKind::Synthetic | ConnectorKind::Csv => &[],
+        ConnectorKind::Synthetic => &[],
+        // A CSV source has no auth field: credentials go in its request headers.
+        ConnectorKind::Csv => &["headers"],
         ConnectorKind::HttpJson => &["auth"],
         ConnectorKind::GoogleSheets => &["apiKey", "token"],
         ConnectorKind::Firestore => &["token"],
@@ -119,6 +124,15 @@ pub fn urls(kind: ConnectorKind, config: &Value) -> Vec<url::Url> {
         ConnectorKind::HttpJson => http_json::HttpJson::from_config(config, None)
             .map(|c| c.urls())
             .unwrap_or_default(),
+        ConnectorKind::Csv => csv::Csv::from_config(config, None)
+            .map(|c| c.urls())
+            .unwrap_or_default(),
+        ConnectorKind::GoogleSheets => google_sheets::GoogleSheets::from_config(config, None)
+            .map(|c| c.urls())
+            .unwrap_or_default(),
+        ConnectorKind::Firestore => firestore::Firestore::from_config(config, None)
+            .map(|c| c.urls())
+            .unwrap_or_default(),
         _ => Vec::new(),
     }
 }
@@ -132,6 +146,15 @@ pub fn build(
     match kind {
         ConnectorKind::Synthetic => Ok(Box::new(synthetic::Synthetic::from_config(config)?)),
         ConnectorKind::HttpJson => Ok(Box::new(http_json::HttpJson::from_config(
+            config,
+            Some(env),
+        )?)),
+        ConnectorKind::Csv => Ok(Box::new(csv::Csv::from_config(config, Some(env))?)),
+        ConnectorKind::GoogleSheets => Ok(Box::new(google_sheets::GoogleSheets::from_config(
+            config,
+            Some(env),
+        )?)),
+        ConnectorKind::Firestore => Ok(Box::new(firestore::Firestore::from_config(
             config,
             Some(env),
         )?)),

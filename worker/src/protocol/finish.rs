@@ -116,6 +116,17 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
     // 2. Records (only a successful run writes them).
     if outcome == Outcome::Success && !report.plan.is_empty() {
         store::apply(&txn, integration_id, report.plan).await?;
+        // The run ends when its records are written.
+        db::exec(
+            &txn,
+            format!(
+                "UPDATE sync_logs SET completed_at = {}, duration_ms = {} WHERE id = $1",
+                d.clock(),
+                d.ms_since_clock("started_at")
+            ),
+            [f.run_id.into()],
+        )
+        .await?;
     }
 
     // 3. The integration's next state.
