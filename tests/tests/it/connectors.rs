@@ -364,3 +364,130 @@ async fn a_429_pauses_the_provider_for_everyone() {
     let _ = worker.await;
     app.stop().await;
 }
+
+/// Full syncs soft-delete what disappeared from the source; incremental syncs never
+/// delete, and the watermark only advances when a run succeeds.
+#[tokio::test]
+async fn soft_delete_and_watermark_only_on_success() {
+    let Some(env) = test_env().await else { return };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Phase 0: 5 items; phase 1: items 1–3 only; phase 2: a failure.
+    let phase = Arc::new(AtomicU32::new(0));
+    let ph = phase.clone();
+    let server = Router::new().route(
+        "/stock",
+        get(move || {
+            let ph = ph.clone();
+            async move {
+                let n = match ph.load(Ordering::SeqCst) {
+                    0 => 5,
+                    1 => 3,
+                    _ => return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
+                };
+                let items: Vec<Value> = (1..=n)
+                    .map(|i| json!({ "id": i, "updatedAt": format!("2026-11-0{i}T00:00:00Z") }))
+                    .collect();
+                axum::Json(json!({ "items": items })).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    let allow = [("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true")];
+    let app = env.spawn_app(&allow).await;
+    let (stop, worker) = env.spawn_worker(&allow);
+    let c = &app.client;
+    let full = c
+        .create("full", "http_json", json!({ "url": format!("{base}/stock"), "recordsPointer": "/items", "idPointer": "/id" }), None)
+        .await;
+    settled(&env.db, full, 1).await;
+    phase.store(1, Ordering::SeqCst);
+    c.trigger(full).await;
+    settled(&env.db, full, 2).await;
+    let h = c.history(full).await;
+    assert_eq!(h[0]["recordsDeleted"], 2, "{}", h[0]);
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM records WHERE integration_id = $1 AND deleted_at IS NOT NULL",
+            vec![full.into()]
+        )
+        .await,
+        2
+    );
+    let (_, page) = c.get(&format!("/api/integrations/{full}/records")).await;
+    assert_eq!(page["records"].as_array().unwrap().len(), 3);
+    let (_, page) = c
+        .get(&format!(
+            "/api/integrations/{full}/records?includeDeleted=true"
+        ))
+        .await;
+    assert_eq!(page["records"].as_array().unwrap().len(), 5);
+    // Incremental: first run sets the watermark; a failed run leaves it; nothing deleted.
+    phase.store(0, Ordering::SeqCst);
+    let inc = c
+        .create(
+            "inc",
+            "http_json",
+            json!({ "url": format!("{base}/stock"), "recordsPointer": "/items", "idPointer": "/id",
+                    "sinceParam": "since", "watermarkPointer": "/updatedAt" }),
+            None,
+        )
+        .await;
+    settled(&env.db, inc, 1).await;
+    let mark = || async {
+        strings(
+            &env.db,
+            "SELECT COALESCE(watermark, '') FROM integrations WHERE id = $1",
+            vec![inc.into()],
+        )
+        .await[0]
+            .clone()
+    };
+    assert_eq!(mark().await, "2026-11-05T00:00:00Z");
+    phase.store(2, Ordering::SeqCst);
+    c.trigger(inc).await;
+    settled(&env.db, inc, 2).await;
+    assert_eq!(runs(&env.db, inc).await[1].status, "FAILED");
+    assert_eq!(
+        mark().await,
+        "2026-11-05T00:00:00Z",
+        "a failed run moved the watermark"
+    );
+    phase.store(1, Ordering::SeqCst);
+    let _ = c
+        .post(
+            &format!("/api/integrations/{inc}/sync"),
+            &json!({ "force": true }),
+        )
+        .await;
+    settled(&env.db, inc, 3).await;
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM records WHERE integration_id = $1 AND deleted_at IS NOT NULL",
+            vec![inc.into()]
+        )
+        .await,
+        0,
+        "an incremental run deleted"
+    );
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
+
+/// Waits until `id` has at least `n` runs and none of them is live.
+async fn settled(db: &sea_orm::DatabaseConnection, id: Uuid, n: usize) {
+    eventually(Duration::from_secs(10), "runs finished", || async {
+        let rs = runs(db, id).await;
+        (rs.len() >= n
+            && rs
+                .iter()
+                .all(|r| r.status != "PENDING" && r.status != "RUNNING"))
+        .then_some(())
+    })
+    .await;
+}
