@@ -139,18 +139,8 @@ impl Engine {
         let config = match opened {
             Ok(c) => c,
             Err(e) => {
-                let report = RunReport {
-                    error_message: Some(e.to_string()),
-                    ..RunReport::default()
-                };
                 return self
-                    .finish(
-                        c.fence,
-                        kind,
-                        c.trigger,
-                        Outcome::Failure(ErrorClass::Config),
-                        report,
-                    )
+                    .end_early(c, kind, Outcome::Failure(ErrorClass::Config), e.to_string())
                     .await;
             }
         };
@@ -162,18 +152,8 @@ impl Engine {
                     .map(|e| format!("{}: {}", e.field, e.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-                let report = RunReport {
-                    error_message: Some(msg),
-                    ..RunReport::default()
-                };
                 return self
-                    .finish(
-                        c.fence,
-                        kind,
-                        c.trigger,
-                        Outcome::Failure(ErrorClass::Config),
-                        report,
-                    )
+                    .end_early(c, kind, Outcome::Failure(ErrorClass::Config), msg)
                     .await;
             }
         };
@@ -195,21 +175,12 @@ impl Engine {
                 }
                 Ok(Some(wait)) => {
                     self.metrics.rate_limit_waits.inc();
-                    let report = RunReport {
-                        error_message: Some(format!(
-                            "provider rate limit: next request allowed in {} ms",
-                            wait.as_millis()
-                        )),
-                        ..RunReport::default()
-                    };
+                    let msg = format!(
+                        "provider rate limit: next request allowed in {} ms",
+                        wait.as_millis()
+                    );
                     return self
-                        .finish(
-                            c.fence,
-                            kind,
-                            c.trigger,
-                            Outcome::RateLimited { wait },
-                            report,
-                        )
+                        .end_early(c, kind, Outcome::RateLimited { wait }, msg)
                         .await;
                 }
                 // The limiter's store is unreachable: run rather than stall the fleet.
@@ -355,6 +326,21 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Ends a run before its fetch (bad config, secret that does not open, rate limit).
+    async fn end_early(
+        &self,
+        c: &Claim,
+        kind: ConnectorKind,
+        outcome: Outcome,
+        msg: String,
+    ) -> Result<(), DbErr> {
+        let report = RunReport {
+            error_message: Some(msg),
+            ..RunReport::default()
+        };
+        self.finish(c.fence, kind, c.trigger, outcome, report).await
     }
 
     fn track(&self, f: Fence, on: bool) {

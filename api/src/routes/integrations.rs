@@ -626,24 +626,7 @@ pub async fn pause(
     Path(id): Path<String>,
     body: OptionalJson<Reason>,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    caller.require_admin()?;
-    let reason = reason(body)?;
-    let m = load(&state, &caller, parse_id(&id)?).await?;
-    Ok(Json(
-        apply_settings(
-            &state,
-            &caller,
-            &m,
-            NewSettings {
-                interval: None,
-                enabled: Some(false),
-                version: None,
-            },
-            "integration.pause",
-            reason,
-        )
-        .await?,
-    ))
+    set_enabled(&state, &caller, &id, body, false, "integration.pause").await
 }
 
 /// Resume a paused or disabled integration: failures reset, a run now.
@@ -655,23 +638,28 @@ pub async fn resume(
     Path(id): Path<String>,
     body: OptionalJson<Reason>,
 ) -> Result<Json<IntegrationView>, ApiError> {
+    set_enabled(&state, &caller, &id, body, true, "integration.resume").await
+}
+
+/// Pause or resume, with the caller's optional reason in the audit trail.
+async fn set_enabled(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: OptionalJson<Reason>,
+    enabled: bool,
+    action: &str,
+) -> Result<Json<IntegrationView>, ApiError> {
     caller.require_admin()?;
     let reason = reason(body)?;
-    let m = load(&state, &caller, parse_id(&id)?).await?;
+    let m = load(state, caller, parse_id(id)?).await?;
+    let new = NewSettings {
+        interval: None,
+        enabled: Some(enabled),
+        version: None,
+    };
     Ok(Json(
-        apply_settings(
-            &state,
-            &caller,
-            &m,
-            NewSettings {
-                interval: None,
-                enabled: Some(true),
-                version: None,
-            },
-            "integration.resume",
-            reason,
-        )
-        .await?,
+        apply_settings(state, caller, &m, new, action, reason).await?,
     ))
 }
 

@@ -221,6 +221,21 @@ impl HttpJson {
     }
 }
 
+/// `url` with query parameter `param` set to `value` (replacing any earlier value).
+fn with_param(url: &Url, param: &str, value: &str) -> Url {
+    let mut u = url.clone();
+    let kept: Vec<(String, String)> = u
+        .query_pairs()
+        .filter(|(k, _)| k != param)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    u.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair(param, value);
+    u
+}
+
 fn id_string(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
@@ -316,40 +331,12 @@ impl Connector for HttpJson {
                     })?),
                     _ => None,
                 },
-                Some(Pagination::Cursor { pointer, param }) => {
-                    match body.pointer(pointer).and_then(id_string) {
-                        Some(cursor) => {
-                            let mut u = url.clone();
-                            let kept: Vec<(String, String)> = u
-                                .query_pairs()
-                                .filter(|(k, _)| k != param)
-                                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                                .collect();
-                            u.query_pairs_mut()
-                                .clear()
-                                .extend_pairs(kept)
-                                .append_pair(param, &cursor);
-                            Some(u)
-                        }
-                        None => None,
-                    }
-                }
+                Some(Pagination::Cursor { pointer, param }) => body
+                    .pointer(pointer)
+                    .and_then(id_string)
+                    .map(|cursor| with_param(&url, param, &cursor)),
                 Some(Pagination::Page { param, start, .. }) => {
-                    if empty_page {
-                        None
-                    } else {
-                        let mut u = url.clone();
-                        let kept: Vec<(String, String)> = u
-                            .query_pairs()
-                            .filter(|(k, _)| k != param)
-                            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                            .collect();
-                        u.query_pairs_mut()
-                            .clear()
-                            .extend_pairs(kept)
-                            .append_pair(param, &(start + page_no).to_string());
-                        Some(u)
-                    }
+                    (!empty_page).then(|| with_param(&url, param, &(start + page_no).to_string()))
                 }
             };
             match next {
