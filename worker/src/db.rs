@@ -107,14 +107,6 @@ impl Dialect {
         }
     }
 
-    /// Row lock for a `SELECT` that must see the latest committed row and hold it.
-    pub fn for_update(self) -> &'static str {
-        match self {
-            Self::Postgres => "FOR UPDATE",
-            Self::Sqlite => "",
-        }
-    }
-
     pub fn stmt(
         self,
         sql: impl Into<String>,

@@ -49,6 +49,7 @@ pub async fn claim(
         fence: Fence {
             run_id,
             fence: r.try_get("", "fence")?,
+            integration_id: r.try_get("", "integration_id")?,
         },
         integration_id: r.try_get("", "integration_id")?,
         claims: r.try_get("", "claims")?,

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use entity::{ErrorClass, HealthState, SyncStatus, Trigger};
 use sea_orm::{ConnectionTrait, DbErr, TransactionSession, TransactionTrait, Value};
-use uuid::Uuid;
 
 use super::Fence;
 use super::policy::{self, IntegrationState, Outcome, RetryPolicy};
@@ -74,7 +73,30 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
     let counts = report.plan.counts;
     let txn = db.begin().await?;
 
-    // 1. The fence check, which also locks the run row until commit: after it, nobody
+    // 1. The integration's row first (the fleet-wide lock order is integration, then
+    //    run). Gone means deleted while running: its runs went with it.
+    let rows = super::lock_integration(
+        &txn,
+        f.integration_id,
+        "retry_count, max_retries, sync_interval_secs, sync_enabled, health, followup_requested",
+    )
+    .await?;
+    let Some(i) = rows.first() else {
+        txn.rollback().await?;
+        return Ok(Finished::Stale);
+    };
+    let integration_id = f.integration_id;
+    let state = IntegrationState {
+        id: integration_id,
+        retry_count: i.try_get("", "retry_count")?,
+        max_retries: i.try_get("", "max_retries")?,
+        interval_secs: i.try_get("", "sync_interval_secs")?,
+        sync_enabled: i.try_get("", "sync_enabled")?,
+        health: i.try_get::<HealthState>("", "health")?,
+        followup_requested: i.try_get("", "followup_requested")?,
+    };
+
+    // 2. The fence check, which also locks the run row until commit: after it, nobody
     //    can claim this run again before our writes are visible.
     let expired = if guard == Guard::LeaseExpired {
         format!(" AND lease_until < {now}")
@@ -86,7 +108,7 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
          records_count = $4, records_inserted = $5, records_updated = $6, records_unchanged = $7, \
          records_deleted = $8, error_class = $9, error_message = $10 \
          WHERE id = $1 AND fence = $2 AND status = 'RUNNING'{expired} \
-         RETURNING integration_id, duration_ms",
+         RETURNING duration_ms",
         dur = d.ms_since("started_at"),
     );
     let rows = db::query(
@@ -110,55 +132,28 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
         txn.rollback().await?;
         return Ok(Finished::Stale);
     };
-    let integration_id: Uuid = row.try_get("", "integration_id")?;
-    let duration_ms: i64 = row.try_get("", "duration_ms").unwrap_or(0);
+    let mut duration_ms: i64 = row.try_get("", "duration_ms").unwrap_or(0);
 
-    // 2. Records (only a successful run writes them).
+    // 3. Records (only a successful run writes them).
     if outcome == Outcome::Success && !report.plan.is_empty() {
         store::apply(&txn, integration_id, report.plan).await?;
         // The run ends when its records are written.
-        db::exec(
+        let rows = db::query(
             &txn,
             format!(
-                "UPDATE sync_logs SET completed_at = {}, duration_ms = {} WHERE id = $1",
+                "UPDATE sync_logs SET completed_at = {}, duration_ms = {} WHERE id = $1 RETURNING duration_ms",
                 d.clock(),
                 d.ms_since_clock("started_at")
             ),
             [f.run_id.into()],
         )
         .await?;
+        if let Some(r) = rows.first() {
+            duration_ms = r.try_get("", "duration_ms").unwrap_or(duration_ms);
+        }
     }
 
-    // 3. The integration's next state.
-    let rows = db::query(
-        &txn,
-        format!(
-            "SELECT retry_count, max_retries, sync_interval_secs, sync_enabled, health, followup_requested \
-             FROM integrations WHERE id = $1 {}",
-            d.for_update()
-        ),
-        [integration_id.into()],
-    )
-    .await?;
-    let Some(i) = rows.first() else {
-        // Deleted while running: the run row went with it (cascade) — nothing to do.
-        txn.commit().await?;
-        return Ok(Finished::Applied {
-            status,
-            disabled: false,
-            counts,
-            duration_ms,
-        });
-    };
-    let state = IntegrationState {
-        id: integration_id,
-        retry_count: i.try_get("", "retry_count")?,
-        max_retries: i.try_get("", "max_retries")?,
-        interval_secs: i.try_get("", "sync_interval_secs")?,
-        sync_enabled: i.try_get("", "sync_enabled")?,
-        health: i.try_get::<HealthState>("", "health")?,
-        followup_requested: i.try_get("", "followup_requested")?,
-    };
+    // 4. The integration's next state.
     let decision = policy::decide(retry, state, outcome);
     let next = match decision.next_in {
         Some(_) => d.now_plus_ms("$6"),

@@ -20,6 +20,28 @@ use uuid::Uuid;
 pub struct Fence {
     pub run_id: Uuid,
     pub fence: i64,
+    pub integration_id: Uuid,
+}
+
+/// Locks an integration's row and returns `cols` of it.
+///
+/// Lock order: every transaction that writes both an integration and one of its runs
+/// (finish, trigger, schedule, pause, delete) takes the integration row first, so they
+/// queue instead of deadlocking. On SQLite the lock is a no-op write, which takes the
+/// database's write lock before anything is read (no stale read snapshot to upgrade).
+pub(crate) async fn lock_integration(
+    txn: &impl sea_orm::ConnectionTrait,
+    id: Uuid,
+    cols: &str,
+) -> Result<Vec<QueryResult>, sea_orm::DbErr> {
+    use crate::db::{self, Dialect};
+    let sql = match Dialect::of(txn) {
+        Dialect::Postgres => format!("SELECT {cols} FROM integrations WHERE id = $1 FOR UPDATE"),
+        Dialect::Sqlite => format!(
+            "UPDATE integrations SET retry_count = retry_count WHERE id = $1 RETURNING {cols}"
+        ),
+    };
+    db::query(txn, sql, [id.into()]).await
 }
 
 pub(crate) fn ids(rows: &[QueryResult], col: &str) -> Result<Vec<Uuid>, sea_orm::DbErr> {

@@ -73,7 +73,7 @@ pub async fn quarantine<C: ConnectionTrait + TransactionTrait>(
     let rows = db::query(
         db,
         format!(
-            "SELECT id, fence, claims FROM sync_logs WHERE status = 'RUNNING' AND lease_until < {now} AND claims >= $1 LIMIT 100"
+            "SELECT id, fence, claims, integration_id FROM sync_logs WHERE status = 'RUNNING' AND lease_until < {now} AND claims >= $1 LIMIT 100"
         ),
         [max_claims.into()],
     )
@@ -83,6 +83,7 @@ pub async fn quarantine<C: ConnectionTrait + TransactionTrait>(
         let f = Fence {
             run_id: r.try_get("", "id")?,
             fence: r.try_get("", "fence")?,
+            integration_id: r.try_get("", "integration_id")?,
         };
         let claims: i32 = r.try_get("", "claims")?;
         let report = RunReport {

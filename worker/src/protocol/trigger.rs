@@ -31,16 +31,9 @@ pub async fn trigger<C: ConnectionTrait + TransactionTrait>(
     let d = Dialect::of(db);
     let now = d.now();
     let txn = db.begin().await?;
-    // Lock the integration so a concurrent scheduler tick skips it (SKIP LOCKED).
-    let rows = db::query(
-        &txn,
-        format!(
-            "SELECT retry_count FROM integrations WHERE id = $1 {}",
-            d.for_update()
-        ),
-        [integration_id.into()],
-    )
-    .await?;
+    // Lock the integration first (the fleet-wide lock order: integration, then run); a
+    // concurrent scheduler tick skips it (SKIP LOCKED).
+    let rows = super::lock_integration(&txn, integration_id, "retry_count").await?;
     let Some(row) = rows.first() else {
         txn.rollback().await?;
         return Ok(Triggered::NotFound);
