@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use entity::{ErrorClass, HealthState, SyncStatus, Trigger};
+use entity::{ErrorClass, HealthState, SyncStatus};
 use sea_orm::{ConnectionTrait, DbErr, TransactionSession, TransactionTrait, Value};
 
 use super::Fence;
@@ -235,12 +235,4 @@ pub fn bounded_wait(retry_after: Option<Duration>) -> Duration {
     retry_after
         .unwrap_or(Duration::from_secs(60))
         .clamp(Duration::from_millis(1), Duration::from_secs(24 * 3600))
-}
-
-/// The trigger a run of this outcome leaves for the next one (exposed for tests).
-pub fn next_trigger_after(outcome: Outcome) -> Trigger {
-    match outcome {
-        Outcome::Failure(_) => Trigger::Retry,
-        _ => Trigger::Schedule,
-    }
 }
