@@ -584,3 +584,81 @@ async fn no_overlap_under_four_worker_processes() {
     drop(workers);
     app.stop().await;
 }
+
+/// A claim whose lease was taken over cannot finish: its outcome, records and the
+/// integration state it would write are all refused by the fence.
+#[tokio::test]
+async fn a_stale_claim_cannot_finish() {
+    use syncfleet_worker::connectors::SourceRecord;
+    use syncfleet_worker::protocol::claim::claim;
+    use syncfleet_worker::protocol::finish::{Finished, Guard, RunReport, finish};
+    use syncfleet_worker::protocol::policy::Outcome;
+    use syncfleet_worker::protocol::trigger::{Triggered, trigger};
+    let Some(env) = test_env().await else { return };
+    let id = insert_due(&env.db, 1, None).await[0];
+    let Triggered::Created(run) = trigger(&env.db, id, entity::Trigger::Manual).await.unwrap()
+    else {
+        panic!("no run")
+    };
+    let a = claim(&env.db, run, "worker-a", Duration::from_millis(50))
+        .await
+        .unwrap()
+        .expect("a claims");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let b = claim(&env.db, run, "worker-b", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("b reclaims");
+    assert_eq!((a.fence.fence, b.fence.fence), (1, 2));
+    let policy = RetryPolicy::default();
+    let done = finish(
+        &env.db,
+        policy,
+        b.fence,
+        Outcome::Success,
+        RunReport::default(),
+        Guard::Owner,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(done, Finished::Applied { .. }));
+    // The zombie tries to finish with a failure and with records.
+    let rec = vec![SourceRecord {
+        external_id: "zombie".into(),
+        data: json!({ "x": 1 }),
+    }];
+    let plan = syncfleet_worker::store::plan(&env.db, id, rec, true)
+        .await
+        .unwrap();
+    let report = RunReport {
+        plan,
+        error_message: Some("late".into()),
+        watermark: Some("w".into()),
+    };
+    let stale = finish(
+        &env.db,
+        policy,
+        a.fence,
+        Outcome::Failure(entity::ErrorClass::Transient),
+        report,
+        Guard::Owner,
+    )
+    .await
+    .unwrap();
+    assert_eq!(stale, Finished::Stale);
+    let r = &runs(&env.db, id).await[0];
+    assert_eq!(
+        (r.status.as_str(), r.fence, r.worker_id.as_deref()),
+        ("SUCCESS", 2, Some("worker-b"))
+    );
+    assert_eq!(state(&env.db, id).await, (true, "healthy".to_owned(), 0));
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM records WHERE integration_id = $1",
+            vec![id.into()]
+        )
+        .await,
+        0
+    );
+}
