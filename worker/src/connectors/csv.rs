@@ -124,33 +124,6 @@ pub struct Csv {
     policy: NetPolicy,
 }
 
-/// `url` as an http(s) URL, or the field error saying why not.
-pub(crate) fn http_url(field: &str, raw: &str, errors: &mut Vec<FieldError>) -> Option<Url> {
-    match Url::parse(raw) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
-        Ok(u) => {
-            errors.push(FieldError::new(
-                field,
-                format!("scheme `{}` is not http or https", u.scheme()),
-            ));
-            None
-        }
-        Err(e) => {
-            errors.push(FieldError::new(field, format!("not a URL ({e})")));
-            None
-        }
-    }
-}
-
-pub(crate) fn check_timeout(timeout_ms: Option<u64>, errors: &mut Vec<FieldError>) {
-    if timeout_ms.is_some_and(|t| !(100..=600_000).contains(&t)) {
-        errors.push(FieldError::new(
-            "config.timeoutMs",
-            "must be from 100 to 600000",
-        ));
-    }
-}
-
 pub(crate) fn check_id_column(id_column: Option<&str>, errors: &mut Vec<FieldError>) {
     if id_column.is_some_and(|c| c.trim().is_empty()) {
         errors.push(FieldError::new(
@@ -168,7 +141,7 @@ impl Csv {
         let c: Config = serde_json::from_value(config.clone())
             .map_err(|e| vec![FieldError::new("config", e.to_string())])?;
         let mut errors = Vec::new();
-        let url = http_url("config.url", &c.url, &mut errors);
+        let url = http::http_url("config.url", &c.url, &mut errors);
         check_id_column(c.id_column.as_deref(), &mut errors);
         let delimiter = match c.delimiter.as_deref().map(str::as_bytes) {
             None => b',',
@@ -210,7 +183,7 @@ impl Csv {
                 ));
             }
         }
-        check_timeout(c.timeout_ms, &mut errors);
+        http::check_timeout(c.timeout_ms, &mut errors);
         if c.max_response_bytes == Some(0) {
             errors.push(FieldError::new(
                 "config.maxResponseBytes",

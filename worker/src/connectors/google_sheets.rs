@@ -20,7 +20,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use super::csv::{Table, check_id_column, check_timeout, http_url};
+use super::csv::{Table, check_id_column};
+use super::http::{check_timeout, http_url};
 use super::{Connector, ConnectorEnv, FetchContext, FetchError, Fetched, FieldError, http};
 use crate::net::NetPolicy;
 

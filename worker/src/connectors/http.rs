@@ -8,7 +8,7 @@ use std::time::Duration;
 use entity::ErrorClass;
 use url::Url;
 
-use super::FetchError;
+use super::{FetchError, FieldError};
 
 /// Sends a request and returns the body, at most `max_bytes` long.
 pub async fn send(
@@ -127,5 +127,32 @@ pub fn status_error(
             format!("{at} failed (HTTP {status})"),
         ),
         _ => FetchError::new(ErrorClass::Config, format!("{at} answered HTTP {status}")),
+    }
+}
+
+/// `url` as an http(s) URL, or the field error saying why not.
+pub fn http_url(field: &str, raw: &str, errors: &mut Vec<FieldError>) -> Option<Url> {
+    match Url::parse(raw) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+        Ok(u) => {
+            errors.push(FieldError::new(
+                field,
+                format!("scheme `{}` is not http or https", u.scheme()),
+            ));
+            None
+        }
+        Err(e) => {
+            errors.push(FieldError::new(field, format!("not a URL ({e})")));
+            None
+        }
+    }
+}
+
+pub fn check_timeout(timeout_ms: Option<u64>, errors: &mut Vec<FieldError>) {
+    if timeout_ms.is_some_and(|t| !(100..=600_000).contains(&t)) {
+        errors.push(FieldError::new(
+            "config.timeoutMs",
+            "must be from 100 to 600000",
+        ));
     }
 }

@@ -112,20 +112,7 @@ impl HttpJson {
         let c: Config = serde_json::from_value(config.clone())
             .map_err(|e| vec![FieldError::new("config", e.to_string())])?;
         let mut errors = Vec::new();
-        let url = match Url::parse(&c.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
-            Ok(u) => {
-                errors.push(FieldError::new(
-                    "config.url",
-                    format!("scheme `{}` is not http or https", u.scheme()),
-                ));
-                None
-            }
-            Err(e) => {
-                errors.push(FieldError::new("config.url", format!("not a URL ({e})")));
-                None
-            }
-        };
+        let url = http::http_url("config.url", &c.url, &mut errors);
         if !matches!(c.method.as_str(), "GET" | "POST") {
             errors.push(FieldError::new("config.method", "must be GET or POST"));
         }
@@ -155,12 +142,7 @@ impl HttpJson {
                 "sinceParam and watermarkPointer go together",
             ));
         }
-        if c.timeout_ms.is_some_and(|t| !(100..=600_000).contains(&t)) {
-            errors.push(FieldError::new(
-                "config.timeoutMs",
-                "must be from 100 to 600000",
-            ));
-        }
+        http::check_timeout(c.timeout_ms, &mut errors);
         for name in c.headers.keys() {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 errors.push(FieldError::new(
