@@ -159,7 +159,7 @@ impl Engine {
         };
         // The provider's fleet-wide rate: wait briefly for a token, or end the run as
         // rate limited (not a failure) and come back when the provider allows.
-        let provider = ratelimit::provider_key(kind, &config);
+        let provider = ratelimit::provider_key(kind, &config, &connector.urls());
         // Waiting in place is bounded in total (and below the lease, which is not being
         // renewed yet); past that the run is deferred, so contending runs do not hold
         // worker slots or starve each other.

@@ -78,8 +78,13 @@ pub fn parse_limits(text: &str) -> Result<HashMap<ConnectorKind, Limit>, String>
     Ok(out)
 }
 
-/// The provider key of a run: kind + a hash of its credential and source host.
-pub fn provider_key(kind: ConnectorKind, opened_config: &serde_json::Value) -> String {
+/// The provider key of a run: kind + a hash of its credential and source host
+/// (`urls` from the run's already-built connector).
+pub fn provider_key(
+    kind: ConnectorKind,
+    opened_config: &serde_json::Value,
+    urls: &[url::Url],
+) -> String {
     let mut h = Sha256::new();
     for field in crate::connectors::secret_fields(kind) {
         if let Some(v) = opened_config.get(*field) {
@@ -87,7 +92,7 @@ pub fn provider_key(kind: ConnectorKind, opened_config: &serde_json::Value) -> S
             h.update(v.to_string().as_bytes());
         }
     }
-    for url in crate::connectors::urls(kind, opened_config) {
+    for url in urls {
         h.update(url.host_str().unwrap_or_default().as_bytes());
     }
     let digest = h.finalize();

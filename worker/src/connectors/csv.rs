@@ -206,15 +206,14 @@ impl Csv {
             policy,
         })
     }
-
-    /// The URLs this config connects to (checked by the API when it is saved).
-    pub fn urls(&self) -> Vec<Url> {
-        vec![self.url.clone()]
-    }
 }
 
 #[async_trait]
 impl Connector for Csv {
+    fn urls(&self) -> Vec<Url> {
+        vec![self.url.clone()]
+    }
+
     async fn fetch(&self, _ctx: &FetchContext) -> Result<Fetched, FetchError> {
         self.policy
             .check_url(&self.url)

@@ -335,11 +335,6 @@ impl Firestore {
         })
     }
 
-    /// The URLs this config connects to (checked by the API when it is saved).
-    pub fn urls(&self) -> Vec<Url> {
-        vec![self.list_url.clone()]
-    }
-
     async fn page(&self, url: &Url) -> Result<ListResponse, FetchError> {
         self.policy
             .check_url(url)
@@ -658,6 +653,10 @@ fn to_record(doc: Document) -> Result<SourceRecord, FetchError> {
 
 #[async_trait]
 impl Connector for Firestore {
+    fn urls(&self) -> Vec<Url> {
+        vec![self.list_url.clone()]
+    }
+
     async fn fetch(&self, ctx: &FetchContext) -> Result<Fetched, FetchError> {
         let mut records = Vec::new();
         // Seeded with the last watermark so that it never moves backwards (e.g. when the

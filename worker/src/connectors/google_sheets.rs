@@ -159,11 +159,6 @@ impl GoogleSheets {
         })
     }
 
-    /// The URLs this config connects to (checked by the API when it is saved).
-    pub fn urls(&self) -> Vec<Url> {
-        vec![self.base_url.clone()]
-    }
-
     async fn get(&self) -> Result<Vec<u8>, FetchError> {
         let mut url = self.values_url.clone();
         let req = match &self.auth {
@@ -211,6 +206,10 @@ fn header_name(v: Value) -> String {
 
 #[async_trait]
 impl Connector for GoogleSheets {
+    fn urls(&self) -> Vec<Url> {
+        vec![self.base_url.clone()]
+    }
+
     async fn fetch(&self, _ctx: &FetchContext) -> Result<Fetched, FetchError> {
         self.policy
             .check_url(&self.values_url)

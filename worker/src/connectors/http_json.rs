@@ -165,11 +165,6 @@ impl HttpJson {
         })
     }
 
-    /// The URLs this config connects to (checked by the API when it is saved).
-    pub fn urls(&self) -> Vec<Url> {
-        vec![self.url.clone()]
-    }
-
     async fn page(&self, url: &Url) -> Result<Value, FetchError> {
         self.policy
             .check_url(url)
@@ -228,6 +223,10 @@ fn id_string(v: &Value) -> Option<String> {
 
 #[async_trait]
 impl Connector for HttpJson {
+    fn urls(&self) -> Vec<Url> {
+        vec![self.url.clone()]
+    }
+
     async fn fetch(&self, ctx: &FetchContext) -> Result<Fetched, FetchError> {
         let mut url = self.url.clone();
         let incremental = match (&self.c.since_param, &ctx.watermark) {

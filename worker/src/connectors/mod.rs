@@ -88,6 +88,11 @@ pub trait Connector: Send + Sync {
     /// Fetches the records of one run.
     async fn fetch(&self, ctx: &FetchContext) -> Result<Fetched, FetchError>;
 
+    /// The URLs this connector connects to (the SSRF check at save, the provider key).
+    fn urls(&self) -> Vec<url::Url> {
+        Vec::new()
+    }
+
     /// Whether `FetchContext::previous_runs` must be counted (it costs a query).
     fn wants_run_count(&self) -> bool {
         false
