@@ -191,7 +191,8 @@ pub async fn run_api(
 
 /// A production worker process; serves `/healthz` and `/metrics` on `SYNCFLEET_WORKER_LISTEN` if set.
 pub async fn run_worker(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let conns = u32::try_from(config.protocol.worker_concurrency + 4).unwrap_or(64);
+    // Claims and finishes are batched, so the pool need not grow with concurrency.
+    let conns = u32::try_from((config.protocol.worker_concurrency + 4).min(16)).unwrap_or(16);
     let db = db::connect(config.require_database()?, conns)
         .await
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;

@@ -18,7 +18,8 @@ use crate::connectors::{self, ConnectorEnv, FetchContext};
 use crate::db;
 use crate::metrics::Metrics;
 use crate::protocol::Fence;
-use crate::protocol::claim::{self, Claim};
+use crate::protocol::batch::{Batcher, FinishReq};
+use crate::protocol::claim::{self, Claim, Source};
 use crate::protocol::finish::{self, Finished, Guard, RunReport};
 use crate::protocol::policy::Outcome;
 use crate::ratelimit::{self, Limiter};
@@ -37,6 +38,8 @@ pub struct Engine {
     pub secrets: Option<SecretBox>,
     pub env: ConnectorEnv,
     pub limiter: Limiter,
+    /// Group commit of claims and finishes (PostgreSQL); SQLite runs one by one.
+    batcher: Option<Arc<Batcher>>,
     /// Claims being executed now, so a bounded shutdown can release them.
     inflight: Mutex<HashSet<Fence>>,
 }
@@ -50,7 +53,10 @@ impl Engine {
         env: ConnectorEnv,
         limiter: Limiter,
     ) -> Arc<Self> {
+        let batcher = (db::Dialect::of(&db) == db::Dialect::Postgres)
+            .then(|| Batcher::start(db.clone(), cfg.retry, cfg.lease));
         Arc::new(Self {
+            batcher,
             db,
             cfg,
             metrics,
@@ -63,7 +69,11 @@ impl Engine {
 
     /// Runs `run_id` as `owner` (the unique worker name).
     pub async fn execute(&self, run_id: Uuid, owner: &str) -> Result<(), DbErr> {
-        let Some(c) = claim::claim(&self.db, run_id, owner, self.cfg.lease).await? else {
+        let claimed = match &self.batcher {
+            Some(b) => b.claim(run_id, owner).await?,
+            None => claim::claim(&self.db, run_id, owner, self.cfg.lease).await?,
+        };
+        let Some(c) = claimed else {
             self.metrics.duplicate_deliveries.inc();
             tracing::debug!(sync_log.id = %run_id, "claim found nothing: duplicate delivery");
             return Ok(());
@@ -110,18 +120,34 @@ impl Engine {
     }
 
     async fn run_tracked(&self, c: &Claim) -> Result<(), DbErr> {
-        let rows = db::query(
-            &self.db,
-            "SELECT kind, config, watermark FROM integrations WHERE id = $1",
-            [c.integration_id.into()],
-        )
-        .await?;
-        let Some(row) = rows.first() else {
+        let source = match &c.source {
+            Some(s) => s.clone(),
+            None => {
+                let rows = db::query(
+                    &self.db,
+                    "SELECT kind, config, watermark FROM integrations WHERE id = $1",
+                    [c.integration_id.into()],
+                )
+                .await?;
+                match rows.first() {
+                    Some(row) => Some(Source {
+                        kind: row.try_get("", "kind")?,
+                        config: row.try_get("", "config")?,
+                        watermark: row.try_get("", "watermark")?,
+                    }),
+                    None => None,
+                }
+            }
+        };
+        // The integration was deleted: its runs went with it.
+        let Some(Source {
+            kind,
+            config,
+            watermark,
+        }) = source
+        else {
             return Ok(());
         };
-        let kind: ConnectorKind = row.try_get("", "kind")?;
-        let config: serde_json::Value = row.try_get("", "config")?;
-        let watermark: Option<String> = row.try_get("", "watermark")?;
 
         // Secrets are opened here, for the connector only; nothing downstream logs them.
         let opened = match &self.secrets {
@@ -257,6 +283,16 @@ impl Engine {
                     },
                 )
             }
+            // Nothing fetched: no stored record needs reading; a full sync soft-deletes
+            // them all inside the finish transaction.
+            Ok(Ok(f)) if f.records.is_empty() => (
+                Outcome::Success,
+                RunReport {
+                    watermark: f.watermark,
+                    delete_all: f.full,
+                    ..RunReport::default()
+                },
+            ),
             Ok(Ok(f)) => {
                 let plan = store::plan(&self.db, c.integration_id, f.records, f.full).await?;
                 (
@@ -265,6 +301,7 @@ impl Engine {
                         plan,
                         error_message: None,
                         watermark: f.watermark,
+                        delete_all: false,
                     },
                 )
             }
@@ -285,8 +322,18 @@ impl Engine {
         outcome: Outcome,
         report: RunReport,
     ) -> Result<(), DbErr> {
-        let res =
-            finish::finish(&self.db, self.cfg.retry, f, outcome, report, Guard::Owner).await?;
+        let res = match &self.batcher {
+            // Runs with records to write keep their own transaction (see `batch`).
+            Some(b) if report.plan.is_empty() => {
+                b.finish(FinishReq {
+                    fence: f,
+                    outcome,
+                    report,
+                })
+                .await?
+            }
+            _ => finish::finish(&self.db, self.cfg.retry, f, outcome, report, Guard::Owner).await?,
+        };
         match res {
             Finished::Stale => {
                 self.metrics.stale_finishes.inc();

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use entity::Trigger;
+use entity::{ConnectorKind, Trigger};
 use sea_orm::{ConnectionTrait, DbErr};
 use uuid::Uuid;
 
@@ -22,6 +22,17 @@ pub struct Claim {
     pub attempt: i32,
     pub scheduled_for: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
+    /// The integration as read together with the claim: `None` = not read (the caller
+    /// reads it), `Some(None)` = the integration is gone.
+    pub source: Option<Option<Source>>,
+}
+
+/// What a run needs of its integration.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub kind: ConnectorKind,
+    pub config: serde_json::Value,
+    pub watermark: Option<String>,
 }
 
 /// Claims `run_id` for `owner`: a PENDING run, or a RUNNING one whose lease expired.
@@ -57,6 +68,7 @@ pub async fn claim(
         attempt: r.try_get("", "attempt")?,
         scheduled_for: r.try_get("", "scheduled_for")?,
         started_at: r.try_get("", "started_at")?,
+        source: None,
     }))
 }
 

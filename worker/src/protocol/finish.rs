@@ -18,6 +18,9 @@ pub struct RunReport {
     /// Redacted, secret-free message of a failure.
     pub error_message: Option<String>,
     pub watermark: Option<String>,
+    /// A full sync that returned no records: soft-delete every stored one (computed in
+    /// the finish transaction instead of a read of all stored records per run).
+    pub delete_all: bool,
 }
 
 /// What the finish transaction did.
@@ -42,7 +45,7 @@ pub enum Guard {
     LeaseExpired,
 }
 
-fn status_of(o: Outcome) -> SyncStatus {
+pub(crate) fn status_of(o: Outcome) -> SyncStatus {
     match o {
         Outcome::Success => SyncStatus::Success,
         Outcome::Failure(_) => SyncStatus::Failed,
@@ -50,7 +53,7 @@ fn status_of(o: Outcome) -> SyncStatus {
     }
 }
 
-fn class_of(o: Outcome) -> Option<ErrorClass> {
+pub(crate) fn class_of(o: Outcome) -> Option<ErrorClass> {
     match o {
         Outcome::Success => None,
         Outcome::Failure(c) => Some(c),
@@ -135,6 +138,26 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
     let mut duration_ms: i64 = row.try_get("", "duration_ms").unwrap_or(0);
 
     // 3. Records (only a successful run writes them).
+    let mut counts = counts;
+    if outcome == Outcome::Success && report.delete_all {
+        let r = db::exec(
+            &txn,
+            format!(
+                "UPDATE records SET deleted_at = {now}, synced_at = {now} WHERE integration_id = $1 AND deleted_at IS NULL"
+            ),
+            [integration_id.into()],
+        )
+        .await?;
+        if r.rows_affected() > 0 {
+            counts.deleted = i64::try_from(r.rows_affected()).unwrap_or(i64::MAX);
+            db::exec(
+                &txn,
+                "UPDATE sync_logs SET records_deleted = $2 WHERE id = $1",
+                [f.run_id.into(), counts.deleted.into()],
+            )
+            .await?;
+        }
+    }
     if outcome == Outcome::Success && !report.plan.is_empty() {
         store::apply(&txn, integration_id, report.plan).await?;
         // The run ends when its records are written.
@@ -189,26 +212,9 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
     ];
     db::exec(&txn, sql, values).await?;
 
-    // 4. A system disable is an audited control action.
+    // 5. A system disable is an audited control action.
     if decision.disabled_now {
-        let reason = format!(
-            "disabled after {} consecutive failure(s); last error class {}",
-            decision.retry_count,
-            class_of(outcome).map(ErrorClass::as_str).unwrap_or("none")
-        );
-        crate::audit::record(
-            &txn,
-            crate::audit::Event {
-                integration_id: Some(integration_id),
-                workspace_id: None,
-                actor: "system".into(),
-                action: "integration.disable".into(),
-                reason: Some(reason),
-                before: Some(serde_json::json!({ "syncEnabled": true, "retryCount": state.retry_count })),
-                after: Some(serde_json::json!({ "syncEnabled": false, "health": "disabled", "retryCount": decision.retry_count })),
-            },
-        )
-        .await?;
+        audit_disable(&txn, &state, &decision, outcome).await?;
     }
     txn.commit().await?;
     Ok(Finished::Applied {
@@ -217,6 +223,33 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
         counts,
         duration_ms,
     })
+}
+
+/// The audit event of a system disable.
+pub(crate) async fn audit_disable(
+    txn: &impl ConnectionTrait,
+    state: &IntegrationState,
+    decision: &policy::Decision,
+    outcome: Outcome,
+) -> Result<(), DbErr> {
+    let reason = format!(
+        "disabled after {} consecutive failure(s); last error class {}",
+        decision.retry_count,
+        class_of(outcome).map(ErrorClass::as_str).unwrap_or("none")
+    );
+    crate::audit::record(
+        txn,
+        crate::audit::Event {
+            integration_id: Some(state.id),
+            workspace_id: None,
+            actor: "system".into(),
+            action: "integration.disable".into(),
+            reason: Some(reason),
+            before: Some(serde_json::json!({ "syncEnabled": true, "retryCount": state.retry_count })),
+            after: Some(serde_json::json!({ "syncEnabled": false, "health": "disabled", "retryCount": decision.retry_count })),
+        },
+    )
+    .await
 }
 
 pub(crate) fn health_str(h: HealthState) -> &'static str {

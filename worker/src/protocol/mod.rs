@@ -5,6 +5,7 @@
 //! timestamp comes from the database clock, so worker clock skew cannot move schedules
 //! or steal live work. A duplicate delivery or a zombie worker changes nothing.
 
+pub mod batch;
 pub mod claim;
 pub mod finish;
 pub mod policy;

@@ -115,12 +115,13 @@ pub async fn overdue_pending(
         format!(
             "UPDATE sync_logs SET enqueued_at = {now} WHERE id IN (\
                SELECT id FROM sync_logs WHERE status = 'PENDING' AND (enqueued_at IS NULL OR enqueued_at < {cutoff}) \
-               ORDER BY enqueued_at LIMIT $2 {lock}) RETURNING id",
+               ORDER BY enqueued_at LIMIT {limit} {lock}) RETURNING id",
             now = d.now(),
             cutoff = d.now_plus_ms("$1"),
             lock = d.skip_locked(),
         ),
-        [(-ms(after)).into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
+        // A literal LIMIT: see `schedule::tick`.
+        [(-ms(after)).into()],
     )
     .await?;
     ids(&rows, "id")

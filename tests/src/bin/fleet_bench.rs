@@ -1,0 +1,801 @@
+//! The fleet benchmark: the real `syncfleet api` and N `syncfleet worker` processes
+//! against the local PostgreSQL and a private `redis-server`, measured from the outside
+//! (database rows, `/proc`, Redis `INFO`, the workers' `/metrics`).
+//!
+//! cargo run --release -p tests --bin fleet-bench -- <scenario> [--key value]...
+//!
+//! Scenarios (options and defaults in `Opts`):
+//! - `throughput`: `--integrations` (50000) synthetic integrations with `--records` (0)
+//!   records each, all due at one instant; completed runs/s from that instant to the last
+//!   `completed_at`, for each of `--workers` (1,2,4) worker processes, `--rounds` (3) times.
+//! - `lag`: `--integrations` (100000) of which `--rate` (1000) per second fall due for
+//!   `--window` (60) s; `started_at − scheduled_for` p50 / p99 / max.
+//! - `freshness`: `--integrations` (100000) on `--interval` (300) s intervals, 5% failing
+//!   forever; p99 staleness of the healthy ones over `--duration` s, and the failing
+//!   ones' backoff and disable checked run by run.
+//! - `footprint`: RSS of api and workers idle and under load, PostgreSQL bytes per 1M
+//!   runs, Redis `used_memory` idle, after `--runs` (1000000) completed runs and after the
+//!   queue retention window.
+//!
+//! Every round gets a fresh database and a fresh `redis-server`, dropped afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, QueryResult, Statement};
+use tests::procs::{self, Proc, RedisServer};
+
+const TOKEN: &str = "bench-admin-token-0123456789";
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+#[derive(Debug, Clone)]
+struct Opts {
+    scenario: String,
+    integrations: u64,
+    records: u64,
+    workers: Vec<usize>,
+    rounds: usize,
+    concurrency: usize,
+    rate: u64,
+    window: u64,
+    interval: u64,
+    duration: u64,
+    runs: u64,
+    retry_base_ms: u64,
+    retention_ms: u64,
+    /// Extra `KEY=VALUE` settings for every process, comma separated.
+    env: Vec<(String, String)>,
+}
+
+fn opts() -> Opts {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let scenario = args.first().cloned().unwrap_or_else(|| {
+        eprintln!("usage: fleet-bench <throughput|lag|freshness|footprint> [--key value]...");
+        std::process::exit(2)
+    });
+    let mut kv: HashMap<String, String> = HashMap::new();
+    let mut it = args.iter().skip(1);
+    while let Some(k) = it.next() {
+        let Some(k) = k.strip_prefix("--") else {
+            eprintln!("unexpected argument `{k}`");
+            std::process::exit(2)
+        };
+        let v = it.next().cloned().unwrap_or_else(|| {
+            eprintln!("--{k} needs a value");
+            std::process::exit(2)
+        });
+        kv.insert(k.to_owned(), v);
+    }
+    let num = |k: &str, d: u64| -> u64 {
+        kv.get(k).map_or(d, |v| {
+            v.parse().unwrap_or_else(|_| {
+                eprintln!("--{k}: `{v}` is not a number");
+                std::process::exit(2)
+            })
+        })
+    };
+    let (default_n, default_interval) = match scenario.as_str() {
+        "throughput" => (50_000, 86_400),
+        "lag" | "freshness" => (100_000, 300),
+        "footprint" => (50_000, 1),
+        other => {
+            eprintln!("unknown scenario `{other}`");
+            std::process::exit(2)
+        }
+    };
+    let interval = num("interval", default_interval);
+    Opts {
+        integrations: num("integrations", default_n),
+        records: num("records", 0),
+        workers: kv
+            .get("workers")
+            .map(|w| w.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+            .unwrap_or_else(|| match scenario.as_str() {
+                "throughput" => vec![1, 2, 4],
+                _ => vec![2],
+            }),
+        rounds: usize::try_from(num("rounds", 3)).unwrap_or(3),
+        concurrency: usize::try_from(num("concurrency", 64)).unwrap_or(64),
+        rate: num("rate", 1000),
+        window: num("window", 60),
+        interval,
+        duration: num("duration", 2 * interval + 60),
+        runs: num("runs", 1_000_000),
+        retry_base_ms: num("retry-base-ms", 10_000),
+        retention_ms: num("retention-ms", 30_000),
+        env: kv
+            .get("env")
+            .map(|e| {
+                e.split(',')
+                    .filter_map(|p| p.split_once('='))
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        scenario,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The fleet under test
+
+struct Fleet {
+    admin: DatabaseConnection,
+    db: DatabaseConnection,
+    db_name: String,
+    redis: RedisServer,
+    vars: HashMap<String, String>,
+    api: Proc,
+    workers: Vec<(Proc, u16)>,
+}
+
+fn admin_url() -> String {
+    std::env::var("SYNCFLEET_BENCH_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl Fleet {
+    async fn start(o: &Opts, extra: &[(&str, String)]) -> Self {
+        let admin = Database::connect(admin_url()).await.expect("PostgreSQL");
+        let db_name = format!(
+            "syncfleet_fleetbench_{}_{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&admin_url()).unwrap();
+        url.set_path(&db_name);
+        let db_url = url.to_string();
+        let db = Database::connect(&db_url).await.unwrap();
+        {
+            use migration::MigratorTrait;
+            migration::Migrator::up(&db, None).await.unwrap();
+        }
+        // `FLEET_BENCH_EXPLAIN=<ms>`: the server logs the plan of every slower statement.
+        if let Ok(ms) = std::env::var("FLEET_BENCH_EXPLAIN") {
+            for set in [
+                "session_preload_libraries = 'auto_explain'".to_owned(),
+                format!("auto_explain.log_min_duration = {ms}"),
+                "auto_explain.log_analyze = on".to_owned(),
+            ] {
+                admin
+                    .execute_unprepared(&format!("ALTER DATABASE {db_name} SET {set}"))
+                    .await
+                    .unwrap();
+            }
+        }
+        let redis = RedisServer::start().expect("redis-server");
+        let api_port = procs::free_port();
+        let mut vars: HashMap<String, String> = [
+            ("DATABASE_URL", db_url.clone()),
+            ("REDIS_URL", redis.url()),
+            ("SYNCFLEET_REDIS_PREFIX", "bench".to_owned()),
+            ("SYNCFLEET_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("SYNCFLEET_SECRET_KEY", KEY.to_owned()),
+            ("SYNCFLEET_WORKER_CONCURRENCY", o.concurrency.to_string()),
+            ("SYNCFLEET_RETRY_BASE_MS", o.retry_base_ms.to_string()),
+            ("SYNCFLEET_QUEUE_RETENTION_MS", o.retention_ms.to_string()),
+            ("SYNCFLEET_MIN_INTERVAL_SECS", "1".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in extra {
+            vars.insert((*k).to_owned(), v.clone());
+        }
+        for (k, v) in &o.env {
+            vars.insert(k.clone(), v.clone());
+        }
+        let mut api_vars = vars.clone();
+        api_vars.insert("SYNCFLEET_LISTEN".into(), format!("127.0.0.1:{api_port}"));
+        let api = procs::syncfleet("api", &api_vars);
+        let fleet = Self {
+            admin,
+            db,
+            db_name,
+            redis,
+            vars,
+            api,
+            workers: Vec::new(),
+        };
+        fleet.wait_http(api_port, "/readyz").await;
+        fleet
+    }
+
+    async fn wait_http(&self, port: u16, path: &str) {
+        for _ in 0..400 {
+            if reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("process on port {port} did not become ready");
+    }
+
+    async fn add_workers(&mut self, n: usize) {
+        for _ in 0..n {
+            let port = procs::free_port();
+            let mut v = self.vars.clone();
+            v.insert(
+                "SYNCFLEET_WORKER_LISTEN".into(),
+                format!("127.0.0.1:{port}"),
+            );
+            self.workers.push((procs::syncfleet("worker", &v), port));
+            self.wait_http(port, "/metrics").await;
+        }
+    }
+
+    async fn rows(&self, sql: &str) -> Vec<QueryResult> {
+        self.db
+            .query_all_raw(Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                sql.to_owned(),
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    async fn one<T: sea_orm::TryGetable>(&self, sql: &str, col: &str) -> T {
+        self.rows(sql).await[0].try_get("", col).unwrap()
+    }
+
+    async fn exec(&self, sql: &str) {
+        self.db
+            .execute_unprepared(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Seeds `n` synthetic integrations: `config`, `next_sync_at` and `last_success_at`
+    /// are SQL expressions over `g` (1..=n) and `t0` (a timestamptz).
+    async fn seed(&self, n: u64, interval: u64, config: &str, next: &str, last_success: &str) {
+        let ws: uuid::Uuid = self
+            .one(
+                "SELECT id FROM workspaces ORDER BY created_at LIMIT 1",
+                "id",
+            )
+            .await;
+        self.exec(&format!(
+            "INSERT INTO integrations (id, workspace_id, name, kind, config, sync_interval_secs, sync_enabled, \
+               health, next_sync_at, last_success_at, created_at, updated_at) \
+             SELECT md5('i' || g)::uuid, '{ws}', 'bench ' || g, 'synthetic', {config}, {interval}, true, \
+               'healthy', {next}, {last_success}, now(), now() \
+             FROM generate_series(1, {n}) g, (SELECT now() AS t0) t"
+        ))
+        .await;
+        self.exec("ANALYZE integrations").await;
+    }
+
+    fn rss(&self) -> (f64, Vec<f64>) {
+        (
+            rss_mb(self.api.pid(), "VmRSS"),
+            self.workers
+                .iter()
+                .map(|(p, _)| rss_mb(p.pid(), "VmRSS"))
+                .collect(),
+        )
+    }
+
+    fn peak_rss(&self) -> (f64, Vec<f64>) {
+        (
+            rss_mb(self.api.pid(), "VmHWM"),
+            self.workers
+                .iter()
+                .map(|(p, _)| rss_mb(p.pid(), "VmHWM"))
+                .collect(),
+        )
+    }
+
+    /// Sum of a counter over the workers' `/metrics`.
+    async fn worker_counter(&self, name: &str) -> f64 {
+        let mut sum = 0.0;
+        for (_, port) in &self.workers {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await
+                && let Ok(text) = r.text().await
+            {
+                sum += text
+                    .lines()
+                    .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>();
+            }
+        }
+        sum
+    }
+
+    async fn redis_used_memory(&self) -> u64 {
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn stop(mut self) {
+        for (w, _) in &mut self.workers {
+            w.terminate(Duration::from_secs(30));
+        }
+        self.api.terminate(Duration::from_secs(30));
+        let _ = self.db.close_by_ref().await;
+        let _ = self
+            .admin
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
+            .await;
+        self.redis.stop();
+    }
+}
+
+fn rss_mb(pid: i32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn median(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    (s[s.len() / 2], s[0], s[s.len() - 1])
+}
+
+fn fmt3(v: &[f64], digits: usize) -> String {
+    let (m, lo, hi) = median(v);
+    format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})")
+}
+
+fn max_of(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+
+/// All integrations due at one instant; runs/s from that instant to the last finish.
+async fn throughput(o: &Opts) {
+    let mut table = Vec::new();
+    for &w in &o.workers {
+        let (mut rates, mut api_rss, mut worker_rss, mut per_run_stmts) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 0..o.rounds {
+            let mut f = Fleet::start(o, &[]).await;
+            f.add_workers(w).await;
+            let n = o.integrations;
+            f.seed(
+                n,
+                86_400,
+                &format!("jsonb_build_object('records', {})", o.records),
+                "t0 + interval '1 day'",
+                "NULL",
+            )
+            .await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let xact0: i64 = f
+                .one(
+                    "SELECT (xact_commit + xact_rollback)::bigint AS x FROM pg_stat_database WHERE datname = current_database()",
+                    "x",
+                )
+                .await;
+            // Due together, 2 s from now (so the UPDATE's own time is not counted).
+            f.exec("UPDATE integrations SET next_sync_at = date_trunc('second', now()) + interval '3 seconds'")
+                .await;
+            let t0: chrono::DateTime<chrono::Utc> = f
+                .one("SELECT min(next_sync_at) AS t FROM integrations", "t")
+                .await;
+            let deadline = Instant::now() + Duration::from_secs(900);
+            let mut peak_api: f64 = 0.0;
+            let mut peak_worker: f64 = 0.0;
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let (a, ws) = f.rss();
+                peak_api = peak_api.max(a);
+                peak_worker = peak_worker.max(max_of(&ws));
+                let done: i64 = f
+                    .one(
+                        "SELECT count(*) AS n FROM sync_logs WHERE status = 'SUCCESS'",
+                        "n",
+                    )
+                    .await;
+                if done as u64 >= n {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "throughput round timed out at {done}/{n}"
+                );
+            }
+            let r = &f
+                .rows(&format!(
+                    "SELECT count(*) AS total, count(*) FILTER (WHERE status = 'SUCCESS') AS ok, \
+                       max(claims) AS max_claims, \
+                       count(*) FILTER (WHERE started_at IS NULL OR completed_at IS NULL) AS incomplete, \
+                       extract(epoch FROM max(completed_at) - '{t0}'::timestamptz)::float8 AS secs \
+                     FROM sync_logs"
+                ))
+                .await[0];
+            let total: i64 = r.try_get("", "total").unwrap();
+            let ok: i64 = r.try_get("", "ok").unwrap();
+            let incomplete: i64 = r.try_get("", "incomplete").unwrap();
+            let secs: f64 = r.try_get("", "secs").unwrap();
+            let not_rescheduled: i64 = f
+                .one(
+                    "SELECT count(*) AS n FROM integrations WHERE next_sync_at IS NULL OR last_success_at IS NULL",
+                    "n",
+                )
+                .await;
+            let metric_runs = f.worker_counter("syncfleet_runs_total").await;
+            let xact1: i64 = f
+                .one(
+                    "SELECT (xact_commit + xact_rollback)::bigint AS x FROM pg_stat_database WHERE datname = current_database()",
+                    "x",
+                )
+                .await;
+            assert_eq!(total, ok, "every run must succeed");
+            assert_eq!(incomplete, 0);
+            assert_eq!(not_rescheduled, 0, "every integration rescheduled");
+            let rate = n as f64 / secs;
+            let (pa, pw) = f.peak_rss();
+            eprintln!(
+                "throughput workers={w} round {}: {n} runs in {secs:.2} s = {rate:.0} runs/s \
+                 (metrics: {metric_runs:.0} runs; transactions/run {:.2}; peak RSS api {pa:.0} MB, worker {:.0} MB)",
+                round + 1,
+                (xact1 - xact0) as f64 / n as f64,
+                max_of(&pw),
+            );
+            rates.push(rate);
+            api_rss.push(pa.max(peak_api));
+            worker_rss.push(max_of(&pw).max(peak_worker));
+            per_run_stmts.push((xact1 - xact0) as f64 / n as f64);
+            f.stop().await;
+        }
+        table.push(format!(
+            "| {w} | {n} | {rec} | {} | {} | {} | {} |",
+            fmt3(&rates, 0),
+            fmt3(&per_run_stmts, 2),
+            fmt3(&worker_rss, 0),
+            fmt3(&api_rss, 0),
+            n = o.integrations,
+            rec = o.records,
+        ));
+    }
+    println!(
+        "| worker processes | runs | records/run | runs/s median (min–max) | PG transactions/run | worker peak RSS MB | api peak RSS MB |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for l in table {
+        println!("{l}");
+    }
+}
+
+/// `rate` integrations fall due per second for `window` seconds.
+async fn lag(o: &Opts) {
+    let w = o.workers.first().copied().unwrap_or(2);
+    let due = o.rate * o.window;
+    let step_us = 1_000_000 / o.rate.max(1);
+    let (mut p50s, mut p99s, mut maxs) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..o.rounds {
+        let mut f = Fleet::start(o, &[]).await;
+        f.add_workers(w).await;
+        f.seed(
+            o.integrations,
+            86_400,
+            "'{\"records\": 0}'::jsonb",
+            "t0 + interval '1 day'",
+            "NULL",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        f.exec(&format!(
+            "UPDATE integrations i SET next_sync_at = date_trunc('second', now()) + interval '3 seconds' \
+               + ((g - 1) * {step_us}) * interval '1 microsecond' \
+             FROM (SELECT md5('i' || g)::uuid AS id, g FROM generate_series(1, {due}) g) s WHERE i.id = s.id"
+        ))
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(o.window + 120);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let done: i64 = f
+                .one(
+                    "SELECT count(*) AS n FROM sync_logs WHERE status = 'SUCCESS'",
+                    "n",
+                )
+                .await;
+            if done as u64 >= due {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lag round timed out at {done}/{due}"
+            );
+        }
+        let r = &f
+            .rows(
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY l) AS p50, \
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY l) AS p99, max(l) AS mx, count(*) AS n \
+                 FROM (SELECT extract(epoch FROM started_at - scheduled_for)::float8 * 1000 AS l FROM sync_logs) s",
+            )
+            .await[0];
+        let (p50, p99, mx): (f64, f64, f64) = (
+            r.try_get("", "p50").unwrap(),
+            r.try_get("", "p99").unwrap(),
+            r.try_get("", "mx").unwrap(),
+        );
+        eprintln!(
+            "lag round {}: {due} runs at {}/s: p50 {p50:.1} ms, p99 {p99:.1} ms, max {mx:.1} ms",
+            round + 1,
+            o.rate
+        );
+        p50s.push(p50);
+        p99s.push(p99);
+        maxs.push(mx);
+        f.stop().await;
+    }
+    println!(
+        "| integrations | due/s × s | worker processes | lag p50 ms | lag p99 ms | lag max ms |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} × {} | {w} | {} | {} | {} |",
+        o.integrations,
+        o.rate,
+        o.window,
+        fmt3(&p50s, 1),
+        fmt3(&p99s, 1),
+        fmt3(&maxs, 1)
+    );
+}
+
+/// Steady state on `interval`, 5% of sources failing forever.
+async fn freshness(o: &Opts) {
+    let w = o.workers.first().copied().unwrap_or(2);
+    let i_ms = o.interval * 1000;
+    let (mut p99s, mut maxes, mut bad_gaps, mut undisabled) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..o.rounds {
+        let mut f = Fleet::start(o, &[]).await;
+        f.add_workers(w).await;
+        // Each integration's first slot is spread over one interval, and its last success
+        // one interval before that: the fleet starts in steady state.
+        f.seed(
+            o.integrations,
+            o.interval,
+            "CASE WHEN g % 20 = 0 THEN '{\"records\": 0, \"failAlways\": true}'::jsonb ELSE '{\"records\": 0}'::jsonb END",
+            &format!("t0 + interval '5 seconds' + ((g * 7919) % {i_ms}) * interval '1 millisecond'"),
+            &format!(
+                "t0 + interval '5 seconds' + ((g * 7919) % {i_ms}) * interval '1 millisecond' - interval '{} seconds'",
+                o.interval
+            ),
+        )
+        .await;
+        let healthy = "NOT (config ? 'failAlways')";
+        let end = Instant::now() + Duration::from_secs(o.duration);
+        let mut worst_p99: f64 = 0.0;
+        let mut worst_max: f64 = 0.0;
+        while Instant::now() < end {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let r = &f
+                .rows(&format!(
+                    "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY s) AS p99, max(s) AS mx \
+                     FROM (SELECT extract(epoch FROM now() - last_success_at)::float8 AS s \
+                           FROM integrations WHERE {healthy}) x"
+                ))
+                .await[0];
+            let (p99, mx): (f64, f64) =
+                (r.try_get("", "p99").unwrap(), r.try_get("", "mx").unwrap());
+            worst_p99 = worst_p99.max(p99);
+            worst_max = worst_max.max(mx);
+        }
+        // Failing ones: every retry no earlier than its backoff after the failure before,
+        // and disabled once they reach their maximum.
+        let base_ms = o.retry_base_ms;
+        let gaps: i64 = f
+            .one(
+                &format!(
+                    "SELECT count(*) AS n FROM (\
+                       SELECT s.attempt, s.scheduled_for, lag(s.completed_at) OVER (PARTITION BY s.integration_id ORDER BY s.scheduled_for) AS prev \
+                       FROM sync_logs s JOIN integrations i ON i.id = s.integration_id WHERE NOT ({healthy})) x \
+                     WHERE prev IS NOT NULL AND attempt >= 2 \
+                       AND scheduled_for < prev + least({base_ms} * power(2, attempt - 2), 1800000) * interval '1 millisecond'"
+                ),
+                "n",
+            )
+            .await;
+        let failing_runs: i64 = f
+            .one(
+                &format!(
+                    "SELECT count(*) AS n FROM sync_logs s JOIN integrations i ON i.id = s.integration_id WHERE NOT ({healthy})"
+                ),
+                "n",
+            )
+            .await;
+        // Integrations whose first failure came early enough to exhaust their retries.
+        let not_disabled: i64 = f
+            .one(
+                &format!(
+                    "SELECT count(*) AS n FROM integrations i WHERE NOT ({healthy}) AND sync_enabled \
+                     AND (SELECT min(completed_at) FROM sync_logs s WHERE s.integration_id = i.id) \
+                         < now() - ({base_ms} * 8 + 5000) * interval '1 millisecond'"
+                ),
+                "n",
+            )
+            .await;
+        let disabled: i64 = f
+            .one(
+                &format!("SELECT count(*) AS n FROM integrations WHERE NOT ({healthy}) AND NOT sync_enabled AND health = 'disabled'"),
+                "n",
+            )
+            .await;
+        let healthy_failed: i64 = f
+            .one(
+                &format!("SELECT count(*) AS n FROM sync_logs s JOIN integrations i ON i.id = s.integration_id WHERE {healthy} AND s.status <> 'SUCCESS' AND s.status <> 'PENDING' AND s.status <> 'RUNNING'"),
+                "n",
+            )
+            .await;
+        let runs: i64 = f
+            .one(
+                "SELECT count(*) AS n FROM sync_logs WHERE completed_at IS NOT NULL",
+                "n",
+            )
+            .await;
+        eprintln!(
+            "freshness round {}: {runs} runs in {} s; healthy staleness p99 {worst_p99:.2} s, max {worst_max:.2} s \
+             (interval {} s); failing: {failing_runs} runs, {gaps} retries earlier than their backoff, \
+             {disabled} disabled, {not_disabled} past their maximum yet enabled; healthy non-success runs {healthy_failed}",
+            round + 1,
+            o.duration,
+            o.interval
+        );
+        p99s.push(worst_p99);
+        maxes.push(worst_max);
+        bad_gaps.push(gaps as f64);
+        undisabled.push(not_disabled as f64);
+        f.stop().await;
+    }
+    println!(
+        "| integrations | interval s | duration s | healthy staleness p99 s | max s | retries before backoff | failing past max still enabled |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {} |",
+        o.integrations,
+        o.interval,
+        o.duration,
+        fmt3(&p99s, 2),
+        fmt3(&maxes, 2),
+        fmt3(&bad_gaps, 0),
+        fmt3(&undisabled, 0)
+    );
+}
+
+/// Idle and loaded RSS, PostgreSQL bytes per 1M runs, Redis memory after `runs` runs and
+/// after the retention window.
+async fn footprint(o: &Opts) {
+    let w = o.workers.first().copied().unwrap_or(2);
+    let mut f = Fleet::start(o, &[("SYNCFLEET_REAPER_PERIOD_MS", "2000".to_owned())]).await;
+    f.add_workers(w).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (idle_api, idle_workers) = f.rss();
+    let redis_idle = f.redis_used_memory().await;
+    f.seed(
+        o.integrations,
+        o.interval,
+        &format!("jsonb_build_object('records', {})", o.records),
+        "t0 + interval '1 second'",
+        "NULL",
+    )
+    .await;
+    let began = Instant::now();
+    let (mut peak_api, mut peak_worker): (f64, f64) = (0.0, 0.0);
+    let mut last_print = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (a, ws) = f.rss();
+        peak_api = peak_api.max(a);
+        peak_worker = peak_worker.max(max_of(&ws));
+        let done: i64 = f
+            .one("SELECT sum(runs_total)::bigint AS n FROM integrations", "n")
+            .await;
+        if last_print.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "footprint: {done} runs scheduled after {:.0} s",
+                began.elapsed().as_secs_f64()
+            );
+            last_print = Instant::now();
+        }
+        if done as u64 >= o.runs {
+            break;
+        }
+    }
+    // Stop scheduling, let the queue drain.
+    f.exec("UPDATE integrations SET sync_enabled = false, health = 'paused', next_sync_at = NULL")
+        .await;
+    loop {
+        let live: i64 = f
+            .one(
+                "SELECT count(*) AS n FROM sync_logs WHERE status IN ('PENDING', 'RUNNING')",
+                "n",
+            )
+            .await;
+        if live == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let secs = began.elapsed().as_secs_f64();
+    let runs: i64 = f.one("SELECT count(*) AS n FROM sync_logs", "n").await;
+    let redis_loaded = f.redis_used_memory().await;
+    let (pa, pw) = f.peak_rss();
+    let bytes: i64 = f
+        .one(
+            "SELECT pg_total_relation_size('sync_logs')::bigint AS b",
+            "b",
+        )
+        .await;
+    // Past the retention window plus one hygiene pass (every 6 maintenance passes).
+    tokio::time::sleep(Duration::from_millis(o.retention_ms) + Duration::from_secs(16)).await;
+    let redis_after = f.redis_used_memory().await;
+    let (idle2_api, idle2_workers) = f.rss();
+    f.stop().await;
+    let mb = |b: u64| b as f64 / 1_048_576.0;
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| worker processes | {w} |");
+    println!(
+        "| runs completed | {runs} in {secs:.0} s ({:.0} runs/s sustained) |",
+        runs as f64 / secs
+    );
+    println!(
+        "| api RSS idle / peak / idle after | {idle_api:.0} / {:.0} / {idle2_api:.0} MB |",
+        pa.max(peak_api)
+    );
+    println!(
+        "| worker RSS idle / peak / idle after | {:.0} / {:.0} / {:.0} MB |",
+        max_of(&idle_workers),
+        max_of(&pw).max(peak_worker),
+        max_of(&idle2_workers)
+    );
+    println!(
+        "| PostgreSQL `sync_logs` per 1M runs | 1,000,000 rows, {:.0} MB (table + indexes) |",
+        bytes as f64 / runs as f64 * 1e6 / 1_048_576.0
+    );
+    println!(
+        "| Redis used_memory idle / after {runs} runs / after retention | {:.2} / {:.2} / {:.2} MB |",
+        mb(redis_idle),
+        mb(redis_loaded),
+        mb(redis_after)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let o = opts();
+    eprintln!("fleet-bench {o:?}");
+    match o.scenario.as_str() {
+        "throughput" => throughput(&o).await,
+        "lag" => lag(&o).await,
+        "freshness" => freshness(&o).await,
+        "footprint" => footprint(&o).await,
+        _ => unreachable!(),
+    }
+}
