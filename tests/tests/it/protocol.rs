@@ -634,6 +634,7 @@ async fn a_stale_claim_cannot_finish() {
         plan,
         error_message: Some("late".into()),
         watermark: Some("w".into()),
+        delete_all: false,
     };
     let stale = finish(
         &env.db,
@@ -661,4 +662,111 @@ async fn a_stale_claim_cannot_finish() {
         .await,
         0
     );
+}
+
+/// The batched lifecycle (PostgreSQL group commit) keeps the fence per run: in one
+/// batch a stale claim is refused while a live one lands, and a full sync that returned
+/// nothing soft-deletes the stored records of its own integration only.
+#[tokio::test]
+async fn a_batched_finish_refuses_stale_claims_run_by_run() {
+    use syncfleet_worker::protocol::batch::{FinishReq, claim_many, finish_many};
+    use syncfleet_worker::protocol::claim::claim;
+    use syncfleet_worker::protocol::finish::{Finished, RunReport};
+    use syncfleet_worker::protocol::policy::Outcome;
+    use syncfleet_worker::protocol::trigger::{Triggered, trigger};
+    let Some(env) = test_env().await else { return };
+    let ids = insert_due(&env.db, 2, None).await;
+    let mut runs_of = Vec::new();
+    for id in &ids {
+        let Triggered::Created(run) = trigger(&env.db, *id, entity::Trigger::Manual)
+            .await
+            .unwrap()
+        else {
+            panic!("no run")
+        };
+        runs_of.push(run);
+        // Each integration holds one stored record.
+        q::exec(
+            &env.db,
+            "INSERT INTO records (integration_id, external_id, data, content_hash, version, synced_at) \
+             VALUES ($1, 'r1', '{}'::jsonb, 'h', 1, now())",
+            [(*id).into()],
+        )
+        .await
+        .unwrap();
+    }
+    let claimed = claim_many(&env.db, "worker-a", &runs_of, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    // A second batch claim of the same live runs finds nothing (duplicate delivery).
+    let again = claim_many(&env.db, "worker-x", &runs_of, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    let a0 = claimed[&runs_of[0]].clone();
+    let a1 = claimed[&runs_of[1]].clone();
+    assert!(
+        matches!(a0.source, Some(Some(_))),
+        "the claim reads its integration"
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    // Run 0's lease expires and worker-b takes it over; run 1 is renewed by its owner.
+    let b0 = claim(&env.db, runs_of[0], "worker-b", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("b reclaims");
+    assert_eq!(b0.fence.fence, 2);
+    let full_empty = || RunReport {
+        delete_all: true,
+        ..RunReport::default()
+    };
+    let out = finish_many(
+        &env.db,
+        RetryPolicy::default(),
+        &[
+            FinishReq {
+                fence: a0.fence,
+                outcome: Outcome::Success,
+                report: full_empty(),
+            },
+            FinishReq {
+                fence: a1.fence,
+                outcome: Outcome::Success,
+                report: full_empty(),
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out[0], Finished::Stale);
+    assert!(
+        matches!(out[1], Finished::Applied { counts, .. } if counts.deleted == 1),
+        "{:?}",
+        out[1]
+    );
+    let r0 = &runs(&env.db, ids[0]).await[0];
+    assert_eq!(
+        (r0.status.as_str(), r0.fence, r0.worker_id.as_deref()),
+        ("RUNNING", 2, Some("worker-b"))
+    );
+    assert_eq!(runs(&env.db, ids[1]).await[0].status, "SUCCESS");
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT records_deleted FROM sync_logs WHERE integration_id = $1",
+            vec![ids[1].into()]
+        )
+        .await,
+        1
+    );
+    let live = |id: uuid::Uuid| {
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM records WHERE integration_id = $1 AND deleted_at IS NULL",
+            vec![id.into()],
+        )
+    };
+    assert_eq!(live(ids[0]).await, 1, "the stale claim deleted nothing");
+    assert_eq!(live(ids[1]).await, 0);
 }
