@@ -348,7 +348,7 @@ impl Sql {
                 .map_err(db)?
                 .columns()
                 .iter()
-                .map(|c| (c.name().to_owned(), c.type_info().name().to_owned()))
+                .map(|c| (c.name().to_owned(), value::mysql_type_name(c.type_info())))
                 .collect();
             let plan = self.plan(&columns, ctx.watermark.as_deref())?;
             let mut q = sqlx::query(AssertSqlSafe(plan.sql));

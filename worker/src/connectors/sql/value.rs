@@ -249,11 +249,24 @@ pub fn mysql_row(row: &MySqlRow) -> Result<serde_json::Map<String, Value>, (Stri
         let v = if raw.is_null() {
             Value::Null
         } else {
-            mysql_value(col.type_info().name(), raw).map_err(|e| (name.clone(), e))?
+            mysql_value(&mysql_type_name(col.type_info()), raw).map_err(|e| (name.clone(), e))?
         };
         out.insert(name, v);
     }
     Ok(out)
+}
+
+/// The driver's name for a MySQL type, except that text in a `_bin` collation (which
+/// the driver names like binary data: `VARBINARY`, `LONGBLOB`) is `TEXT`. MariaDB's
+/// JSON columns are such text.
+pub fn mysql_type_name(ty: &sqlx::mysql::MySqlTypeInfo) -> String {
+    let name = ty.name();
+    let binary_named = name.ends_with("BLOB") || name.contains("BINARY");
+    if binary_named && <str as sqlx::Type<sqlx::MySql>>::compatible(ty) {
+        "TEXT".into()
+    } else {
+        name.to_owned()
+    }
 }
 
 fn dec<'r, T: Decode<'r, sqlx::MySql>>(v: MySqlValueRef<'r>) -> Result<T, DecodeError> {
