@@ -54,20 +54,20 @@ impl Db {
         let name = format!("sf_{}", &Uuid::new_v4().simple().to_string()[..12]);
         let ok = match engine {
             Engine::Pg => {
-                Self::admin_pg(&format!("CREATE DATABASE {name}"), "test").await
+                Self::admin_pg(&format!("CREATE DATABASE {name}"), "postgres").await
                     && Self::admin_pg(
                         &format!("ALTER DATABASE {name} SET timezone TO 'UTC'"),
-                        "test",
+                        "postgres",
                     )
                     .await
             }
             Engine::Maria => {
-                let mut ok = Self::admin_maria(&format!("CREATE DATABASE {name}"), "test").await;
+                let mut ok = Self::admin_maria(&format!("CREATE DATABASE {name}"), "mysql").await;
                 for stmt in [
                     format!("CREATE USER '{name}'@'%' IDENTIFIED BY '{PASSWORD}'"),
                     format!("GRANT ALL ON {name}.* TO '{name}'@'%'"),
                 ] {
-                    ok = ok && Self::admin_maria(&stmt, "test").await;
+                    ok = ok && Self::admin_maria(&stmt, "mysql").await;
                 }
                 ok
             }
@@ -194,13 +194,14 @@ impl Drop for Db {
                     Engine::Pg => {
                         Db::admin_pg(
                             &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                            "test",
+                            "postgres",
                         )
                         .await;
                     }
                     Engine::Maria => {
-                        Db::admin_maria(&format!("DROP DATABASE IF EXISTS {name}"), "test").await;
-                        Db::admin_maria(&format!("DROP USER IF EXISTS '{name}'@'%'"), "test").await;
+                        Db::admin_maria(&format!("DROP DATABASE IF EXISTS {name}"), "mysql").await;
+                        Db::admin_maria(&format!("DROP USER IF EXISTS '{name}'@'%'"), "mysql")
+                            .await;
                     }
                 }
             });
