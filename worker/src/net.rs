@@ -17,7 +17,7 @@ use url::Url;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetError {
-    #[error("scheme `{0}` is not allowed (http or https only)")]
+    #[error("scheme `{0}` is not allowed")]
     Scheme(String),
     #[error("the URL has no host")]
     NoHost,
@@ -165,6 +165,11 @@ impl NetPolicy {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(NetError::Scheme(url.scheme().to_owned()));
         }
+        self.check_literal_host(url)
+    }
+
+    /// Checks the host of `url` if it is an IP literal.
+    fn check_literal_host(&self, url: &Url) -> Result<(), NetError> {
         match url.host() {
             None => Err(NetError::NoHost),
             Some(url::Host::Ipv4(ip)) => self.check_ip(&ip.to_string(), IpAddr::V4(ip)),
@@ -201,12 +206,19 @@ impl NetPolicy {
     }
 
     /// Checks a URL completely (scheme, literal or resolved addresses): what the API
-    /// runs when a config is saved.
+    /// runs when a config is saved. Besides http(s), it takes the `postgres://` and
+    /// `mysql://` endpoints of the `sql` connector (which connects to the address it
+    /// resolves through [`NetPolicy::resolve`] itself, never over HTTP).
     pub async fn check_url_resolving(&self, url: &Url) -> Result<(), NetError> {
-        self.check_url(url)?;
+        let port = match url.scheme() {
+            "http" | "https" => url.port_or_known_default().unwrap_or(443),
+            "postgres" => url.port().unwrap_or(5432),
+            "mysql" => url.port().unwrap_or(3306),
+            other => return Err(NetError::Scheme(other.to_owned())),
+        };
+        self.check_literal_host(url)?;
         if let Some(url::Host::Domain(d)) = url.host() {
-            self.resolve(d, url.port_or_known_default().unwrap_or(443))
-                .await?;
+            self.resolve(d, port).await?;
         }
         Ok(())
     }

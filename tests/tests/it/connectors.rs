@@ -491,3 +491,83 @@ async fn settled(db: &sea_orm::DatabaseConnection, id: Uuid, n: usize) {
     })
     .await;
 }
+
+/// The `sql` connector through the fleet: a table in the test's own PostgreSQL database,
+/// synced incrementally in pages of `maxRows`, its URL sealed at rest and refused at save
+/// by a server that does not allow private networks.
+#[tokio::test]
+async fn sql_source_syncs_through_the_fleet() {
+    use sea_orm::ConnectionTrait;
+    let Some(env) = test_env().await else { return };
+    env.db
+        .execute_unprepared(
+            "CREATE TABLE shop_items (id int PRIMARY KEY, name text, price numeric(8,2), \
+             updated_at timestamptz NOT NULL); \
+             INSERT INTO shop_items VALUES (1, 'tea', 1.50, '2026-01-01T00:00:00Z'), \
+             (2, 'cake', 2.00, '2026-01-02T00:00:00Z'), (3, 'pie', 3.25, '2026-01-03T00:00:00Z')",
+        )
+        .await
+        .unwrap();
+    let cfg = json!({ "url": env.db_url, "query": "SELECT id, name, price, updated_at FROM shop_items",
+                      "idColumn": "id", "watermarkColumn": "updated_at", "maxRows": 2 });
+
+    let strict = env.spawn_app(&[]).await;
+    let (s, v) = strict
+        .client
+        .post(
+            "/api/integrations",
+            &json!({ "name": "shop", "kind": "sql", "config": cfg }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(!v.to_string().contains(&env.db_url), "{v}");
+    strict.stop().await;
+
+    let allow = [("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true")];
+    let app = env.spawn_app(&allow).await;
+    let (stop, worker) = env.spawn_worker(&allow);
+    let c = &app.client;
+    let id = c.create("shop", "sql", cfg, None).await;
+    settled(&env.db, id, 1).await;
+    let (_, view) = c.get(&format!("/api/integrations/{id}")).await;
+    assert_eq!(view["config"]["url"], "********", "{view}");
+    let stored = strings(
+        &env.db,
+        "SELECT config::text FROM integrations WHERE id = $1",
+        vec![id.into()],
+    )
+    .await;
+    assert!(!stored[0].contains("127.0.0.1"), "url stored in clear");
+
+    let (_, page) = c.get(&format!("/api/integrations/{id}/records")).await;
+    let mut got: Vec<Value> = page["records"].as_array().unwrap().clone();
+    got.sort_by_key(|r| r["externalId"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(got.len(), 2, "{page}");
+    assert_eq!(got[0]["externalId"], "1");
+    assert_eq!(
+        got[0]["data"],
+        json!({ "id": 1, "name": "tea", "price": "1.50", "updated_at": "2026-01-01T00:00:00Z" })
+    );
+
+    // The next run continues after the watermark.
+    c.trigger(id).await;
+    settled(&env.db, id, 2).await;
+    let (_, page) = c.get(&format!("/api/integrations/{id}/records")).await;
+    assert_eq!(page["records"].as_array().unwrap().len(), 3, "{page}");
+    let mark = strings(
+        &env.db,
+        "SELECT COALESCE(watermark, '') FROM integrations WHERE id = $1",
+        vec![id.into()],
+    )
+    .await;
+    assert_eq!(mark[0], "2026-01-03T00:00:00Z");
+    assert!(
+        runs(&env.db, id)
+            .await
+            .iter()
+            .all(|r| r.status == "SUCCESS")
+    );
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}

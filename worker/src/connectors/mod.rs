@@ -9,6 +9,7 @@ pub mod firestore;
 pub mod google_sheets;
 pub mod http;
 pub mod http_json;
+pub mod sql;
 pub mod synthetic;
 
 use std::time::Duration;
@@ -138,7 +139,10 @@ pub fn urls(kind: ConnectorKind, config: &Value) -> Vec<url::Url> {
         ConnectorKind::Firestore => firestore::Firestore::from_config(config, None)
             .map(|c| c.urls())
             .unwrap_or_default(),
-        _ => Vec::new(),
+        ConnectorKind::Sql => sql::Sql::from_config(config, None)
+            .map(|c| c.urls())
+            .unwrap_or_default(),
+        ConnectorKind::Synthetic => Vec::new(),
     }
 }
 
@@ -163,9 +167,6 @@ pub fn build(
             config,
             Some(env),
         )?)),
-        other => Err(vec![FieldError::new(
-            "kind",
-            format!("connector `{}` is not available yet", other.as_str()),
-        )]),
+        ConnectorKind::Sql => Ok(Box::new(sql::Sql::from_config(config, Some(env))?)),
     }
 }
