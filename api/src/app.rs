@@ -91,7 +91,10 @@ async fn serve(
             ConnectorEnv {
                 net: state.config.net.clone(),
             },
-            state.queue.limiter(state.config.rate_limits.clone()),
+            state.queue.limiter(
+                state.config.rate_limits.clone(),
+                state.config.provider_concurrency.clone(),
+            ),
         );
         tasks.spawn(runner::run(engine, state.queue.clone(), shutdown.clone()));
     }
@@ -207,7 +210,10 @@ pub async fn run_worker(config: Config, shutdown: CancellationToken) -> anyhow::
         ConnectorEnv {
             net: config.net.clone(),
         },
-        queue.limiter(config.rate_limits.clone()),
+        queue.limiter(
+            config.rate_limits.clone(),
+            config.provider_concurrency.clone(),
+        ),
     );
     let mut side = None;
     if let Some(addr) = config.worker_listen {

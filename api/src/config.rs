@@ -75,6 +75,9 @@ pub struct Config {
     /// Per-provider rate limits by connector kind (`SYNCFLEET_RATE_LIMITS`).
     pub rate_limits:
         std::collections::HashMap<entity::ConnectorKind, syncfleet_worker::ratelimit::Limit>,
+    /// Most runs of one provider at once across the fleet, by connector kind
+    /// (`SYNCFLEET_PROVIDER_CONCURRENCY`); kinds not listed are not capped.
+    pub provider_concurrency: std::collections::HashMap<entity::ConnectorKind, u32>,
     /// Where a `worker` process serves `/metrics` and `/healthz` (none if unset).
     pub worker_listen: Option<SocketAddr>,
     /// Sustained API requests per second per key, and the burst above it.
@@ -243,6 +246,12 @@ impl Config {
                 get("SYNCFLEET_RATE_LIMITS").as_deref().unwrap_or(""),
             )
             .map_err(|m| ConfigError::new("SYNCFLEET_RATE_LIMITS", m))?,
+            provider_concurrency: syncfleet_worker::ratelimit::parse_caps(
+                get("SYNCFLEET_PROVIDER_CONCURRENCY")
+                    .as_deref()
+                    .unwrap_or(""),
+            )
+            .map_err(|m| ConfigError::new("SYNCFLEET_PROVIDER_CONCURRENCY", m))?,
             worker_listen,
             api_rate_per_sec: u32::try_from(positive("SYNCFLEET_API_RATE_PER_SEC", 100)?)
                 .map_err(|_| ConfigError::new("SYNCFLEET_API_RATE_PER_SEC", "is too large"))?,
@@ -339,6 +348,9 @@ mod tests {
             ("SYNCFLEET_LOG_FORMAT", "xml"),
             ("SYNCFLEET_WORKER_CONCURRENCY", "-1"),
             ("SYNCFLEET_LISTEN", "nowhere"),
+            ("SYNCFLEET_RATE_LIMITS", "http_json=5"),
+            ("SYNCFLEET_PROVIDER_CONCURRENCY", "http_json=0"),
+            ("SYNCFLEET_PROVIDER_CONCURRENCY", "ftp=2"),
         ] {
             let e = with(&[(k, v)])
                 .err()

@@ -39,10 +39,12 @@ fn bad_values_exit_2() {
         ("SYNCFLEET_LOG_FORMAT", "xml"),
         ("SYNCFLEET_LEASE_MS", "soon"),
         ("REDIS_URL", "::"),
+        ("SYNCFLEET_PROVIDER_CONCURRENCY", "http_json=none"),
     ] {
         let (code, err) = syncfleet(&["standalone"], &[(k, v)]);
         assert_eq!(code, 2, "{k}={v}: {err}");
         assert!(err.contains(k), "{k}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line expected: {err}");
     }
 }
 

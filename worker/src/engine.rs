@@ -183,38 +183,55 @@ impl Engine {
                     .await;
             }
         };
-        // The provider's fleet-wide rate: wait briefly for a token, or end the run as
-        // rate limited (not a failure) and come back when the provider allows.
+        // The provider's fleet-wide limits: wait briefly for a concurrency slot and for
+        // the first request's token, or end the run as rate limited (not a failure) and
+        // come back when the provider allows. Later requests take their own tokens
+        // through the gate in the fetch context.
         let provider = ratelimit::provider_key(kind, &config, &connector.urls());
         // Waiting in place is bounded in total (and below the lease, which is not being
         // renewed yet); past that the run is deferred, so contending runs do not hold
         // worker slots or starve each other.
         let max_inline = (self.cfg.lease / 3).min(Duration::from_secs(5));
-        let mut waited = Duration::ZERO;
-        loop {
-            match self.limiter.try_acquire(kind, &provider).await {
-                Ok(None) => break,
-                Ok(Some(wait)) if waited + wait <= max_inline => {
-                    self.metrics.rate_limit_waits.inc();
-                    waited += wait;
-                    tokio::time::sleep(wait).await;
-                }
-                Ok(Some(wait)) => {
-                    self.metrics.rate_limit_waits.inc();
-                    let msg = format!(
-                        "provider rate limit: next request allowed in {} ms",
-                        wait.as_millis()
-                    );
-                    return self
-                        .end_early(c, kind, Outcome::RateLimited { wait }, msg)
-                        .await;
-                }
-                // The limiter's store is unreachable: run rather than stall the fleet.
-                Err(e) => {
-                    tracing::warn!(error = %e, "rate limiter unavailable; running without it");
-                    break;
-                }
+        let began = std::time::Instant::now();
+        // Held until this function returns, whichever way: dropping it frees the slot.
+        let _slot = match self
+            .limiter
+            .acquire_slot(kind, &provider, self.cfg.lease, max_inline)
+            .await
+        {
+            Ok(Some(slot)) => Some(slot),
+            Ok(None) => {
+                self.metrics.provider_slot_deferrals.inc();
+                let msg = format!(
+                    "provider concurrency cap: no slot free within {} ms",
+                    max_inline.as_millis()
+                );
+                let wait = ratelimit::slots::retry_when_busy(max_inline);
+                return self
+                    .end_early(c, kind, Outcome::RateLimited { wait }, msg)
+                    .await;
             }
+            // The limiter's store is unreachable: run rather than stall the fleet.
+            Err(e) => {
+                tracing::warn!(error = %e, "provider concurrency cap unavailable; running without it");
+                None
+            }
+        };
+        let gate = ratelimit::RequestGate::new(
+            self.limiter.clone(),
+            kind,
+            provider.clone(),
+            max_inline,
+            self.metrics.rate_limit_waits.clone(),
+        );
+        if let Err(e) = gate
+            .reserve(max_inline.saturating_sub(began.elapsed()))
+            .await
+        {
+            let wait = finish::bounded_wait(e.retry_after);
+            return self
+                .end_early(c, kind, Outcome::RateLimited { wait }, e.message)
+                .await;
         }
         let previous_runs = if connector.wants_run_count() {
             let r = db::query(
@@ -237,6 +254,7 @@ impl Engine {
             attempt: c.attempt,
             previous_runs,
             watermark,
+            gate: Some(gate),
         };
 
         // Lease renewal every lease/3; a lost lease cancels the run.

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub repushed_runs: IntCounter,
     pub worker_restarts: IntCounter,
     pub rate_limit_waits: IntCounter,
+    /// Runs deferred because every concurrency slot of their provider was busy.
+    pub provider_slot_deferrals: IntCounter,
     pub queue_depth: IntGauge,
     pub runs_pending: IntGauge,
     pub runs_running: IntGauge,
@@ -83,7 +85,11 @@ impl Metrics {
             ),
             rate_limit_waits: counter(
                 "rate_limit_waits_total",
-                "Runs that waited for a provider's rate limit",
+                "Requests that waited for a provider's rate limit",
+            ),
+            provider_slot_deferrals: counter(
+                "provider_slot_deferrals_total",
+                "Runs deferred because every concurrency slot of their provider was busy",
             ),
             queue_depth: gauge("queue_depth", "Tasks waiting in the queue"),
             runs_pending: gauge("runs_pending", "PENDING runs"),
@@ -109,6 +115,7 @@ impl Metrics {
             Box::new(m.repushed_runs.clone()),
             Box::new(m.worker_restarts.clone()),
             Box::new(m.rate_limit_waits.clone()),
+            Box::new(m.provider_slot_deferrals.clone()),
             Box::new(m.queue_depth.clone()),
             Box::new(m.runs_pending.clone()),
             Box::new(m.runs_running.clone()),

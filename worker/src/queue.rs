@@ -142,11 +142,12 @@ impl Queue {
         }
     }
 
-    /// The fleet-wide rate limiter matching this queue: Redis-backed beside a Redis
-    /// queue, in-process (governor) in the embedded mode.
+    /// The fleet-wide provider limits (rates and concurrency caps) matching this queue:
+    /// Redis-backed beside a Redis queue, in-process in the embedded mode.
     pub fn limiter(
         &self,
         limits: std::collections::HashMap<entity::ConnectorKind, crate::ratelimit::Limit>,
+        caps: std::collections::HashMap<entity::ConnectorKind, u32>,
     ) -> crate::ratelimit::Limiter {
         match self {
             Self::Redis { conn, name, .. } => {
@@ -154,6 +155,7 @@ impl Queue {
             }
             Self::Sqlite { .. } => crate::ratelimit::Limiter::local(limits),
         }
+        .with_caps(caps)
     }
 
     /// Queue workers whose heartbeat is recent (three heartbeat periods).

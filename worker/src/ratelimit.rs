@@ -5,8 +5,16 @@
 //! Redis, every worker process draws from one GCRA bucket per provider (one Lua script,
 //! Redis clock) and a provider's 429 pauses it for every worker until the reset; the
 //! embedded mode uses governor in process. Limits are configured per kind
-//! (`SYNCFLEET_RATE_LIMITS`, e.g. `google_sheets=60/60s:10`). A run takes one token before
-//! it fetches.
+//! (`SYNCFLEET_RATE_LIMITS`, e.g. `google_sheets=60/60s:10`) and hold per request: every
+//! request of a run takes a token ([`RequestGate`]). A kind may also cap how many runs
+//! of one provider go at once across the fleet (`SYNCFLEET_PROVIDER_CONCURRENCY`,
+//! [`slots`]).
+
+mod gate;
+pub mod slots;
+
+pub use gate::RequestGate;
+pub use slots::{Slot, parse_caps};
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -106,6 +114,7 @@ type Local = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 pub struct Limiter {
     limits: Arc<HashMap<ConnectorKind, Limit>>,
     backend: Backend,
+    slots: slots::Slots,
 }
 
 #[derive(Clone)]
@@ -144,6 +153,7 @@ impl Limiter {
     ) -> Self {
         Self {
             limits: Arc::new(limits),
+            slots: slots::Slots::redis(conn.clone(), prefix, HashMap::new()),
             backend: Backend::Redis {
                 conn,
                 prefix: prefix.to_owned(),
@@ -158,7 +168,31 @@ impl Limiter {
                 buckets: Arc::default(),
                 pauses: Arc::default(),
             },
+            slots: slots::Slots::local(HashMap::new()),
         }
+    }
+
+    /// Caps the runs of one provider at once by kind (fleet-wide beside Redis).
+    #[must_use]
+    pub fn with_caps(mut self, caps: HashMap<ConnectorKind, u32>) -> Self {
+        self.slots = match &self.backend {
+            Backend::Redis { conn, prefix } => slots::Slots::redis(conn.clone(), prefix, caps),
+            Backend::Local { .. } => slots::Slots::local(caps),
+        };
+        self
+    }
+
+    /// A concurrency slot of `provider` (always granted when its kind has no cap),
+    /// waiting up to `wait`; `Ok(None)` when every slot stayed busy. It is held for
+    /// `lease` and renewed until the returned [`Slot`] is dropped.
+    pub async fn acquire_slot(
+        &self,
+        kind: ConnectorKind,
+        provider: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Slot>, redis::RedisError> {
+        self.slots.acquire(kind, provider, lease, wait).await
     }
 
     /// Takes a token for `provider`: `Ok(None)` = go now, `Ok(Some(wait))` = not before

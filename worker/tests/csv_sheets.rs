@@ -147,6 +147,7 @@ fn ctx() -> FetchContext {
         attempt: 1,
         previous_runs: 0,
         watermark: None,
+        gate: None,
     }
 }
 

@@ -3,7 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Query;
@@ -14,6 +15,7 @@ use entity::{ConnectorKind, ErrorClass};
 use serde_json::{Value, json};
 use syncfleet_worker::connectors::{self, ConnectorEnv, FetchContext};
 use syncfleet_worker::net::NetPolicy;
+use syncfleet_worker::ratelimit::{Limiter, RequestGate, parse_limits};
 use uuid::Uuid;
 
 const TOKEN: &str = "s3cret-token";
@@ -99,6 +101,7 @@ fn ctx(watermark: Option<&str>) -> FetchContext {
         attempt: 1,
         previous_runs: 0,
         watermark: watermark.map(str::to_owned),
+        gate: None,
     }
 }
 
@@ -281,5 +284,119 @@ async fn the_guard_refuses_loopback_without_connecting() {
     assert!(
         accepted.is_err(),
         "the redirect reached a forbidden address"
+    );
+}
+
+/// A server of `pages` pages (next links) that notes when each request arrives.
+async fn paged_server(pages: u64) -> (String, Arc<Mutex<Vec<Instant>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let app = Router::new().route(
+        "/paged",
+        get(
+            move |Query(q): Query<std::collections::HashMap<String, String>>| {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().push(Instant::now());
+                    let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                    let next = if page < pages {
+                        json!(format!("/paged?page={}", page + 1))
+                    } else {
+                        Value::Null
+                    };
+                    axum::Json(json!({ "items": [item(page)], "next": next }))
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/paged"), seen)
+}
+
+/// A gate for `limits`, with the run's first token reserved as the engine does.
+async fn gated_ctx(limits: &str, budget: Duration) -> FetchContext {
+    let limiter = Limiter::local(parse_limits(limits).unwrap());
+    let waits = prometheus::IntCounter::new("waits", "waits").unwrap();
+    let gate = RequestGate::new(
+        limiter,
+        ConnectorKind::HttpJson,
+        "http_json:test".into(),
+        budget,
+        waits,
+    );
+    gate.reserve(budget).await.unwrap();
+    FetchContext {
+        gate: Some(gate),
+        ..ctx(None)
+    }
+}
+
+fn paged_config(url: &str) -> Value {
+    json!({ "url": url, "recordsPointer": "/items", "idPointer": "/id",
+            "pagination": { "type": "nextLink", "pointer": "/next" } })
+}
+
+/// The provider's limit holds per request, not per run: six pages at 2/s (burst 1)
+/// are spaced at least 500 ms apart.
+#[tokio::test]
+async fn a_paginated_run_takes_a_token_per_request() {
+    let (url, seen) = paged_server(6).await;
+    let c = connectors::build(ConnectorKind::HttpJson, &paged_config(&url), &env()).unwrap();
+    let f = c
+        .fetch(&gated_ctx("http_json=2/1s:1", Duration::from_secs(2)).await)
+        .await
+        .unwrap();
+    assert_eq!(f.records.len(), 6);
+    let at = seen.lock().unwrap().clone();
+    assert_eq!(at.len(), 6);
+    let span = at[5] - at[0];
+    // Observed: at most limit * window + burst requests in any window from a request.
+    for (i, start) in at.iter().enumerate() {
+        for (j, t) in at.iter().enumerate().skip(i + 1) {
+            let window = (*t - *start).as_secs_f64() + 0.05;
+            let allowed = (2.0 * window).floor() as usize + 1;
+            assert!(
+                j - i < allowed,
+                "{} requests within {window:.3} s exceed 2/s + burst 1",
+                j - i + 1
+            );
+        }
+    }
+    eprintln!(
+        "paginated run: 6 requests in {:.2} s ({:.2}/s after the first; limit 2/s + burst 1)",
+        span.as_secs_f64(),
+        5.0 / span.as_secs_f64()
+    );
+    assert!(span >= Duration::from_millis(2400), "{span:?}");
+    // Without a gate the same run is not spaced at all.
+    let (url, seen) = paged_server(6).await;
+    let c = connectors::build(ConnectorKind::HttpJson, &paged_config(&url), &env()).unwrap();
+    c.fetch(&ctx(None)).await.unwrap();
+    let at = seen.lock().unwrap().clone();
+    assert!(at[5] - at[0] < Duration::from_millis(1000));
+}
+
+/// A request that would wait past the budget ends the run as rate limited, with the
+/// wait as `retry_after`; the reserved first token is used, not drawn twice.
+#[tokio::test]
+async fn a_request_past_the_wait_budget_is_rate_limited() {
+    let (url, seen) = paged_server(3).await;
+    let c = connectors::build(ConnectorKind::HttpJson, &paged_config(&url), &env()).unwrap();
+    let e = c
+        .fetch(&gated_ctx("http_json=1/10s:1", Duration::from_millis(200)).await)
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::RateLimited, "{}", e.message);
+    let wait = e.retry_after.unwrap();
+    assert!(
+        wait > Duration::from_secs(8) && wait <= Duration::from_secs(10),
+        "{wait:?}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "only the first page went out"
     );
 }

@@ -276,7 +276,7 @@ async fn provider_rate_limit_holds_across_worker_processes() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let t0 = chrono::Utc::now();
-    let window = 8;
+    let window = 30;
     tokio::time::sleep(Duration::from_secs(window)).await;
     let t1 = t0 + chrono::TimeDelta::seconds(window as i64);
     let fetched = count(
@@ -309,6 +309,157 @@ async fn provider_rate_limit_holds_across_worker_processes() {
     );
     drop(workers);
     app.stop().await;
+}
+
+/// A provider's concurrency cap holds across three worker processes: a slow source
+/// never sees more requests in flight than the cap, and every integration still syncs.
+#[tokio::test]
+async fn provider_concurrency_cap_holds_across_worker_processes() {
+    let Some(env) = test_env().await else { return };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let (inflight, peak, served) = (
+        Arc::new(AtomicU32::new(0)),
+        Arc::new(AtomicU32::new(0)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let (i, p, n) = (inflight.clone(), peak.clone(), served.clone());
+    let server = Router::new().route(
+        "/export",
+        get(move || {
+            let (i, p, n) = (i.clone(), p.clone(), n.clone());
+            async move {
+                let now = i.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                i.fetch_sub(1, Ordering::SeqCst);
+                n.fetch_add(1, Ordering::SeqCst);
+                axum::Json(json!({ "items": [{ "id": 1 }] }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    let cap = 2;
+    let vars = [
+        ("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true"),
+        ("SYNCFLEET_PROVIDER_CONCURRENCY", "http_json=2"),
+    ];
+    let app = env.spawn_app(&vars).await;
+    let procs = env.vars(&vars);
+    let workers: Vec<tests::procs::Proc> = (0..3)
+        .map(|_| tests::procs::syncfleet("worker", &procs))
+        .collect();
+    // One credential: every integration is the same provider.
+    let cfg = json!({ "url": format!("{base}/export"), "recordsPointer": "/items", "idPointer": "/id",
+                      "auth": { "type": "bearer", "token": "shared-token" } });
+    let mut ids = Vec::new();
+    for k in 0..12 {
+        ids.push(
+            app.client
+                .create(&format!("cc{k}"), "http_json", cfg.clone(), None)
+                .await,
+        );
+    }
+    eventually(
+        Duration::from_secs(60),
+        "every integration synced",
+        || async {
+            for id in &ids {
+                if !runs(&env.db, *id)
+                    .await
+                    .iter()
+                    .any(|r| r.status == "SUCCESS")
+                {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    let deferred = count(
+        &env.db,
+        "SELECT COUNT(*) FROM sync_logs WHERE status = 'RATE_LIMITED'",
+        vec![],
+    )
+    .await;
+    let failed = count(
+        &env.db,
+        "SELECT COUNT(*) FROM sync_logs WHERE status = 'FAILED'",
+        vec![],
+    )
+    .await;
+    let peak = peak.load(Ordering::SeqCst);
+    eprintln!(
+        "concurrency cap: peak {peak} requests in flight across 3 workers (cap {cap}); {} requests served, {deferred} runs deferred",
+        served.load(Ordering::SeqCst)
+    );
+    assert!(
+        peak <= cap,
+        "{peak} requests in flight exceed the cap {cap}"
+    );
+    assert_eq!(peak, cap, "the cap should still allow {cap} at once");
+    assert_eq!(failed, 0, "a busy provider is not a failure");
+    drop(workers);
+    app.stop().await;
+}
+
+/// Redis slots are leases: a holder that vanished without releasing (a killed worker)
+/// frees its slot when its lease runs out; a held slot is renewed; dropping it frees it.
+#[tokio::test]
+async fn provider_slots_expire_renew_and_release() {
+    let Some(env) = test_env().await else { return };
+    let queue = syncfleet_worker::Queue::redis(&env.redis_url, &env.prefix, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let caps = syncfleet_worker::ratelimit::parse_caps("http_json=1").unwrap();
+    let limiter = queue.limiter(Default::default(), caps);
+    let kind = entity::ConnectorKind::HttpJson;
+    let (lease, none, ample) = (
+        Duration::from_millis(600),
+        Duration::from_millis(50),
+        Duration::from_secs(3),
+    );
+    // A holder from a dead process, 400 ms from expiry by the Redis clock.
+    let mut r = env.redis().await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut r).await.unwrap();
+    let now_ms = secs * 1000 + micros / 1000;
+    let key = format!("{}:sync:rl:slots:p", env.prefix);
+    let _: () = redis::cmd("ZADD")
+        .arg(&key)
+        .arg(now_ms + 400)
+        .arg("dead-worker")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(
+        limiter
+            .acquire_slot(kind, "p", lease, none)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let started = std::time::Instant::now();
+    let slot = limiter.acquire_slot(kind, "p", lease, ample).await.unwrap();
+    assert!(slot.is_some(), "the dead holder's slot never freed");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // Held past several leases: the renewal keeps it.
+    tokio::time::sleep(lease * 3).await;
+    assert!(
+        limiter
+            .acquire_slot(kind, "p", lease, none)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    drop(slot);
+    let slot = limiter
+        .acquire_slot(kind, "p", lease, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(slot.is_some(), "a dropped slot was not given back");
 }
 
 /// A 429 from a source pauses that provider for every worker until its reset.

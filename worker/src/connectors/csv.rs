@@ -214,7 +214,7 @@ impl Connector for Csv {
         vec![self.url.clone()]
     }
 
-    async fn fetch(&self, _ctx: &FetchContext) -> Result<Fetched, FetchError> {
+    async fn fetch(&self, ctx: &FetchContext) -> Result<Fetched, FetchError> {
         self.policy
             .check_url(&self.url)
             .map_err(|e| FetchError::new(ErrorClass::Config, e.to_string()))?;
@@ -225,7 +225,7 @@ impl Connector for Csv {
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        let body = http::send(req, &self.url, self.max_bytes).await?;
+        let body = http::send(ctx.gate.as_ref(), req, &self.url, self.max_bytes).await?;
         let at = http::redact(&self.url);
         let bad = |m: String| FetchError::new(ErrorClass::SourceData, format!("{at}: {m}"));
         // Decoding lossily would silently corrupt every non-ASCII value.

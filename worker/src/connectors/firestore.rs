@@ -335,7 +335,7 @@ impl Firestore {
         })
     }
 
-    async fn page(&self, url: &Url) -> Result<ListResponse, FetchError> {
+    async fn page(&self, ctx: &FetchContext, url: &Url) -> Result<ListResponse, FetchError> {
         self.policy
             .check_url(url)
             .map_err(|e| FetchError::new(ErrorClass::Config, e.to_string()))?;
@@ -346,7 +346,7 @@ impl Firestore {
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
-        let body = http::send(req, url, MAX_PAGE_BYTES).await?;
+        let body = http::send(ctx.gate.as_ref(), req, url, MAX_PAGE_BYTES).await?;
         serde_json::from_slice(&body).map_err(|e| {
             FetchError::new(
                 ErrorClass::SourceData,
@@ -676,7 +676,7 @@ impl Connector for Firestore {
                     q.append_pair("mask.fieldPaths", path);
                 }
             }
-            let page = self.page(&url).await?;
+            let page = self.page(ctx, &url).await?;
             let documents = page.documents.unwrap_or_default();
             tracing::debug!(
                 page = page_no,

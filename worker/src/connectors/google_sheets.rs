@@ -159,7 +159,7 @@ impl GoogleSheets {
         })
     }
 
-    async fn get(&self) -> Result<Vec<u8>, FetchError> {
+    async fn get(&self, ctx: &FetchContext) -> Result<Vec<u8>, FetchError> {
         let mut url = self.values_url.clone();
         let req = match &self.auth {
             Auth::ApiKey(key) => {
@@ -171,11 +171,13 @@ impl GoogleSheets {
         .header("accept", "application/json");
         // `http::send` redacts the query string; scrubbing the secret as well covers a
         // transport error whose text quotes the full URL.
-        http::send(req, &url, MAX_BYTES).await.map_err(|mut e| {
-            let (Auth::ApiKey(s) | Auth::Bearer(s)) = &self.auth;
-            e.message = e.message.replace(s.as_str(), "[redacted]");
-            e
-        })
+        http::send(ctx.gate.as_ref(), req, &url, MAX_BYTES)
+            .await
+            .map_err(|mut e| {
+                let (Auth::ApiKey(s) | Auth::Bearer(s)) = &self.auth;
+                e.message = e.message.replace(s.as_str(), "[redacted]");
+                e
+            })
     }
 }
 
@@ -210,11 +212,11 @@ impl Connector for GoogleSheets {
         vec![self.base_url.clone()]
     }
 
-    async fn fetch(&self, _ctx: &FetchContext) -> Result<Fetched, FetchError> {
+    async fn fetch(&self, ctx: &FetchContext) -> Result<Fetched, FetchError> {
         self.policy
             .check_url(&self.values_url)
             .map_err(|e| FetchError::new(ErrorClass::Config, e.to_string()))?;
-        let body = self.get().await?;
+        let body = self.get(ctx).await?;
         let at = http::redact(&self.values_url);
         let bad = |m: String| FetchError::new(ErrorClass::SourceData, format!("{at}: {m}"));
         let resp: ValueRange = serde_json::from_slice(&body)

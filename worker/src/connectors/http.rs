@@ -1,5 +1,5 @@
-//! What every HTTP-based connector shares: sending through the SSRF-guarded client,
-//! mapping transport failures and status codes to error classes, honouring the
+//! What every HTTP-based connector shares: sending through the SSRF-guarded client
+//! under the provider's per-request rate limit, mapping transport failures and status codes to error classes, honouring the
 //! provider's `Retry-After`, bounding the response size, and keeping secrets and query
 //! strings out of messages.
 
@@ -9,13 +9,19 @@ use entity::ErrorClass;
 use url::Url;
 
 use super::{FetchError, FieldError};
+use crate::ratelimit::RequestGate;
 
-/// Sends a request and returns the body, at most `max_bytes` long.
+/// Sends a request once `gate` (the run's provider rate limit) lets it go, and returns
+/// the body, at most `max_bytes` long.
 pub async fn send(
+    gate: Option<&RequestGate>,
     req: reqwest::RequestBuilder,
     url: &Url,
     max_bytes: u64,
 ) -> Result<Vec<u8>, FetchError> {
+    if let Some(gate) = gate {
+        gate.admit().await?;
+    }
     let mut resp = req.send().await.map_err(|e| transport_error(&e, url))?;
     let status = resp.status();
     if !status.is_success() {

@@ -165,7 +165,7 @@ impl HttpJson {
         })
     }
 
-    async fn page(&self, url: &Url) -> Result<Value, FetchError> {
+    async fn page(&self, ctx: &FetchContext, url: &Url) -> Result<Value, FetchError> {
         self.policy
             .check_url(url)
             .map_err(|e| FetchError::new(ErrorClass::Config, e.to_string()))?;
@@ -188,7 +188,7 @@ impl HttpJson {
             Some(Auth::Basic { username, password }) => req.basic_auth(username, Some(password)),
         };
         let max = self.c.max_response_bytes.unwrap_or(DEFAULT_MAX_BYTES);
-        let body = http::send(req, url, max).await?;
+        let body = http::send(ctx.gate.as_ref(), req, url, max).await?;
         serde_json::from_slice(&body).map_err(|e| {
             FetchError::new(
                 ErrorClass::SourceData,
@@ -260,7 +260,7 @@ impl Connector for HttpJson {
                     format!("more than {max_pages} pages"),
                 ));
             }
-            let mut body = self.page(&url).await?;
+            let mut body = self.page(ctx, &url).await?;
             // Move the records out of the parsed body instead of cloning them: a large
             // page would otherwise sit in memory twice.
             let items = match body.pointer_mut(&self.c.records_pointer).map(Value::take) {

@@ -82,6 +82,8 @@ pub struct FetchContext {
     /// How many runs of this integration came before (any outcome).
     pub previous_runs: i64,
     pub watermark: Option<String>,
+    /// The provider's rate limit, taken before every request (`None`: unlimited).
+    pub gate: Option<crate::ratelimit::RequestGate>,
 }
 
 #[async_trait]
