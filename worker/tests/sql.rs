@@ -226,6 +226,7 @@ fn ctx(watermark: Option<&str>) -> FetchContext {
         attempt: 1,
         previous_runs: 0,
         watermark: watermark.map(str::to_owned),
+        gate: None,
     }
 }
 
