@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
+/// How often a scheduler held back by a deep queue looks at it again.
+const BACKPRESSURE_RECHECK: Duration = Duration::from_millis(25);
+
 /// Creates due runs and pushes them, waking for the earliest due time.
 pub async fn run_scheduler(state: AppState, shutdown: CancellationToken) {
     let cfg = state.config.protocol.clone();
@@ -17,7 +20,9 @@ pub async fn run_scheduler(state: AppState, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         let sleep = match scheduler_pass(&state).await {
             Ok(Some(full)) if full => Duration::ZERO,
-            Ok(_) => {
+            // Backpressure: look again shortly rather than spin on an overdue slot.
+            Ok(None) => BACKPRESSURE_RECHECK.min(cfg.scheduler_tick),
+            Ok(Some(_)) => {
                 backoff = Duration::from_millis(100);
                 match schedule::next_due_in(&state.db).await {
                     Ok(Some(d)) => d.min(cfg.scheduler_tick),
@@ -47,7 +52,8 @@ pub async fn run_scheduler(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-/// One tick. `Some(true)` = the tick was full (more may be due right now).
+/// One tick. `Some(true)` = the tick was full (more may be due right now); `None` = held
+/// back by queue depth.
 async fn scheduler_pass(state: &AppState) -> anyhow::Result<Option<bool>> {
     let cfg = &state.config.protocol;
     let depth = state.queue.depth().await?;

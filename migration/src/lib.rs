@@ -13,6 +13,7 @@ mod m20261122_000005_create_audit_events;
 mod m20261122_000006_create_api_keys;
 mod m20261122_000007_history_indexes;
 mod m20261122_000008_runs_total;
+mod m20261122_000009_drop_started_history_index;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000006_create_api_keys::Migration),
             Box::new(m20261122_000007_history_indexes::Migration),
             Box::new(m20261122_000008_runs_total::Migration),
+            Box::new(m20261122_000009_drop_started_history_index::Migration),
         ]
     }
 }

@@ -354,6 +354,44 @@ fn rss_mb(pid: i32, field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: i32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) end with ')'.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds of every process named `name` (all PostgreSQL backends, say).
+fn cpu_secs_named(name: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .map(cpu_secs)
+        .sum()
+}
+
+/// CPU seconds of api, workers (summed), Redis and PostgreSQL.
+fn cpu_split(f: &Fleet) -> [f64; 4] {
+    [
+        cpu_secs(f.api.pid()),
+        f.workers.iter().map(|(p, _)| cpu_secs(p.pid())).sum(),
+        f.redis.proc.as_ref().map_or(0.0, |p| cpu_secs(p.pid())),
+        cpu_secs_named("postgres"),
+    ]
+}
+
 fn median(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -378,6 +416,7 @@ async fn throughput(o: &Opts) {
     for &w in &o.workers {
         let (mut rates, mut api_rss, mut worker_rss, mut per_run_stmts) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut cpu: Vec<Vec<f64>> = Vec::new();
         for round in 0..o.rounds {
             let mut f = Fleet::start(o, &[]).await;
             f.add_workers(w).await;
@@ -403,6 +442,7 @@ async fn throughput(o: &Opts) {
             let t0: chrono::DateTime<chrono::Utc> = f
                 .one("SELECT min(next_sync_at) AS t FROM integrations", "t")
                 .await;
+            let cpu0 = cpu_split(&f);
             let deadline = Instant::now() + Duration::from_secs(900);
             let mut peak_api: f64 = 0.0;
             let mut peak_worker: f64 = 0.0;
@@ -451,6 +491,10 @@ async fn throughput(o: &Opts) {
                     "x",
                 )
                 .await;
+            let cpu1 = cpu_split(&f);
+            let per_run_us: Vec<f64> = (0..4)
+                .map(|k| (cpu1[k] - cpu0[k]) / n as f64 * 1e6)
+                .collect();
             assert_eq!(total, ok, "every run must succeed");
             assert_eq!(incomplete, 0);
             assert_eq!(not_rescheduled, 0, "every integration rescheduled");
@@ -458,21 +502,32 @@ async fn throughput(o: &Opts) {
             let (pa, pw) = f.peak_rss();
             eprintln!(
                 "throughput workers={w} round {}: {n} runs in {secs:.2} s = {rate:.0} runs/s \
-                 (metrics: {metric_runs:.0} runs; transactions/run {:.2}; peak RSS api {pa:.0} MB, worker {:.0} MB)",
+                 (metrics: {metric_runs:.0} runs; transactions/run {:.2}; peak RSS api {pa:.0} MB, worker {:.0} MB; \
+                 CPU µs/run api {:.0}, workers {:.0}, redis {:.0}, postgres {:.0})",
                 round + 1,
                 (xact1 - xact0) as f64 / n as f64,
                 max_of(&pw),
+                per_run_us[0],
+                per_run_us[1],
+                per_run_us[2],
+                per_run_us[3],
             );
+            cpu.push(per_run_us);
             rates.push(rate);
             api_rss.push(pa.max(peak_api));
             worker_rss.push(max_of(&pw).max(peak_worker));
             per_run_stmts.push((xact1 - xact0) as f64 / n as f64);
             f.stop().await;
         }
+        let cpu_med = |k: usize| median(&cpu.iter().map(|c| c[k]).collect::<Vec<_>>()).0;
         table.push(format!(
-            "| {w} | {n} | {rec} | {} | {} | {} | {} |",
+            "| {w} | {n} | {rec} | {} | {} | {:.0} / {:.0} / {:.0} / {:.0} | {} | {} |",
             fmt3(&rates, 0),
             fmt3(&per_run_stmts, 2),
+            cpu_med(0),
+            cpu_med(1),
+            cpu_med(2),
+            cpu_med(3),
             fmt3(&worker_rss, 0),
             fmt3(&api_rss, 0),
             n = o.integrations,
@@ -480,9 +535,9 @@ async fn throughput(o: &Opts) {
         ));
     }
     println!(
-        "| worker processes | runs | records/run | runs/s median (min–max) | PG transactions/run | worker peak RSS MB | api peak RSS MB |"
+        "| worker processes | runs | records/run | runs/s median (min–max) | PG transactions/run | CPU µs/run api / workers / Redis / PostgreSQL | worker peak RSS MB | api peak RSS MB |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for l in table {
         println!("{l}");
     }
