@@ -51,15 +51,15 @@ pub async fn claim_many(
     let ph = placeholders(3, ids.len());
     values.extend(ids.iter().map(|id| Value::from(*id)));
     // The rows are locked in id order before they are updated, so two batches that
-    // overlap (a duplicate delivery) queue instead of deadlocking.
+    // overlap (a duplicate delivery) queue instead of deadlocking. The lock takes them by
+    // primary key alone: with a status condition there, stale statistics made the planner
+    // scan every live run per batch.
     let sql = format!(
         "WITH c AS (\
            UPDATE sync_logs SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
              lease_owner = $1, worker_id = $1, lease_until = now() + ($2::double precision * interval '1 millisecond'), \
              started_at = COALESCE(started_at, now()) \
-           WHERE id IN (SELECT id FROM sync_logs WHERE id IN ({ph}) \
-                          AND (status = 'PENDING' OR (status = 'RUNNING' AND lease_until < now())) \
-                          ORDER BY id FOR UPDATE) \
+           WHERE id IN (SELECT id FROM sync_logs WHERE id IN ({ph}) ORDER BY id FOR UPDATE) \
              AND (status = 'PENDING' OR (status = 'RUNNING' AND lease_until < now())) \
            RETURNING id, integration_id, fence, claims, \"trigger\", attempt, scheduled_for, started_at) \
          SELECT c.*, i.kind, i.config, i.watermark FROM c LEFT JOIN integrations i ON i.id = c.integration_id"
