@@ -99,6 +99,15 @@ impl Dialect {
         }
     }
 
+    /// A JSON column value from the text parameter `param` (PostgreSQL parses it into
+    /// `jsonb`; SQLite stores JSON as text anyway).
+    pub fn json_from_text(self, param: &str) -> String {
+        match self {
+            Self::Postgres => format!("CAST({param} AS jsonb)"),
+            Self::Sqlite => param.to_owned(),
+        }
+    }
+
     /// Row lock for a claiming `SELECT` (PostgreSQL only; SQLite serialises writers).
     pub fn skip_locked(self) -> &'static str {
         match self {

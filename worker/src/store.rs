@@ -5,10 +5,9 @@
 //! finish transaction, after the run's fence was checked and its row locked, so a
 //! zombie worker's records never land. Unchanged rows are not touched at all.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sea_orm::{ConnectionTrait, DbErr, Value};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::connectors::SourceRecord;
@@ -16,6 +15,10 @@ use crate::db::{self, Dialect};
 
 /// Rows per multi-row statement (4 binds each: well under every driver's limit).
 const CHUNK: usize = 500;
+
+/// Stored rows read per query: the driver buffers a whole result set, so reading a
+/// large integration in one statement would hold every row twice (driver rows and map).
+const READ_CHUNK: usize = 10_000;
 
 /// What a run did to the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,7 +33,8 @@ pub struct Counts {
 /// The writes one run will make.
 #[derive(Debug, Default)]
 pub struct Plan {
-    upserts: Vec<(String, serde_json::Value, String)>,
+    /// Sorted by id, one per id.
+    upserts: Vec<SourceRecord>,
     deletes: Vec<String>,
     pub counts: Counts,
 }
@@ -41,79 +45,116 @@ impl Plan {
     }
 }
 
-/// Hex SHA-256 of the canonical JSON (serde_json orders object keys).
-pub fn content_hash(data: &serde_json::Value) -> String {
-    hex_digest(&Sha256::digest(data.to_string().as_bytes()))
+/// A stored row as change detection sees it.
+struct Stored {
+    /// `None` if the stored hash is not one this code wrote (then the row is rewritten).
+    hash: Option<[u8; 32]>,
+    deleted: bool,
 }
 
-fn hex_digest(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+/// `(external_id → hash, deleted)` of every stored row of the integration, read in
+/// id-ordered chunks so that only one chunk of driver rows is alive at a time.
+async fn stored(
+    db: &impl ConnectionTrait,
+    integration_id: Uuid,
+) -> Result<HashMap<String, Stored>, DbErr> {
+    let mut stored = HashMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let cols =
+            "SELECT external_id, content_hash, deleted_at IS NOT NULL AS deleted FROM records";
+        let rows =
+            match after.take() {
+                None => db::query(
+                    db,
+                    format!(
+                        "{cols} WHERE integration_id = $1 ORDER BY external_id LIMIT {READ_CHUNK}"
+                    ),
+                    [integration_id.into()],
+                )
+                .await?,
+                Some(last) => {
+                    db::query(
+                        db,
+                        format!(
+                            "{cols} WHERE integration_id = $1 AND external_id > $2 \
+                         ORDER BY external_id LIMIT {READ_CHUNK}"
+                        ),
+                        [integration_id.into(), last.into()],
+                    )
+                    .await?
+                }
+            };
+        let full_chunk = rows.len() == READ_CHUNK;
+        stored.reserve(rows.len());
+        for r in rows {
+            let id: String = r.try_get("", "external_id")?;
+            let hash: String = r.try_get("", "content_hash")?;
+            let row = Stored {
+                hash: hex::decode(hash)
+                    .ok()
+                    .and_then(|h| <[u8; 32]>::try_from(h).ok()),
+                deleted: r.try_get("", "deleted")?,
+            };
+            if full_chunk {
+                after = Some(id.clone());
+            }
+            stored.insert(id, row);
+        }
+        if !full_chunk {
+            return Ok(stored);
+        }
+    }
 }
 
 /// Compares the fetched records with the stored ones.
 pub async fn plan(
     db: &impl ConnectionTrait,
     integration_id: Uuid,
-    fetched: Vec<SourceRecord>,
+    mut fetched: Vec<SourceRecord>,
     full: bool,
 ) -> Result<Plan, DbErr> {
-    let rows = db::query(
-        db,
-        "SELECT external_id, content_hash, deleted_at IS NOT NULL AS deleted FROM records WHERE integration_id = $1",
-        [integration_id.into()],
-    )
-    .await?;
-    let mut stored: HashMap<String, (String, bool)> = HashMap::with_capacity(rows.len());
-    for r in rows {
-        stored.insert(
-            r.try_get("", "external_id")?,
-            (r.try_get("", "content_hash")?, r.try_get("", "deleted")?),
-        );
-    }
+    let mut stored = stored(db, integration_id).await?;
     let mut counts = Counts {
         received: i64::try_from(fetched.len()).unwrap_or(i64::MAX),
         ..Counts::default()
     };
-    // Last occurrence of an id wins; one statement must not touch a row twice.
-    let mut latest: HashMap<String, serde_json::Value> = HashMap::with_capacity(fetched.len());
-    for rec in fetched {
-        latest.insert(rec.external_id, rec.data);
-    }
-    let mut upserts = Vec::new();
-    let mut seen = HashSet::with_capacity(latest.len());
-    for (id, data) in latest {
-        let hash = content_hash(&data);
-        match stored.get(&id) {
-            Some((h, false)) if *h == hash => counts.unchanged += 1,
-            Some(_) => {
-                counts.updated += 1;
-                upserts.push((id.clone(), data, hash));
-            }
-            None => {
-                counts.inserted += 1;
-                upserts.push((id.clone(), data, hash));
-            }
+    // Last occurrence of an id wins; one statement must not touch a row twice. Reversed
+    // first, the stable sort puts the last occurrence first among equal ids, and
+    // `dedup_by` keeps the first. The id order also keeps lock acquisition deterministic
+    // between concurrent writers.
+    fetched.reverse();
+    fetched.sort_by(|a, b| a.external_id.cmp(&b.external_id));
+    fetched.dedup_by(|a, b| a.external_id == b.external_id);
+    // The changed records stay in place as the upserts; each stored row that was
+    // fetched is taken out of `stored`, so what is left there was not fetched.
+    fetched.retain(|rec| match stored.remove(&rec.external_id) {
+        Some(s) if !s.deleted && s.hash.as_ref() == Some(rec.data.content_hash()) => {
+            counts.unchanged += 1;
+            false
         }
-        seen.insert(id);
-    }
+        Some(_) => {
+            counts.updated += 1;
+            true
+        }
+        None => {
+            counts.inserted += 1;
+            true
+        }
+    });
+    fetched.shrink_to_fit();
     let mut deletes = Vec::new();
     if full {
         deletes = stored
             .into_iter()
-            .filter(|(id, (_, deleted))| !deleted && !seen.contains(id))
+            .filter(|(_, s)| !s.deleted)
             .map(|(id, _)| id)
             .collect();
+        deletes.sort();
         counts.deleted = i64::try_from(deletes.len()).unwrap_or(i64::MAX);
     }
-    // A stable order keeps lock acquisition deterministic between concurrent writers.
-    upserts.sort_by(|a, b| a.0.cmp(&b.0));
-    deletes.sort();
     Ok(Plan {
-        upserts,
+        upserts: fetched,
         deletes,
         counts,
     })
@@ -127,26 +168,29 @@ pub async fn apply(
 ) -> Result<(), DbErr> {
     let d = Dialect::of(db);
     let now = d.now();
-    for chunk in plan.upserts.chunks(CHUNK) {
+    // The records are moved into the statement's binds, so each chunk's text is freed
+    // once it is written.
+    let mut upserts = plan.upserts.into_iter().peekable();
+    while upserts.peek().is_some() {
         let mut sql = String::from(
             "INSERT INTO records (integration_id, external_id, data, content_hash, version, deleted_at, synced_at) VALUES ",
         );
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 3 + 1);
+        let mut values: Vec<Value> = Vec::with_capacity(CHUNK * 3 + 1);
         values.push(integration_id.into());
-        for (i, (id, data, hash)) in chunk.iter().enumerate() {
+        for (i, rec) in upserts.by_ref().take(CHUNK).enumerate() {
             let p = 2 + i * 3;
             if i > 0 {
                 sql.push(',');
             }
             sql.push_str(&format!(
-                "($1, ${}, ${}, ${}, 1, NULL, {now})",
-                p,
-                p + 1,
+                "($1, ${p}, {}, ${}, 1, NULL, {now})",
+                d.json_from_text(&format!("${}", p + 1)),
                 p + 2
             ));
-            values.push(id.clone().into());
-            values.push(data.clone().into());
-            values.push(hash.clone().into());
+            let hash = rec.data.content_hash_hex();
+            values.push(rec.external_id.into());
+            values.push(rec.data.into_string().into());
+            values.push(hash.into());
         }
         sql.push_str(
             " ON CONFLICT (integration_id, external_id) DO UPDATE SET data = excluded.data, \

@@ -186,13 +186,13 @@ async fn csv_reads_a_published_google_sheet_with_types() {
                 "Amount": 12.5, "Qty": 2, "Paid": true, "Order date": "2026-03-01",
                 "Updated at": "2026-03-01T09:30:00Z", "google_row_id": 1 })
     );
-    assert_eq!(f.records[1].data["Note"], Value::Null);
-    assert_eq!(f.records[1].data["Amount"], json!(7));
+    assert_eq!(f.records[1].data.to_value().unwrap()["Note"], Value::Null);
+    assert_eq!(f.records[1].data.to_value().unwrap()["Amount"], json!(7));
     assert_eq!(
-        f.records[1].data["Updated at"],
+        f.records[1].data.to_value().unwrap()["Updated at"],
         json!("2026-03-02T10:00:00+01:00")
     );
-    let dan = &f.records[2].data;
+    let dan = &f.records[2].data.to_value().unwrap();
     assert_eq!(dan["Customer"], json!("Dan \"D\" O'Neil"));
     assert_eq!(dan["Note"], json!("multi\r\nline, with comma"));
     assert_eq!(
@@ -217,9 +217,19 @@ async fn csv_with_semicolons_an_id_column_and_request_headers() {
         f.records[0].data,
         json!({ "sku": "A-1", "name": "Widget; large", "price": "1,50", "stock": 4 })
     );
-    assert_eq!(f.records[2].data["name"], json!("Gizmo \"pro\""));
-    assert_eq!(f.records[2].data["stock"], Value::Null);
-    assert!(f.records[0].data.get("google_row_id").is_none());
+    assert_eq!(
+        f.records[2].data.to_value().unwrap()["name"],
+        json!("Gizmo \"pro\"")
+    );
+    assert_eq!(f.records[2].data.to_value().unwrap()["stock"], Value::Null);
+    assert!(
+        f.records[0]
+            .data
+            .to_value()
+            .unwrap()
+            .get("google_row_id")
+            .is_none()
+    );
 
     let mut wrong = cfg;
     wrong["headers"]["X-Api-Key"] = json!("guess");
@@ -342,9 +352,12 @@ async fn sheets_with_an_api_key_reads_short_rows_as_nulls() {
                 "Home State": "SD", "Major": "Math", "Extracurricular Activity": null,
                 "google_row_id": 2 })
     );
-    assert_eq!(f.records[2].data["Major"], Value::Null);
-    assert_eq!(f.records[3].data["Major"], Value::Null);
-    assert_eq!(f.records[3].data["google_row_id"], json!(5));
+    assert_eq!(f.records[2].data.to_value().unwrap()["Major"], Value::Null);
+    assert_eq!(f.records[3].data.to_value().unwrap()["Major"], Value::Null);
+    assert_eq!(
+        f.records[3].data.to_value().unwrap()["google_row_id"],
+        json!(5)
+    );
 
     let mut wrong = cfg;
     wrong["apiKey"] = json!("AIza-wrong-key");
@@ -368,7 +381,14 @@ async fn sheets_with_a_bearer_token_and_an_id_column() {
     .await
     .unwrap();
     assert_eq!(ids(&f), ["Alexandra", "Andrew", "Anna", "Becky"]);
-    assert!(f.records[0].data.get("google_row_id").is_none());
+    assert!(
+        f.records[0]
+            .data
+            .to_value()
+            .unwrap()
+            .get("google_row_id")
+            .is_none()
+    );
     // Sheet names with `/` and quotes travel as one encoded path segment.
     let f = fetch(
         ConnectorKind::GoogleSheets,

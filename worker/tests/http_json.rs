@@ -123,6 +123,7 @@ async fn next_link_pagination_with_bearer_auth() {
     let f = fetch(cfg.clone(), None).await.unwrap();
     assert_eq!(f.records.len(), 7);
     assert_eq!(f.records[6].external_id, "7");
+    assert_eq!(f.records[6].data, item(7));
     assert!(f.full);
     let mut wrong = cfg;
     wrong["auth"]["token"] = json!("nope");
@@ -189,9 +190,12 @@ async fn each_failure_has_its_class() {
         (limited.class, limited.retry_after),
         (ErrorClass::RateLimited, Some(Duration::from_secs(7)))
     );
-    assert_eq!(
-        fetch(cfg("/garbage"), None).await.unwrap_err().class,
-        ErrorClass::SourceData
+    let garbage = fetch(cfg("/garbage"), None).await.unwrap_err();
+    assert_eq!(garbage.class, ErrorClass::SourceData);
+    assert!(
+        garbage.message.contains("is not JSON"),
+        "{}",
+        garbage.message
     );
     assert_eq!(
         fetch(cfg("/noarray"), None).await.unwrap_err().class,

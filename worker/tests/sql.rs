@@ -365,7 +365,9 @@ async fn types_are_mapped_faithfully(db: &Db) {
                 .iter()
                 .find(|r| r.external_id == "2")
                 .unwrap()
-                .data;
+                .data
+                .to_value()
+                .unwrap();
             assert_eq!(two["created"], Value::Null);
         }
     }
@@ -413,7 +415,7 @@ async fn incremental_runs_lose_no_row_at_the_limit(db: &Db) {
     .await;
     let f = fetch(&cfg, last.as_deref()).await.unwrap();
     assert_eq!(ids(&f), ["7", "1"]);
-    assert_eq!(f.records[1].data["v"], "a2");
+    assert_eq!(f.records[1].data.to_value().unwrap()["v"], "a2");
     assert_eq!(f.watermark.as_deref(), Some(wm("06").as_str()));
 
     // A tie group larger than maxRows cannot be split: a clear error, not a loop.

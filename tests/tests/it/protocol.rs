@@ -623,10 +623,7 @@ async fn a_stale_claim_cannot_finish() {
     .unwrap();
     assert!(matches!(done, Finished::Applied { .. }));
     // The zombie tries to finish with a failure and with records.
-    let rec = vec![SourceRecord {
-        external_id: "zombie".into(),
-        data: json!({ "x": 1 }),
-    }];
+    let rec = vec![SourceRecord::new("zombie", &json!({ "x": 1 }))];
     let plan = syncfleet_worker::store::plan(&env.db, id, rec, true)
         .await
         .unwrap();

@@ -402,10 +402,7 @@ impl Table {
         if self.id_index.is_none() {
             data.insert(ROW_ID_FIELD.into(), Value::from(self.row_no));
         }
-        Ok(Some(SourceRecord {
-            external_id,
-            data: Value::Object(data),
-        }))
+        Ok(Some(SourceRecord::new(external_id, &Value::Object(data))))
     }
 
     /// The records; an error if every non-blank row was bad (then the source, not the

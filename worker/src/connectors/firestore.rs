@@ -612,7 +612,8 @@ fn compare_marks(a: &str, b: &str) -> Ordering {
     a.cmp(b)
 }
 
-fn to_record(doc: Document) -> Result<SourceRecord, FetchError> {
+/// A document's id and fields.
+fn to_record(doc: Document) -> Result<(String, Map<String, Value>), FetchError> {
     let id = doc
         .name
         .rsplit('/')
@@ -645,10 +646,7 @@ fn to_record(doc: Document) -> Result<SourceRecord, FetchError> {
         "_updateTime".into(),
         doc.update_time.map_or(Value::Null, Value::String),
     );
-    Ok(SourceRecord {
-        external_id: id,
-        data: Value::Object(data),
-    })
+    Ok((id, data))
 }
 
 #[async_trait]
@@ -684,20 +682,16 @@ impl Connector for Firestore {
                 "firestore page"
             );
             for doc in documents {
-                let record = to_record(doc)?;
+                let (id, data) = to_record(doc)?;
                 if let Some(field) = &self.watermark_field
-                    && let Some(mark) = record
-                        .data
-                        .as_object()
-                        .and_then(|d| lookup(d, field))
-                        .and_then(watermark_text)
+                    && let Some(mark) = lookup(&data, field).and_then(watermark_text)
                     && watermark
                         .as_deref()
                         .is_none_or(|w| compare_marks(&mark, w) == Ordering::Greater)
                 {
                     watermark = Some(mark);
                 }
-                records.push(record);
+                records.push(SourceRecord::new(id, &Value::Object(data)));
             }
             match page.next_page_token.filter(|t| !t.is_empty()) {
                 None => {

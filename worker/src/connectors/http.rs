@@ -27,7 +27,10 @@ pub async fn send(
     if !status.is_success() {
         return Err(status_error(status, resp.headers(), url));
     }
-    let mut body = Vec::new();
+    // Sized from the announced length (bounded by the limit), so a large body is not
+    // grown by doubling: no slack capacity, no copies while it is read.
+    let announced = resp.content_length().unwrap_or(0).min(max_bytes);
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
     while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(&e, url))? {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > max_bytes {

@@ -6,12 +6,14 @@
 //! new one as the largest `watermarkPointer` value seen. Auth comes from the secret
 //! `auth` field and never appears in errors or logs.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use entity::ErrorClass;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use url::Url;
 
 use super::{
@@ -165,7 +167,8 @@ impl HttpJson {
         })
     }
 
-    async fn page(&self, ctx: &FetchContext, url: &Url) -> Result<Value, FetchError> {
+    /// One response body, as text (JSON is UTF-8).
+    async fn page(&self, ctx: &FetchContext, url: &Url) -> Result<String, FetchError> {
         self.policy
             .check_url(url)
             .map_err(|e| FetchError::new(ErrorClass::Config, e.to_string()))?;
@@ -189,13 +192,56 @@ impl HttpJson {
         };
         let max = self.c.max_response_bytes.unwrap_or(DEFAULT_MAX_BYTES);
         let body = http::send(ctx.gate.as_ref(), req, url, max).await?;
-        serde_json::from_slice(&body).map_err(|e| {
+        String::from_utf8(body).map_err(|e| {
             FetchError::new(
                 ErrorClass::SourceData,
-                format!("response from {} is not JSON: {e}", http::redact(url)),
+                format!(
+                    "response from {} is not JSON: not UTF-8 (at byte {})",
+                    http::redact(url),
+                    e.utf8_error().valid_up_to()
+                ),
             )
         })
     }
+}
+
+/// The JSON text at `pointer` (RFC 6901, as `Value::pointer` resolves it) inside the
+/// JSON text `json`, without building the document as a tree: each level on the way is
+/// read as borrowed raw slices of its children. `Ok(None)` when nothing is there;
+/// an error when a level read is not JSON (the root level covers the whole document).
+fn raw_pointer<'a>(json: &'a str, pointer: &str) -> serde_json::Result<Option<&'a str>> {
+    let mut at = json;
+    if pointer.is_empty() {
+        // Validates the document as a whole.
+        return serde_json::from_str::<&RawValue>(at).map(|r| Some(r.get()));
+    }
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        let next = match at.trim_start().as_bytes().first() {
+            Some(b'{') => serde_json::from_str::<BTreeMap<String, &RawValue>>(at)?.remove(&token),
+            Some(b'[') => {
+                let items = serde_json::from_str::<Vec<&RawValue>>(at)?;
+                array_index(&token).and_then(|i| items.get(i).copied())
+            }
+            _ => {
+                serde_json::from_str::<&RawValue>(at)?;
+                None
+            }
+        };
+        match next {
+            Some(raw) => at = raw.get(),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(at))
+}
+
+/// An array index token as `Value::pointer` accepts it (no sign, no leading zero).
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 /// `url` with query parameter `param` set to `value` (replacing any earlier value).
@@ -260,11 +306,19 @@ impl Connector for HttpJson {
                     format!("more than {max_pages} pages"),
                 ));
             }
-            let mut body = self.page(ctx, &url).await?;
-            // Move the records out of the parsed body instead of cloning them: a large
-            // page would otherwise sit in memory twice.
-            let items = match body.pointer_mut(&self.c.records_pointer).map(Value::take) {
-                Some(Value::Array(items)) => items,
+            let body = self.page(ctx, &url).await?;
+            let not_json = |e: serde_json::Error| {
+                FetchError::new(
+                    ErrorClass::SourceData,
+                    format!("response from {} is not JSON: {e}", http::redact(&url)),
+                )
+            };
+            // Each record is read from the body's text on its own and kept as compact
+            // text (see `SourceRecord`): the page never exists as one `Value` tree.
+            let items = match raw_pointer(&body, &self.c.records_pointer).map_err(not_json)? {
+                Some(raw) if raw.starts_with('[') => {
+                    serde_json::from_str::<Vec<&RawValue>>(raw).map_err(not_json)?
+                }
                 _ => {
                     return Err(FetchError::new(
                         ErrorClass::SourceData,
@@ -273,7 +327,9 @@ impl Connector for HttpJson {
                 }
             };
             let empty_page = items.is_empty();
-            for (i, item) in items.into_iter().enumerate() {
+            records.reserve(items.len());
+            for (i, raw) in items.into_iter().enumerate() {
+                let item: Value = serde_json::from_str(raw.get()).map_err(not_json)?;
                 let id = item
                     .pointer(&self.c.id_pointer)
                     .and_then(id_string)
@@ -296,24 +352,29 @@ impl Connector for HttpJson {
                 {
                     watermark = Some(mark);
                 }
-                records.push(SourceRecord {
-                    external_id: id,
-                    data: item,
-                });
+                records.push(SourceRecord::new(id, &item));
             }
+            // Pagination fields are small: read them as values.
+            let field = |pointer: &str| -> Result<Option<Value>, FetchError> {
+                raw_pointer(&body, pointer)
+                    .and_then(|raw| raw.map(serde_json::from_str).transpose())
+                    .map_err(not_json)
+            };
             let next = match &self.c.pagination {
                 None => None,
-                Some(Pagination::NextLink { pointer }) => match body.pointer(pointer) {
-                    Some(Value::String(s)) if !s.is_empty() => Some(url.join(s).map_err(|_| {
-                        FetchError::new(
-                            ErrorClass::SourceData,
-                            format!("next link `{s}` is not a URL"),
-                        )
-                    })?),
+                Some(Pagination::NextLink { pointer }) => match field(pointer)? {
+                    Some(Value::String(s)) if !s.is_empty() => {
+                        Some(url.join(&s).map_err(|_| {
+                            FetchError::new(
+                                ErrorClass::SourceData,
+                                format!("next link `{s}` is not a URL"),
+                            )
+                        })?)
+                    }
                     _ => None,
                 },
-                Some(Pagination::Cursor { pointer, param }) => body
-                    .pointer(pointer)
+                Some(Pagination::Cursor { pointer, param }) => field(pointer)?
+                    .as_ref()
                     .and_then(id_string)
                     .map(|cursor| with_param(&url, param, &cursor)),
                 Some(Pagination::Page { param, start, .. }) => {
@@ -330,5 +391,64 @@ impl Connector for HttpJson {
             full: !incremental,
             watermark,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::json;
+
+    use super::*;
+
+    /// `raw_pointer` finds what `Value::pointer` finds, as text.
+    #[test]
+    fn raw_pointer_resolves_like_value_pointer() {
+        let doc = json!({
+            "data": { "items": [{ "id": 1 }, { "id": 2 }], "a/b": { "m~n": [10, [20, 21]] } },
+            "links": { "next": "/p2", "none": null },
+            "list": [[{ "x": "y" }]],
+            "": { "": 0 }
+        });
+        // Whitespace and escapes as a server may send them.
+        let text = format!("  {}\n", serde_json::to_string_pretty(&doc).unwrap());
+        for pointer in [
+            "",
+            "/data",
+            "/data/items",
+            "/data/items/1",
+            "/data/items/1/id",
+            "/data/items/2",
+            "/data/items/01",
+            "/data/items/+1",
+            "/data/items/x",
+            "/data/a~1b/m~0n/1/0",
+            "/data/a~1b/m~0n/1/0/deeper",
+            "/links/next",
+            "/links/none",
+            "/links/missing",
+            "/list/0/0/x",
+            "/",
+            "//",
+            "/nope/deeper",
+        ] {
+            let raw = raw_pointer(&text, pointer).unwrap();
+            let parsed: Option<Value> = raw.map(|r| serde_json::from_str(r).unwrap());
+            assert_eq!(parsed.as_ref(), doc.pointer(pointer), "{pointer}");
+        }
+    }
+
+    #[test]
+    fn raw_pointer_refuses_what_is_not_json() {
+        for text in [
+            "<html>",
+            r#"{"items": [1,]}"#,
+            r#"{"items": []} trailing"#,
+            "",
+        ] {
+            assert!(raw_pointer(text, "/items").is_err(), "{text}");
+        }
+        // Siblings of the path are checked too.
+        assert!(raw_pointer(r#"{"items": [], "other": [nope]}"#, "/items").is_err());
     }
 }

@@ -9,6 +9,7 @@ pub mod firestore;
 pub mod google_sheets;
 pub mod http;
 pub mod http_json;
+mod record;
 pub mod sql;
 pub mod synthetic;
 
@@ -19,12 +20,7 @@ use entity::{ConnectorKind, ErrorClass};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// One record as the source reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SourceRecord {
-    pub external_id: String,
-    pub data: Value,
-}
+pub use record::{RecordJson, SourceRecord};
 
 /// The result of a successful fetch.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -129,9 +129,11 @@ impl Connector for Synthetic {
             return Err(err);
         }
         let records = (0..self.records)
-            .map(|i| SourceRecord {
-                external_id: format!("syn-{i}"),
-                data: json!({ "id": i, "name": format!("item {i}"), "value": i * 7 % 100 }),
+            .map(|i| {
+                SourceRecord::new(
+                    format!("syn-{i}"),
+                    &json!({ "id": i, "name": format!("item {i}"), "value": i * 7 % 100 }),
+                )
             })
             .collect();
         Ok(Fetched {

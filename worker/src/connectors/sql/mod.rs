@@ -438,10 +438,7 @@ impl Collector<'_> {
             _ => None,
         };
         self.rows.push(Row {
-            record: SourceRecord {
-                external_id,
-                data: Value::Object(data),
-            },
+            record: SourceRecord::new(external_id, &Value::Object(data)),
             watermark,
         });
         Ok(())
