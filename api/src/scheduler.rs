@@ -82,20 +82,18 @@ async fn scheduler_pass(state: &AppState) -> anyhow::Result<Option<bool>> {
 /// Reaper, re-enqueuer, repair, queue hygiene and gauges, every reaper period.
 pub async fn run_maintenance(state: AppState, shutdown: CancellationToken) {
     let cfg = state.config.protocol.clone();
-    let mut pass_no: u64 = 0;
     loop {
         tokio::select! {
             () = tokio::time::sleep(cfg.reaper_period) => {}
             () = shutdown.cancelled() => return,
         }
-        pass_no += 1;
-        if let Err(e) = maintenance_pass(&state, pass_no).await {
+        if let Err(e) = maintenance_pass(&state).await {
             tracing::warn!(error = %e, "maintenance pass failed");
         }
     }
 }
 
-async fn maintenance_pass(state: &AppState, pass_no: u64) -> anyhow::Result<()> {
+async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
     let cfg = &state.config.protocol;
     let r = reaper::pass(
         &state.db,
@@ -125,12 +123,11 @@ async fn maintenance_pass(state: &AppState, pass_no: u64) -> anyhow::Result<()> 
     if r.repaired > 0 {
         state.scheduler_wake.notify_one();
     }
-    // Queue hygiene about once a minute of passes.
-    if pass_no % 6 == 1 {
-        let removed = state.queue.cleanup(cfg.queue_retention).await?;
-        if removed > 0 {
-            tracing::debug!(removed, "queue cleanup");
-        }
+    // Queue hygiene every pass: each scans a bounded slice of the finished set and the
+    // next pass continues there, so a large backlog is worked through in passes.
+    let removed = state.queue.cleanup(cfg.queue_retention).await?;
+    if removed > 0 {
+        tracing::debug!(removed, "queue cleanup");
     }
     Ok(())
 }

@@ -262,7 +262,15 @@ async fn cleanup_redis_set(
     let mut c = conn.clone();
     let script = redis::Script::new(CLEANUP_LUA);
     let set_key = format!("{name}:{set}");
-    let mut cursor: u64 = 0;
+    // The scan resumes where the previous call stopped (the cursor is kept in Redis, so
+    // every API replica shares it): restarting at 0 would revisit the same young entries
+    // on every pass and never reach old ones behind them in a large set.
+    let cursor_key = format!("{name}:cleanup-cursor:{set}");
+    let mut cursor: u64 = redis::cmd("GET")
+        .arg(&cursor_key)
+        .query_async::<Option<u64>>(&mut c)
+        .await?
+        .unwrap_or(0);
     let mut removed = 0u64;
     // At most 200 × 500 ids per call; the next call continues.
     for _ in 0..200 {
@@ -290,5 +298,10 @@ async fn cleanup_redis_set(
             break;
         }
     }
+    let _: () = redis::cmd("SET")
+        .arg(&cursor_key)
+        .arg(cursor)
+        .query_async(&mut c)
+        .await?;
     Ok(removed)
 }

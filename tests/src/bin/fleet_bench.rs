@@ -783,8 +783,12 @@ async fn footprint(o: &Opts) {
         }
     }
     // Stop scheduling, let the queue drain.
-    f.exec("UPDATE integrations SET sync_enabled = false, health = 'paused', next_sync_at = NULL")
-        .await;
+    // Rows locked in id order, as the workers' batched finishes lock them.
+    f.exec(
+        "UPDATE integrations SET sync_enabled = false, health = 'paused', next_sync_at = NULL \
+         WHERE id IN (SELECT id FROM integrations ORDER BY id FOR UPDATE)",
+    )
+    .await;
     loop {
         let live: i64 = f
             .one(
@@ -807,8 +811,21 @@ async fn footprint(o: &Opts) {
             "b",
         )
         .await;
-    // Past the retention window plus one hygiene pass (every 6 maintenance passes).
-    tokio::time::sleep(Duration::from_millis(o.retention_ms) + Duration::from_secs(16)).await;
+    // Past the retention window, then until the hygiene passes stop finding anything
+    // (each pass scans a bounded slice of the finished set; at most 5 minutes).
+    tokio::time::sleep(Duration::from_millis(o.retention_ms)).await;
+    let drained_at = Instant::now();
+    let mut last = f.redis_used_memory().await;
+    let mut settle_secs = 0.0;
+    while drained_at.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let now = f.redis_used_memory().await;
+        if now >= last {
+            settle_secs = drained_at.elapsed().as_secs_f64();
+            break;
+        }
+        last = now;
+    }
     let redis_after = f.redis_used_memory().await;
     let (idle2_api, idle2_workers) = f.rss();
     f.stop().await;
@@ -835,7 +852,7 @@ async fn footprint(o: &Opts) {
         bytes as f64 / runs as f64 * 1e6 / 1_048_576.0
     );
     println!(
-        "| Redis used_memory idle / after {runs} runs / after retention | {:.2} / {:.2} / {:.2} MB |",
+        "| Redis used_memory idle / after {runs} runs / after retention | {:.2} / {:.2} / {:.2} MB (settled {settle_secs:.0} s after the retention window) |",
         mb(redis_idle),
         mb(redis_loaded),
         mb(redis_after)
