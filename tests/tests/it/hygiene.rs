@@ -71,3 +71,54 @@ async fn cleanup_removes_finished_tasks_only() {
     assert_eq!(metas.len(), 1, "{metas:?}");
     app.stop().await;
 }
+
+/// A finished set larger than one pass's budget is worked through across passes: each
+/// pass resumes the scan where the last one stopped instead of revisiting the young
+/// entries at the start of the set forever.
+#[tokio::test]
+async fn cleanup_works_through_a_large_backlog_across_passes() {
+    let Some(env) = test_env().await else { return };
+    let queue = syncfleet_worker::Queue::redis(&env.redis_url, &env.prefix, Duration::from_secs(5))
+        .await
+        .expect("queue");
+    let mut r = env.redis().await;
+    let now: Vec<String> = redis::cmd("TIME").query_async(&mut r).await.expect("time");
+    let now: i64 = now[0].parse().expect("secs");
+    let done_key = format!("{}:sync:done", env.prefix);
+    // 150,000 finished entries, one in five old enough to go (one pass scans ~100,000).
+    let (total, old_every) = (150_000usize, 5usize);
+    for chunk in (0..total).collect::<Vec<_>>().chunks(5_000) {
+        let mut p = redis::pipe();
+        for &i in chunk {
+            let id = format!("t{i:06}");
+            let done_at = if i % old_every == 0 {
+                now - 10_000
+            } else {
+                now
+            };
+            p.cmd("SADD").arg(&done_key).arg(&id).ignore();
+            p.cmd("HSET")
+                .arg(format!("{}:sync:meta:{id}", env.prefix))
+                .arg("done_at")
+                .arg(done_at)
+                .ignore();
+        }
+        let () = p.query_async(&mut r).await.expect("seed");
+    }
+    let retention = Duration::from_secs(3600);
+    let mut removed = 0;
+    for _ in 0..3 {
+        removed += queue.cleanup(retention).await.expect("cleanup");
+    }
+    assert_eq!(removed as usize, total / old_every, "every old entry goes");
+    let left: i64 = redis::cmd("SCARD")
+        .arg(&done_key)
+        .query_async(&mut r)
+        .await
+        .expect("scard");
+    assert_eq!(
+        left as usize,
+        total - total / old_every,
+        "young entries stay"
+    );
+}
