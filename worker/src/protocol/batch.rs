@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use entity::{ConnectorKind, HealthState, Trigger};
+use entity::{ConnectorKind, Trigger};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, TransactionSession, TransactionTrait, Value,
 };
@@ -129,8 +129,8 @@ pub async fn finish_many<C: ConnectionTrait + TransactionTrait>(
     let rows = db::query(
         &txn,
         format!(
-            "SELECT id, retry_count, max_retries, sync_interval_secs, sync_enabled, health, followup_requested \
-             FROM integrations WHERE id IN ({}) ORDER BY id FOR UPDATE",
+            "SELECT id, {} FROM integrations WHERE id IN ({}) ORDER BY id FOR UPDATE",
+            finish::STATE_COLUMNS,
             placeholders(1, iids.len())
         ),
         iids.iter().map(|id| Value::from(*id)),
@@ -139,18 +139,7 @@ pub async fn finish_many<C: ConnectionTrait + TransactionTrait>(
     let mut states: HashMap<Uuid, IntegrationState> = HashMap::with_capacity(rows.len());
     for i in rows {
         let id: Uuid = i.try_get("", "id")?;
-        states.insert(
-            id,
-            IntegrationState {
-                id,
-                retry_count: i.try_get("", "retry_count")?,
-                max_retries: i.try_get("", "max_retries")?,
-                interval_secs: i.try_get("", "sync_interval_secs")?,
-                sync_enabled: i.try_get("", "sync_enabled")?,
-                health: i.try_get::<HealthState>("", "health")?,
-                followup_requested: i.try_get("", "followup_requested")?,
-            },
-        );
+        states.insert(id, finish::state_of(id, &i)?);
     }
 
     // 2. The fence check of every run, which also locks the run rows until commit.
@@ -168,18 +157,12 @@ pub async fn finish_many<C: ConnectionTrait + TransactionTrait>(
         let r = &reqs[k];
         let c = r.report.plan.counts;
         let p = n * COLS;
-        tuples.push(format!(
-            "(${}::uuid, ${}::bigint, ${}::text, ${}::bigint, ${}::bigint, ${}::bigint, ${}::bigint, ${}::bigint, ${}::text, ${}::text)",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7,
-            p + 8,
-            p + 9,
-            p + 10
+        tuples.push(typed_tuple(
+            p,
+            &[
+                "uuid", "bigint", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "text",
+                "text",
+            ],
         ));
         values.extend([
             r.fence.run_id.into(),
@@ -255,7 +238,7 @@ pub async fn finish_many<C: ConnectionTrait + TransactionTrait>(
             for &k in &wipe {
                 if let Some(n) = deleted.get(&reqs[k].fence.integration_id) {
                     let p = values.len();
-                    tuples.push(format!("(${}::uuid, ${}::bigint)", p + 1, p + 2));
+                    tuples.push(typed_tuple(p, &["uuid", "bigint"]));
                     values.extend([reqs[k].fence.run_id.into(), (*n).into()]);
                 }
             }
@@ -283,17 +266,11 @@ pub async fn finish_many<C: ConnectionTrait + TransactionTrait>(
         };
         let d = policy::decide(retry, state, r.outcome);
         let p = n * ICOLS;
-        tuples.push(format!(
-            "(${}::uuid, ${}::int, ${}::boolean, ${}::text, ${}::text, ${}::bigint, ${}::boolean, ${}::text, ${}::text)",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7,
-            p + 8,
-            p + 9
+        tuples.push(typed_tuple(
+            p,
+            &[
+                "uuid", "int", "boolean", "text", "text", "bigint", "boolean", "text", "text",
+            ],
         ));
         values.extend([
             r.fence.integration_id.into(),
@@ -348,6 +325,16 @@ pub async fn finish_many<C: ConnectionTrait + TransactionTrait>(
         };
     }
     Ok(out)
+}
+
+/// `($p+1::t1, $p+2::t2, …)`: one row of a typed `VALUES` list.
+fn typed_tuple(p: usize, types: &[&str]) -> String {
+    let cols: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(k, t)| format!("${}::{t}", p + k + 1))
+        .collect();
+    format!("({})", cols.join(", "))
 }
 
 fn placeholders(first: usize, n: usize) -> String {

@@ -78,26 +78,13 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
 
     // 1. The integration's row first (the fleet-wide lock order is integration, then
     //    run). Gone means deleted while running: its runs went with it.
-    let rows = super::lock_integration(
-        &txn,
-        f.integration_id,
-        "retry_count, max_retries, sync_interval_secs, sync_enabled, health, followup_requested",
-    )
-    .await?;
+    let rows = super::lock_integration(&txn, f.integration_id, STATE_COLUMNS).await?;
     let Some(i) = rows.first() else {
         txn.rollback().await?;
         return Ok(Finished::Stale);
     };
     let integration_id = f.integration_id;
-    let state = IntegrationState {
-        id: integration_id,
-        retry_count: i.try_get("", "retry_count")?,
-        max_retries: i.try_get("", "max_retries")?,
-        interval_secs: i.try_get("", "sync_interval_secs")?,
-        sync_enabled: i.try_get("", "sync_enabled")?,
-        health: i.try_get::<HealthState>("", "health")?,
-        followup_requested: i.try_get("", "followup_requested")?,
-    };
+    let state = state_of(integration_id, i)?;
 
     // 2. The fence check, which also locks the run row until commit: after it, nobody
     //    can claim this run again before our writes are visible.
@@ -222,6 +209,26 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
         disabled: decision.disabled_now,
         counts,
         duration_ms,
+    })
+}
+
+/// The columns of an integration the policy decides from (as `lock_integration` reads them).
+pub(crate) const STATE_COLUMNS: &str =
+    "retry_count, max_retries, sync_interval_secs, sync_enabled, health, followup_requested";
+
+/// An integration's state from a row holding [`STATE_COLUMNS`].
+pub(crate) fn state_of(
+    id: uuid::Uuid,
+    i: &sea_orm::QueryResult,
+) -> Result<IntegrationState, DbErr> {
+    Ok(IntegrationState {
+        id,
+        retry_count: i.try_get("", "retry_count")?,
+        max_retries: i.try_get("", "max_retries")?,
+        interval_secs: i.try_get("", "sync_interval_secs")?,
+        sync_enabled: i.try_get("", "sync_enabled")?,
+        health: i.try_get::<HealthState>("", "health")?,
+        followup_requested: i.try_get("", "followup_requested")?,
     })
 }
 
