@@ -766,4 +766,35 @@ async fn a_batched_finish_refuses_stale_claims_run_by_run() {
     };
     assert_eq!(live(ids[0]).await, 1, "the stale claim deleted nothing");
     assert_eq!(live(ids[1]).await, 0);
+
+    // The stale and the live claim of one run in the same batch: only the live one lands.
+    let out = finish_many(
+        &env.db,
+        RetryPolicy::default(),
+        &[
+            FinishReq {
+                fence: a0.fence,
+                outcome: Outcome::Failure(entity::ErrorClass::Transient),
+                report: RunReport::default(),
+            },
+            FinishReq {
+                fence: b0.fence,
+                outcome: Outcome::Success,
+                report: full_empty(),
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out[0], Finished::Stale);
+    assert!(matches!(out[1], Finished::Applied { .. }), "{:?}", out[1]);
+    let r0 = &runs(&env.db, ids[0]).await[0];
+    assert_eq!(
+        (r0.status.as_str(), r0.fence, r0.worker_id.as_deref()),
+        ("SUCCESS", 2, Some("worker-b"))
+    );
+    assert_eq!(
+        state(&env.db, ids[0]).await,
+        (true, "healthy".to_owned(), 0)
+    );
 }

@@ -188,22 +188,24 @@ pub async fn finish_many<C: ConnectionTrait + TransactionTrait>(
                records_deleted = v.rd, error_class = v.ec, error_message = v.em \
              FROM (VALUES {}) AS v(id, fence, status, rc, ri, ru, rn, rd, ec, em) \
              WHERE s.id = v.id AND s.fence = v.fence AND s.status = 'RUNNING' \
-             RETURNING s.id, s.duration_ms",
+             RETURNING s.id, s.fence, s.duration_ms",
             tuples.join(", ")
         ),
         values,
     )
     .await?;
-    let mut durations: HashMap<Uuid, i64> = HashMap::with_capacity(fenced.len());
+    // Keyed by (run, fence): a stale and a live claim of one run may share a batch.
+    let mut durations: HashMap<(Uuid, i64), i64> = HashMap::with_capacity(fenced.len());
     for r in &fenced {
         durations.insert(
-            r.try_get("", "id")?,
+            (r.try_get("", "id")?, r.try_get("", "fence")?),
             r.try_get::<Option<i64>>("", "duration_ms")?.unwrap_or(0),
         );
     }
+    let key = |k: usize| (reqs[k].fence.run_id, reqs[k].fence.fence);
     let applied: Vec<usize> = live
         .into_iter()
-        .filter(|&k| durations.contains_key(&reqs[k].fence.run_id))
+        .filter(|&k| durations.contains_key(&key(k)))
         .collect();
     if applied.is_empty() {
         txn.rollback().await?;
@@ -321,7 +323,10 @@ pub async fn finish_many<C: ConnectionTrait + TransactionTrait>(
             status: finish::status_of(r.outcome),
             disabled: d.disabled_now,
             counts,
-            duration_ms: durations.get(&r.fence.run_id).copied().unwrap_or(0),
+            duration_ms: durations
+                .get(&(r.fence.run_id, r.fence.fence))
+                .copied()
+                .unwrap_or(0),
         };
     }
     Ok(out)
