@@ -89,7 +89,7 @@ impl Engine {
         self.run_claimed(c).instrument(span).await
     }
 
-    async fn run_claimed(&self, c: Claim) -> Result<(), DbErr> {
+    async fn run_claimed(&self, mut c: Claim) -> Result<(), DbErr> {
         if c.claims == 1 {
             let lag = (c.started_at - c.scheduled_for).num_milliseconds().max(0);
             self.metrics.scheduler_lag.observe(lag as f64 / 1000.0);
@@ -114,14 +114,16 @@ impl Engine {
             return Ok(());
         }
         self.track(c.fence, true);
-        let result = self.run_tracked(&c).await;
+        // The integration read with the claim moves into the run instead of being copied.
+        let loaded = c.source.take();
+        let result = self.run_tracked(&c, loaded).await;
         self.track(c.fence, false);
         result
     }
 
-    async fn run_tracked(&self, c: &Claim) -> Result<(), DbErr> {
-        let source = match &c.source {
-            Some(s) => s.clone(),
+    async fn run_tracked(&self, c: &Claim, loaded: Option<Option<Source>>) -> Result<(), DbErr> {
+        let source = match loaded {
+            Some(s) => s,
             None => {
                 let rows = db::query(
                     &self.db,
