@@ -28,7 +28,7 @@ use super::claim::{Claim, Source};
 use super::finish::{self, Finished, Guard, RunReport};
 use super::policy::{self, IntegrationState, Outcome, RetryPolicy};
 use crate::config::ms;
-use crate::db;
+use crate::db::{self, Dialect};
 use crate::store::Counts;
 
 /// Most runs in one batched statement (bounded well below the bind-parameter limit).
@@ -54,14 +54,14 @@ pub async fn claim_many(
     // overlap (a duplicate delivery) queue instead of deadlocking. The lock takes them by
     // primary key alone: with a status condition there, stale statistics made the planner
     // scan every live run per batch.
+    let claim = super::claim::claim_sql(
+        Dialect::Postgres,
+        &format!("id IN (SELECT id FROM sync_logs WHERE id IN ({ph}) ORDER BY id FOR UPDATE)"),
+        "$1",
+        "$2",
+    );
     let sql = format!(
-        "WITH c AS (\
-           UPDATE sync_logs SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
-             lease_owner = $1, worker_id = $1, lease_until = now() + ($2::double precision * interval '1 millisecond'), \
-             started_at = COALESCE(started_at, now()) \
-           WHERE id IN (SELECT id FROM sync_logs WHERE id IN ({ph}) ORDER BY id FOR UPDATE) \
-             AND (status = 'PENDING' OR (status = 'RUNNING' AND lease_until < now())) \
-           RETURNING id, integration_id, fence, claims, \"trigger\", attempt, scheduled_for, started_at) \
+        "WITH c AS ({claim}) \
          SELECT c.*, i.kind, i.config, i.watermark FROM c LEFT JOIN integrations i ON i.id = c.integration_id"
     );
     let rows = db::query(db, sql, values).await?;

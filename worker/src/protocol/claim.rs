@@ -35,6 +35,20 @@ pub struct Source {
     pub watermark: Option<String>,
 }
 
+/// The claim's compare-and-set over the runs selected by `target`: a PENDING run, or a
+/// RUNNING one whose lease expired, becomes RUNNING for `owner` with the next fence.
+/// `owner` and `lease_ms` are placeholders. Shared by the single and the batched claim.
+pub(crate) fn claim_sql(d: Dialect, target: &str, owner: &str, lease_ms: &str) -> String {
+    let now = d.now();
+    format!(
+        "UPDATE sync_logs SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
+         lease_owner = {owner}, worker_id = {owner}, lease_until = {until}, started_at = COALESCE(started_at, {now}) \
+         WHERE {target} AND (status = 'PENDING' OR (status = 'RUNNING' AND lease_until < {now})) \
+         RETURNING id, integration_id, fence, claims, \"trigger\", attempt, scheduled_for, started_at",
+        until = d.now_plus_ms(lease_ms),
+    )
+}
+
 /// Claims `run_id` for `owner`: a PENDING run, or a RUNNING one whose lease expired.
 /// `None` means someone else holds it or it is finished: a duplicate delivery.
 pub async fn claim(
@@ -43,15 +57,7 @@ pub async fn claim(
     owner: &str,
     lease: Duration,
 ) -> Result<Option<Claim>, DbErr> {
-    let d = Dialect::of(db);
-    let now = d.now();
-    let sql = format!(
-        "UPDATE sync_logs SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
-         lease_owner = $2, worker_id = $2, lease_until = {until}, started_at = COALESCE(started_at, {now}) \
-         WHERE id = $1 AND (status = 'PENDING' OR (status = 'RUNNING' AND lease_until < {now})) \
-         RETURNING integration_id, fence, claims, \"trigger\", attempt, scheduled_for, started_at",
-        until = d.now_plus_ms("$3"),
-    );
+    let sql = claim_sql(Dialect::of(db), "id = $1", "$2", "$3");
     let rows = db::query(db, sql, [run_id.into(), owner.into(), ms(lease).into()]).await?;
     let Some(r) = rows.first() else {
         return Ok(None);
