@@ -13,6 +13,9 @@ use syncfleet_worker::{Engine, Queue, runner};
 
 /// The embedded mode's key for secrets at rest, when `SYNCFLEET_SECRET_KEY` is not set.
 pub const KEY_FILE: &str = "syncfleet.key";
+/// An API replica waits this long for a database connection before it answers 503
+/// `database_unavailable`: during an outage requests fail fast instead of hanging.
+const API_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// The key file lives beside the SQLite database file (`./syncfleet.key` by default).
 pub fn key_path_for(db_url: &str) -> std::path::PathBuf {
@@ -143,7 +146,8 @@ pub async fn run_standalone(
         .as_ref()
         .map_or(DEFAULT_SQLITE_URL, |u| u.expose())
         .to_owned();
-    let db = db::connect(&url, 8)
+    let pool = db::Pool::new("standalone", 8).protocol(config.protocol.lease);
+    let db = db::connect(&url, pool)
         .await
         .with_context(|| "cannot open the database (DATABASE_URL)")?;
     Migrator::up(&db, None)
@@ -175,7 +179,10 @@ pub async fn run_api(
     shutdown: CancellationToken,
     started: impl FnOnce(Started),
 ) -> anyhow::Result<()> {
-    let db = db::connect(config.require_database()?, 16)
+    let pool = db::Pool::new("api", 16)
+        .protocol(config.protocol.lease)
+        .acquire(API_ACQUIRE_TIMEOUT);
+    let db = db::connect(config.require_database()?, pool)
         .await
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
     db::ensure_migrated(&db).await?;
@@ -196,7 +203,8 @@ pub async fn run_api(
 pub async fn run_worker(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Claims and finishes are batched, so the pool need not grow with concurrency.
     let conns = u32::try_from((config.protocol.worker_concurrency + 4).min(16)).unwrap_or(16);
-    let db = db::connect(config.require_database()?, conns)
+    let pool = db::Pool::new("worker", conns).protocol(config.protocol.lease);
+    let db = db::connect(config.require_database()?, pool)
         .await
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
     db::ensure_migrated(&db).await?;
@@ -245,7 +253,7 @@ pub async fn run_migrate(config: Config) -> anyhow::Result<usize> {
         .as_ref()
         .map_or(DEFAULT_SQLITE_URL, |u| u.expose())
         .to_owned();
-    let db = db::connect(&url, 2)
+    let db = db::connect(&url, db::Pool::new("migrate", 2))
         .await
         .context("cannot connect to the database (DATABASE_URL)")?;
     let pending = Migrator::get_pending_migrations(&db).await?.len();
@@ -268,7 +276,7 @@ pub async fn run_rotate_key(config: Config, new_key: &str) -> anyhow::Result<u64
         None if url.starts_with("sqlite") => key_file(&key_path_for(&url))?,
         None => anyhow::bail!("SYNCFLEET_SECRET_KEY (the current key) is required"),
     };
-    let db = db::connect(&url, 2)
+    let db = db::connect(&url, db::Pool::new("rotate-key", 2))
         .await
         .context("cannot connect to the database (DATABASE_URL)")?;
     db::ensure_migrated(&db).await?;

@@ -11,15 +11,71 @@ use uuid::Uuid;
 
 use syncfleet_worker::db::{self as q, Dialect};
 
+/// How a role's pool behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool {
+    pub max_connections: u32,
+    /// Shown as `application_name` on PostgreSQL (`syncfleet-<role>:<pid>`).
+    pub role: &'static str,
+    /// The run lease, when the pool serves the run protocol: sessions then carry a
+    /// `lock_timeout` and an `idle_in_transaction_session_timeout` below it, so a frozen
+    /// process cannot hold row locks past its lease nor make others wait on them.
+    pub lease: Option<Duration>,
+    /// Longest wait for a connection: a request during a database outage fails after
+    /// this (503 `database_unavailable`) instead of hanging.
+    pub acquire: Duration,
+}
+
+impl Pool {
+    pub fn new(role: &'static str, max_connections: u32) -> Self {
+        Self {
+            max_connections,
+            role,
+            lease: None,
+            acquire: Duration::from_secs(10),
+        }
+    }
+
+    pub fn protocol(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    pub fn acquire(mut self, within: Duration) -> Self {
+        self.acquire = within;
+        self
+    }
+}
+
+/// `lock_timeout` and `idle_in_transaction_session_timeout` for a protocol pool (ms).
+pub fn session_timeouts(lease: Duration) -> (u128, u128) {
+    let lease = lease.as_millis();
+    ((lease / 4).clamp(200, 10_000), (lease / 2).max(300))
+}
+
 /// Opens a pool. SQLite gets WAL (readers never block the writer) and room for the
 /// embedded queue to share the pool.
-pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+pub async fn connect(url: &str, pool: Pool) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(url.to_owned());
-    opts.max_connections(max_connections)
+    opts.max_connections(pool.max_connections)
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(pool.acquire)
         .sqlx_logging(false);
+    if !url.starts_with("sqlite") {
+        let app = format!("syncfleet-{}:{}", pool.role, std::process::id());
+        let timeouts = pool.lease.map(session_timeouts);
+        opts.map_sqlx_postgres_opts(move |o| {
+            let o = o.application_name(&app);
+            match timeouts {
+                Some((lock, idle)) => o.options([
+                    ("lock_timeout", format!("{lock}ms")),
+                    ("idle_in_transaction_session_timeout", format!("{idle}ms")),
+                ]),
+                None => o,
+            }
+        });
+    }
     if url.starts_with("sqlite") {
         opts.map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)

@@ -36,18 +36,42 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("validation failed")]
     Validation(Vec<FieldProblem>),
+    #[error("the database is unavailable; retry shortly")]
+    DatabaseUnavailable,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
+        if is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            return Self::DatabaseUnavailable;
+        }
         let text = e.to_string();
         if text.contains("UNIQUE") || text.contains("unique") || text.contains("duplicate key") {
             return Self::Conflict("the resource conflicts with an existing one".into());
         }
         Self::Internal(e.into())
     }
+}
+
+/// A database error that says the database cannot be reached now (pool timeout, refused
+/// or dropped connection), not that the request was wrong.
+fn is_unavailable(e: &sea_orm::DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    use sea_orm::{DbErr, RuntimeErr};
+    let sqlx = match e {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(RuntimeErr::SqlxError(s))
+        | DbErr::Exec(RuntimeErr::SqlxError(s))
+        | DbErr::Query(RuntimeErr::SqlxError(s)) => s,
+        _ => return false,
+    };
+    matches!(
+        sqlx.as_ref(),
+        Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::WorkerCrashed
+    )
 }
 
 impl ApiError {
@@ -83,6 +107,11 @@ impl ApiError {
                 "validation_failed",
                 "Validation failed",
             ),
+            Self::DatabaseUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "Service unavailable",
+            ),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -94,18 +123,29 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, title) = self.parts();
-        if let Self::Internal(e) = &self {
+        // A database outage that reached here through `anyhow` is still an outage.
+        let s = match self {
+            Self::Internal(e)
+                if e.downcast_ref::<sea_orm::DbErr>()
+                    .is_some_and(is_unavailable) =>
+            {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::DatabaseUnavailable
+            }
+            other => other,
+        };
+        let (status, code, title) = s.parts();
+        if let Self::Internal(e) = &s {
             tracing::error!(error = ?e, "request failed");
         }
         let mut body = json!({
             "type": format!("https://syncfleet.dev/problems/{code}"),
             "title": title,
             "status": status.as_u16(),
-            "detail": self.to_string(),
+            "detail": s.to_string(),
             "code": code,
         });
-        if let Self::Validation(errors) = &self {
+        if let Self::Validation(errors) = &s {
             body["errors"] = json!(errors);
         }
         let mut resp = (status, Json(body)).into_response();
@@ -113,10 +153,14 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let Self::RateLimited(secs) = &self
+        if let Self::RateLimited(secs) = &s
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if matches!(s, Self::DatabaseUnavailable) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()

@@ -95,6 +95,23 @@ pub async fn run_maintenance(state: AppState, shutdown: CancellationToken) {
 
 async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
     let cfg = &state.config.protocol;
+    // Redis came back empty (restart, flush, failover to an empty replica): every entry
+    // it held is gone, so every PENDING run is pushed again now rather than after the
+    // re-enqueue timeout. Pushing is idempotent, so a false alarm costs one pass.
+    let lost = match state.queue.lost_entries().await {
+        Ok(lost) => lost,
+        Err(e) => {
+            tracing::warn!(error = %e, "queue unreachable; recovery pushes wait for it");
+            false
+        }
+    };
+    if lost {
+        let n = repush_all_pending(state).await?;
+        tracing::warn!(
+            runs = n,
+            "the queue had lost its entries; every PENDING run pushed again"
+        );
+    }
     let r = reaper::pass(
         &state.db,
         cfg.retry,
@@ -102,7 +119,7 @@ async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
         cfg.reenqueue_after,
         cfg.max_runs_per_tick,
     )
-    .await?;
+    .await;
     state.metrics.reaped_runs.inc_by(r.requeued.len() as u64);
     state.metrics.quarantined_runs.inc_by(r.quarantined);
     state.metrics.repushed_runs.inc_by(r.repushed.len() as u64);
@@ -118,6 +135,11 @@ async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
     let mut push = r.requeued;
     push.extend(r.repushed);
     if !push.is_empty() {
+        // Every producer respects the depth bound. A run held back here keeps its fresh
+        // `enqueued_at`, so the re-enqueuer offers it again after its timeout.
+        let depth = state.queue.depth().await?;
+        let room = usize::try_from(cfg.max_queue_depth.saturating_sub(depth)).unwrap_or(0);
+        push.truncate(room);
         state.queue.push(&push).await?;
     }
     if r.repaired > 0 {
@@ -130,6 +152,29 @@ async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
         tracing::debug!(removed, "queue cleanup");
     }
     Ok(())
+}
+
+/// Pushes every PENDING run last pushed before now, in chunks, up to the depth bound
+/// (the rest keep their old push time, so the re-enqueuer offers them on later passes).
+async fn repush_all_pending(state: &AppState) -> anyhow::Result<usize> {
+    let cfg = &state.config.protocol;
+    let since = reaper::db_now(&state.db).await?;
+    let mut total = 0;
+    loop {
+        let room = cfg
+            .max_queue_depth
+            .saturating_sub(state.queue.depth().await?);
+        let limit = room.min(cfg.max_runs_per_tick);
+        if limit == 0 {
+            return Ok(total);
+        }
+        let ids = reaper::pushed_before(&state.db, since, limit).await?;
+        state.queue.push(&ids).await?;
+        total += ids.len();
+        if (ids.len() as u64) < limit {
+            return Ok(total);
+        }
+    }
 }
 
 /// Run and integration gauges from the database; returns `(pending, running)`.

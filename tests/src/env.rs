@@ -208,11 +208,16 @@ impl Drop for TestEnv {
                 if let Ok(client) = redis::Client::open(redis_url.as_str())
                     && let Ok(mut c) = client.get_multiplexed_async_connection().await
                 {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{prefix}:*"))
-                        .query_async(&mut c)
-                        .await
-                        .unwrap_or_default();
+                    // Queue keys carry a hash tag: `{prefix:sync}:…`.
+                    let mut keys: Vec<String> = Vec::new();
+                    for pattern in [format!("{prefix}:*"), format!("{{{prefix}:*")] {
+                        let found: Vec<String> = redis::cmd("KEYS")
+                            .arg(pattern)
+                            .query_async(&mut c)
+                            .await
+                            .unwrap_or_default();
+                        keys.extend(found);
+                    }
                     for chunk in keys.chunks(500) {
                         let _: Result<(), _> =
                             redis::cmd("DEL").arg(chunk).query_async(&mut c).await;

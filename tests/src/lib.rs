@@ -9,6 +9,7 @@
 pub mod client;
 pub mod env;
 pub mod procs;
+pub mod proxy;
 
 pub use client::ApiClient;
 pub use env::{TestApp, TestEnv, test_env};

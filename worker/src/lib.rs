@@ -5,6 +5,7 @@
 //! delivers hints. See `protocol` for the rules every state change follows.
 
 pub mod audit;
+pub mod chaos;
 pub mod config;
 pub mod connectors;
 pub mod db;

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub reaped_runs: IntCounter,
     pub quarantined_runs: IntCounter,
     pub repushed_runs: IntCounter,
+    /// Reclaimed runs executed alone in their process.
+    pub isolated_runs: IntCounter,
     pub worker_restarts: IntCounter,
     pub rate_limit_waits: IntCounter,
     /// Runs deferred because every concurrency slot of their provider was busy.
@@ -79,6 +81,10 @@ impl Metrics {
                 "Poison runs failed as worker_lost",
             ),
             repushed_runs: counter("repushed_runs_total", "PENDING runs pushed again"),
+            isolated_runs: counter(
+                "isolated_runs_total",
+                "Reclaimed runs executed alone in their process",
+            ),
             worker_restarts: counter(
                 "worker_restarts_total",
                 "Queue worker restarts after a backend error",
@@ -113,6 +119,7 @@ impl Metrics {
             Box::new(m.reaped_runs.clone()),
             Box::new(m.quarantined_runs.clone()),
             Box::new(m.repushed_runs.clone()),
+            Box::new(m.isolated_runs.clone()),
             Box::new(m.worker_restarts.clone()),
             Box::new(m.rate_limit_waits.clone()),
             Box::new(m.provider_slot_deferrals.clone()),

@@ -21,11 +21,11 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis_redis::ConnectionManager;
 use entity::ConnectorKind;
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
 /// `requests` per `per`, with up to `burst` at once.

@@ -1,10 +1,13 @@
 //! The queue worker: apalis `WorkerBuilder` (concurrency limit, tracing, panic catching) around [`Engine::execute`], supervised.
 //!
-//! apalis-redis ends a worker's stream for good on any Redis error (a restart, a
-//! failover) and refuses a worker name reused within a heartbeat. So the supervisor
-//! rebuilds the worker under a fresh unique name, with capped backoff, until shutdown.
-//! The handler returns `Ok` for every outcome: an `Err` would make apalis-redis retry
-//! the task up to 25 times behind the run protocol's back.
+//! On Redis the worker pulls from our own backend ([`crate::queue::backend`]), whose
+//! stream rides out Redis errors, so a Redis restart no longer ends the worker. The
+//! supervisor stays for whatever else may end a worker (the embedded apalis-sqlite
+//! stream ends on a database error): it rebuilds the worker under a fresh unique name,
+//! with capped backoff, until shutdown. Runs a rebuilt worker was driving are not
+//! abandoned: each releases its claim when its future is dropped (see `engine`).
+//! The handler returns `Ok` for every outcome: a queue backend must never retry a run
+//! behind the run protocol's back.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use uuid::Uuid;
 use crate::engine::Engine;
 use crate::job::SyncJob;
 use crate::queue::Queue;
+use crate::queue::backend::{RedisBackend, Source};
 
 /// The handler: claim and run; business outcomes are written, never returned.
 async fn handle(
@@ -26,6 +30,7 @@ async fn handle(
     worker: WorkerContext,
 ) -> Result<(), BoxDynError> {
     let SyncJob::V1 { run_id } = job;
+    let _busy = engine.busy_guard();
     // Panics are caught here rather than with apalis' `catch_panic()` layer: that layer's
     // handler type is a higher-ranked fn pointer that makes the worker future fail the
     // `Send` bound of `tokio::spawn`. A panicking run stays RUNNING until its lease
@@ -84,26 +89,69 @@ macro_rules! run_one {
 pub async fn run(engine: Arc<Engine>, queue: Queue, shutdown: CancellationToken) {
     let process = process_name();
     tracing::info!(worker.process = %process, concurrency = engine.cfg.worker_concurrency, "worker starting");
+    // The heartbeat is a branch of this future, not a detached task: it lives exactly as
+    // long as the workers it vouches for.
+    let beat = heartbeat(queue.clone(), process.clone(), shutdown.clone());
+    let work = supervise(engine, queue, process, shutdown);
+    tokio::pin!(work);
+    tokio::select! {
+        () = &mut work => return,
+        // Ends only at shutdown; the drain goes on.
+        () = beat => {}
+    }
+    work.await;
+}
+
+/// This process's liveness in the queue, stamped by the queue's clock (never ours).
+async fn heartbeat(queue: Queue, process: String, shutdown: CancellationToken) {
+    let every = match &queue {
+        Queue::Redis { heartbeat, .. } => *heartbeat,
+        Queue::Sqlite { .. } => return shutdown.cancelled().await,
+    };
+    loop {
+        if let Err(e) = queue.heartbeat(&process).await {
+            tracing::debug!(error = %e, "heartbeat failed; retrying next period");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn supervise(
+    engine: Arc<Engine>,
+    queue: Queue,
+    process: String,
+    shutdown: CancellationToken,
+) {
     let mut restart: u32 = 0;
     let mut delay = Duration::from_millis(100);
     loop {
         let name = worker_name(&process, restart);
         let began = std::time::Instant::now();
         let poll = engine.cfg.poll_interval;
-        let fut = async {
-            match &queue {
-                Queue::Redis { storage, .. } => run_one!(
-                    crate::poll::every(storage.clone(), poll),
-                    name.clone(),
-                    engine,
-                    shutdown
-                ),
-                Queue::Sqlite { storage, .. } => run_one!(
-                    crate::poll::every(storage.clone(), poll),
-                    name.clone(),
-                    engine,
-                    shutdown
-                ),
+        // Everything the worker future needs is moved into it: borrowing the queue across
+        // its awaits trips rustc's higher-ranked `Send` check on the backend's closures.
+        let fut = {
+            let (engine, shutdown, name) = (engine.clone(), shutdown.clone(), name.clone());
+            let queue = queue.clone();
+            async move {
+                match queue {
+                    Queue::Redis { conn, keys, .. } => {
+                        let backend = RedisBackend::new(Source {
+                            conn,
+                            keys,
+                            busy: engine.busy(),
+                            concurrency: engine.cfg.worker_concurrency,
+                            poll,
+                        });
+                        run_one!(backend, name, engine, shutdown)
+                    }
+                    Queue::Sqlite { storage, .. } => {
+                        run_one!(crate::poll::every(storage, poll), name, engine, shutdown)
+                    }
+                }
             }
         };
         let drained = async {

@@ -1,5 +1,7 @@
 //! Liveness, readiness and Prometheus metrics.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -21,10 +23,18 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 when the database and the queue answer; 503 naming what does not.
+/// Longest a readiness probe waits for each dependency (they are asked at once).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// 200 when the database and the queue answer; 503 naming what does not. Answers within
+/// [`PROBE_TIMEOUT`] whatever is down, so a load balancer sees an answer, not a timeout.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let db = state.db.execute_unprepared("SELECT 1").await.is_ok();
-    let queue = state.queue.ping().await.is_ok();
+    let (db, queue) = tokio::join!(
+        tokio::time::timeout(PROBE_TIMEOUT, state.db.execute_unprepared("SELECT 1")),
+        tokio::time::timeout(PROBE_TIMEOUT, state.queue.ping()),
+    );
+    let db = matches!(db, Ok(Ok(_)));
+    let queue = matches!(queue, Ok(Ok(())));
     let status = if db && queue {
         StatusCode::OK
     } else {

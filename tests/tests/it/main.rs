@@ -8,6 +8,7 @@ mod cli;
 mod connectors;
 mod faults;
 mod foundation;
-mod hygiene;
 mod protocol;
+mod queue;
+mod recovery;
 mod util;

@@ -141,6 +141,7 @@ pub async fn finish_many<C: ConnectionTrait + TransactionTrait>(
         let id: Uuid = i.try_get("", "id")?;
         states.insert(id, finish::state_of(id, &i)?);
     }
+    crate::chaos::finish_stall().await;
 
     // 2. The fence check of every run, which also locks the run rows until commit.
     let live: Vec<usize> = (0..reqs.len())

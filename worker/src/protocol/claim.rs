@@ -102,3 +102,15 @@ pub async fn release(db: &impl ConnectionTrait, f: Fence) -> Result<bool, DbErr>
     .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// Counts this claim as executed alone in its process (see `engine::lease::Isolation`):
+/// if the process dies now, the run is to blame. `false` means the claim is lost.
+pub async fn mark_solo(db: &impl ConnectionTrait, f: Fence) -> Result<bool, DbErr> {
+    let r = db::exec(
+        db,
+        "UPDATE sync_logs SET solo_claims = solo_claims + 1 WHERE id = $1 AND fence = $2 AND status = 'RUNNING'",
+        [f.run_id.into(), f.fence.into()],
+    )
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

@@ -78,13 +78,21 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
 
     // 1. The integration's row first (the fleet-wide lock order is integration, then
     //    run). Gone means deleted while running: its runs went with it.
-    let rows = super::lock_integration(&txn, f.integration_id, STATE_COLUMNS).await?;
+    //    The reaper skips an integration another transaction holds (a frozen worker's
+    //    finish): it retries next pass instead of stalling every other recovery.
+    let rows = match guard {
+        Guard::Owner => super::lock_integration(&txn, f.integration_id, STATE_COLUMNS).await?,
+        Guard::LeaseExpired => {
+            super::try_lock_integration(&txn, f.integration_id, STATE_COLUMNS).await?
+        }
+    };
     let Some(i) = rows.first() else {
         txn.rollback().await?;
         return Ok(Finished::Stale);
     };
     let integration_id = f.integration_id;
     let state = state_of(integration_id, i)?;
+    crate::chaos::finish_stall().await;
 
     // 2. The fence check, which also locks the run row until commit: after it, nobody
     //    can claim this run again before our writes are visible.

@@ -35,9 +35,28 @@ pub(crate) async fn lock_integration(
     id: Uuid,
     cols: &str,
 ) -> Result<Vec<QueryResult>, sea_orm::DbErr> {
+    lock_integration_with(txn, id, cols, "FOR UPDATE").await
+}
+
+/// As [`lock_integration`], but a row another transaction holds is skipped (no rows), for
+/// recovery work that must never queue behind a stalled writer.
+pub(crate) async fn try_lock_integration(
+    txn: &impl sea_orm::ConnectionTrait,
+    id: Uuid,
+    cols: &str,
+) -> Result<Vec<QueryResult>, sea_orm::DbErr> {
+    lock_integration_with(txn, id, cols, "FOR UPDATE SKIP LOCKED").await
+}
+
+async fn lock_integration_with(
+    txn: &impl sea_orm::ConnectionTrait,
+    id: Uuid,
+    cols: &str,
+    lock: &str,
+) -> Result<Vec<QueryResult>, sea_orm::DbErr> {
     use crate::db::{self, Dialect};
     let sql = match Dialect::of(txn) {
-        Dialect::Postgres => format!("SELECT {cols} FROM integrations WHERE id = $1 FOR UPDATE"),
+        Dialect::Postgres => format!("SELECT {cols} FROM integrations WHERE id = $1 {lock}"),
         Dialect::Sqlite => format!(
             "UPDATE integrations SET retry_count = retry_count WHERE id = $1 RETURNING {cols}"
         ),

@@ -1,10 +1,15 @@
 //! Recovery: expired leases, poison runs, lost pushes and integrations without a slot.
+//! See docs/architecture.md §4.5.
 //!
 //! Runs in every API replica; each statement is a compare-and-set, so concurrent
-//! reapers cannot double-apply anything.
+//! reapers cannot double-apply anything. No step waits for a row lock: rows another
+//! transaction holds (a worker frozen inside its finish) are skipped and picked up by a
+//! later pass, so one stalled writer delays nobody else's recovery. The steps are
+//! independent: one that fails does not keep the others from running.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use entity::ErrorClass;
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
 use uuid::Uuid;
@@ -28,33 +33,47 @@ pub struct Reaped {
     pub repaired: u64,
 }
 
-/// One full recovery pass.
+/// One full recovery pass. A step that fails is logged and the others still run.
 pub async fn pass<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     retry: RetryPolicy,
     max_claims: i32,
     reenqueue_after: Duration,
     limit: u64,
-) -> Result<Reaped, DbErr> {
-    Ok(Reaped {
-        quarantined: quarantine(db, retry, max_claims).await?,
-        requeued: requeue_expired(db, max_claims).await?,
-        repushed: overdue_pending(db, reenqueue_after, limit).await?,
-        repaired: repair(db).await?,
-    })
+) -> Reaped {
+    fn or_log<T: Default>(step: &str, r: Result<T, DbErr>) -> T {
+        r.unwrap_or_else(|e| {
+            tracing::warn!(step, error = %e, "recovery step failed; the next pass retries");
+            T::default()
+        })
+    }
+    Reaped {
+        quarantined: or_log("quarantine", quarantine(db, retry, max_claims, limit).await),
+        requeued: or_log("requeue", requeue_expired(db, max_claims, limit).await),
+        repushed: or_log(
+            "re-enqueue",
+            overdue_pending(db, reenqueue_after, limit).await,
+        ),
+        repaired: or_log("repair", repair(db).await),
+    }
 }
 
-/// RUNNING runs whose lease expired and that may be claimed again become PENDING.
+/// RUNNING runs whose lease expired and that are not poison become PENDING.
 pub async fn requeue_expired(
     db: &impl ConnectionTrait,
     max_claims: i32,
+    limit: u64,
 ) -> Result<Vec<Uuid>, DbErr> {
-    let now = Dialect::of(db).now();
+    let d = Dialect::of(db);
+    let now = d.now();
     let rows = db::query(
         db,
         format!(
             "UPDATE sync_logs SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = {now} \
-             WHERE status = 'RUNNING' AND lease_until < {now} AND claims < $1 RETURNING id"
+             WHERE id IN (SELECT id FROM sync_logs WHERE status = 'RUNNING' AND lease_until < {now} \
+               AND solo_claims < $1 LIMIT {limit} {lock}) \
+             AND status = 'RUNNING' AND lease_until < {now} RETURNING id",
+            lock = d.skip_locked(),
         ),
         [max_claims.into()],
     )
@@ -62,18 +81,21 @@ pub async fn requeue_expired(
     ids(&rows, "id")
 }
 
-/// Expired runs that used up their claims are poison: fail them as `worker_lost`
-/// through the normal (fenced) finish, so they count towards disabling.
+/// Expired runs that lost their worker `max_claims` times while running alone are poison:
+/// fail them as `worker_lost` through the normal (fenced) finish, so they count towards
+/// disabling. A healthy run that only shared a process with a crash is never one.
 pub async fn quarantine<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     retry: RetryPolicy,
     max_claims: i32,
+    limit: u64,
 ) -> Result<u64, DbErr> {
     let now = Dialect::of(db).now();
     let rows = db::query(
         db,
         format!(
-            "SELECT id, fence, claims, integration_id FROM sync_logs WHERE status = 'RUNNING' AND lease_until < {now} AND claims >= $1 LIMIT 100"
+            "SELECT id, fence, claims, integration_id FROM sync_logs WHERE status = 'RUNNING' \
+             AND lease_until < {now} AND solo_claims >= $1 LIMIT {limit}"
         ),
         [max_claims.into()],
     )
@@ -88,7 +110,7 @@ pub async fn quarantine<C: ConnectionTrait + TransactionTrait>(
         let claims: i32 = r.try_get("", "claims")?;
         let report = RunReport {
             error_message: Some(format!(
-                "run lost its worker {claims} time(s); quarantined as a poison run"
+                "run lost its worker {claims} time(s), {max_claims} of them running alone; quarantined as a poison run"
             )),
             ..RunReport::default()
         };
@@ -102,11 +124,32 @@ pub async fn quarantine<C: ConnectionTrait + TransactionTrait>(
     Ok(n)
 }
 
-/// PENDING runs not pushed for `after` (crash between commit and push, Redis flushed):
-/// stamp them and return them for another push.
+/// PENDING runs not pushed for `after` (crash between commit and push, a popped entry
+/// whose worker died before claiming it): stamp them and return them for another push.
+/// Pushing a run that still has its entry changes nothing, so this never grows the queue.
 pub async fn overdue_pending(
     db: &impl ConnectionTrait,
     after: Duration,
+    limit: u64,
+) -> Result<Vec<Uuid>, DbErr> {
+    let cutoff = Dialect::of(db).now_plus_ms("$1");
+    pending_pushed_before(db, &cutoff, (-ms(after)).into(), limit).await
+}
+
+/// PENDING runs last pushed before `at` (a database-clock instant the caller read when
+/// the queue lost every entry at once): called until it returns fewer than `limit`.
+pub async fn pushed_before(
+    db: &impl ConnectionTrait,
+    at: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<Uuid>, DbErr> {
+    pending_pushed_before(db, "$1", at.into(), limit).await
+}
+
+async fn pending_pushed_before(
+    db: &impl ConnectionTrait,
+    cutoff: &str,
+    param: sea_orm::Value,
     limit: u64,
 ) -> Result<Vec<Uuid>, DbErr> {
     let d = Dialect::of(db);
@@ -117,26 +160,37 @@ pub async fn overdue_pending(
                SELECT id FROM sync_logs WHERE status = 'PENDING' AND (enqueued_at IS NULL OR enqueued_at < {cutoff}) \
                ORDER BY enqueued_at LIMIT {limit} {lock}) RETURNING id",
             now = d.now(),
-            cutoff = d.now_plus_ms("$1"),
             lock = d.skip_locked(),
         ),
         // A literal LIMIT: see `schedule::tick`.
-        [(-ms(after)).into()],
+        [param],
     )
     .await?;
     ids(&rows, "id")
 }
 
+/// The database's clock now.
+pub async fn db_now(db: &impl ConnectionTrait) -> Result<DateTime<Utc>, DbErr> {
+    let rows = db::query(db, format!("SELECT {} AS t", Dialect::of(db).now()), []).await?;
+    match rows.first() {
+        Some(r) => r.try_get("", "t"),
+        None => Err(DbErr::Custom("the clock query returned no row".into())),
+    }
+}
+
 /// An enabled, interval-driven integration with neither a live run nor a slot is
 /// scheduled at once: no integration can fall out of the schedule.
 pub async fn repair(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
-    let now = Dialect::of(db).now();
+    let d = Dialect::of(db);
+    let now = d.now();
     let r = db::exec(
         db,
         format!(
-            "UPDATE integrations SET next_sync_at = {now} WHERE sync_enabled AND next_sync_at IS NULL \
-             AND sync_interval_secs IS NOT NULL AND NOT EXISTS (SELECT 1 FROM sync_logs s \
-             WHERE s.integration_id = integrations.id AND s.status IN ('PENDING', 'RUNNING'))"
+            "UPDATE integrations SET next_sync_at = {now} WHERE id IN (SELECT id FROM integrations \
+             WHERE sync_enabled AND next_sync_at IS NULL AND sync_interval_secs IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM sync_logs s WHERE s.integration_id = integrations.id \
+             AND s.status IN ('PENDING', 'RUNNING')) {lock}) AND next_sync_at IS NULL",
+            lock = d.skip_locked(),
         ),
         [],
     )

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apalis_redis::ConnectionManager;
 use entity::ConnectorKind;
+use redis::aio::ConnectionManager;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Parses `kind=N` pairs, comma-separated (`google_sheets=4,http_json=10`).

@@ -1,15 +1,15 @@
-//! Executing one run: claim → fetch under lease renewal and timeout → finish (fenced).
+//! Executing one run: claim → (isolation) → fetch under lease renewal and timeout →
+//! finish (fenced). See docs/architecture.md §4.
 //!
 //! `execute` never fails the queue task for a business outcome; every outcome is written
 //! to the database. A database error leaves the run where the reaper finds it.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use entity::{ConnectorKind, ErrorClass, SyncStatus};
 use sea_orm::{DatabaseConnection, DbErr};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -26,8 +26,35 @@ use crate::ratelimit::{self, Limiter};
 use crate::secrets::SecretBox;
 use crate::store;
 
+mod lease;
+
+use lease::{InFlight, Isolation, Tracked, with_lease};
+
 /// Longest error message stored in a SyncLog row.
 const MAX_ERROR_LEN: usize = 2000;
+/// A run claimed this many times `max_claims` without finishing is quarantined whatever
+/// its solo claims say (a backstop; the solo count normally decides first).
+const CLAIMS_BACKSTOP: i32 = 3;
+
+/// A run's outcome, ready for its fenced finish.
+struct Prepared {
+    kind: ConnectorKind,
+    outcome: Outcome,
+    report: RunReport,
+}
+
+impl Prepared {
+    fn early(kind: ConnectorKind, outcome: Outcome, msg: String) -> Self {
+        Self {
+            kind,
+            outcome,
+            report: RunReport {
+                error_message: Some(msg),
+                ..RunReport::default()
+            },
+        }
+    }
+}
 
 /// Shared by every run of one worker process.
 pub struct Engine {
@@ -41,7 +68,19 @@ pub struct Engine {
     /// Group commit of claims and finishes (PostgreSQL); SQLite runs one by one.
     batcher: Option<Arc<Batcher>>,
     /// Claims being executed now, so a bounded shutdown can release them.
-    inflight: Mutex<HashSet<Fence>>,
+    inflight: Tracked,
+    /// Handler calls in flight (claimed or not): the queue fetches only for free slots.
+    busy: Arc<AtomicUsize>,
+    isolation: Isolation,
+}
+
+/// Counts one handler call in flight while it lives.
+pub struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Engine {
@@ -63,8 +102,21 @@ impl Engine {
             secrets,
             env,
             limiter,
-            inflight: Mutex::new(HashSet::new()),
+            inflight: Tracked::default(),
+            busy: Arc::default(),
+            isolation: Isolation::default(),
         })
+    }
+
+    /// The counter of handler calls in flight, for the queue's fetcher.
+    pub fn busy(&self) -> Arc<AtomicUsize> {
+        self.busy.clone()
+    }
+
+    /// Marks one handler call in flight until the guard drops.
+    pub fn busy_guard(&self) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(self.busy.clone())
     }
 
     /// Runs `run_id` as `owner` (the unique worker name).
@@ -94,34 +146,56 @@ impl Engine {
             let lag = (c.started_at - c.scheduled_for).num_milliseconds().max(0);
             self.metrics.scheduler_lag.observe(lag as f64 / 1000.0);
         }
-        if c.claims > self.cfg.max_claims {
-            let report = RunReport {
-                error_message: Some(format!(
-                    "claimed {} times without finishing; quarantined",
-                    c.claims
-                )),
-                ..RunReport::default()
-            };
-            self.finish(
-                c.fence,
+        if c.claims > self.cfg.max_claims * CLAIMS_BACKSTOP {
+            let msg = format!("claimed {} times without finishing; quarantined", c.claims);
+            let p = Prepared::early(
                 ConnectorKind::Synthetic,
-                c.trigger,
                 Outcome::Failure(ErrorClass::WorkerLost),
-                report,
-            )
-            .await?;
+                msg,
+            );
+            self.finish(c.fence, c.trigger, p).await?;
             self.metrics.quarantined_runs.inc();
             return Ok(());
         }
-        self.track(c.fence, true);
+        let flight = InFlight::new(&self.db, &self.inflight, c.fence);
         // The integration read with the claim moves into the run instead of being copied.
         let loaded = c.source.take();
-        let result = self.run_tracked(&c, loaded).await;
-        self.track(c.fence, false);
+        let suspect = c.claims > 1;
+        let leased = with_lease(&self.db, c.fence, self.cfg.lease, async {
+            let alone = self.isolation.enter(suspect).await;
+            if suspect {
+                self.metrics.isolated_runs.inc();
+                if !claim::mark_solo(&self.db, c.fence).await? {
+                    return Ok((alone, None));
+                }
+            }
+            let prepared = self.prepare(&c, loaded).await?;
+            Ok::<_, DbErr>((alone, prepared))
+        })
+        .await;
+        let result = match leased {
+            None => {
+                tracing::warn!("lease lost while running; abandoning without writing");
+                self.metrics.stale_finishes.inc();
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            // The integration was deleted (its runs went with it), or the claim moved on.
+            Some(Ok((_alone, None))) => Ok(()),
+            // Still alone while finishing: a crash in the finish is this run's too.
+            Some(Ok((_alone, Some(p)))) => self.finish(c.fence, c.trigger, p).await,
+        };
+        flight.done();
         result
     }
 
-    async fn run_tracked(&self, c: &Claim, loaded: Option<Option<Source>>) -> Result<(), DbErr> {
+    /// Everything between the claim and the finish: the connector, the provider's
+    /// limits, the fetch under the run timeout, and the plan of record writes.
+    async fn prepare(
+        &self,
+        c: &Claim,
+        loaded: Option<Option<Source>>,
+    ) -> Result<Option<Prepared>, DbErr> {
         let source = match loaded {
             Some(s) => s,
             None => {
@@ -148,7 +222,7 @@ impl Engine {
             watermark,
         }) = source
         else {
-            return Ok(());
+            return Ok(None);
         };
 
         // Secrets are opened here, for the connector only; nothing downstream logs them.
@@ -167,9 +241,8 @@ impl Engine {
         let config = match opened {
             Ok(c) => c,
             Err(e) => {
-                return self
-                    .end_early(c, kind, Outcome::Failure(ErrorClass::Config), e.to_string())
-                    .await;
+                let outcome = Outcome::Failure(ErrorClass::Config);
+                return Ok(Some(Prepared::early(kind, outcome, e.to_string())));
             }
         };
         let connector = match connectors::build(kind, &config, &self.env) {
@@ -180,9 +253,8 @@ impl Engine {
                     .map(|e| format!("{}: {}", e.field, e.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-                return self
-                    .end_early(c, kind, Outcome::Failure(ErrorClass::Config), msg)
-                    .await;
+                let outcome = Outcome::Failure(ErrorClass::Config);
+                return Ok(Some(Prepared::early(kind, outcome, msg)));
             }
         };
         // The provider's fleet-wide limits: wait briefly for a concurrency slot and for
@@ -190,8 +262,7 @@ impl Engine {
         // come back when the provider allows. Later requests take their own tokens
         // through the gate in the fetch context.
         let provider = ratelimit::provider_key(kind, &config, &connector.urls());
-        // Waiting in place is bounded in total (and below the lease, which is not being
-        // renewed yet); past that the run is deferred, so contending runs do not hold
+        // Waiting in place is bounded in total; past that the run is deferred, so contending runs do not hold
         // worker slots or starve each other.
         let max_inline = (self.cfg.lease / 3).min(Duration::from_secs(5));
         let began = std::time::Instant::now();
@@ -209,9 +280,11 @@ impl Engine {
                     max_inline.as_millis()
                 );
                 let wait = ratelimit::slots::retry_when_busy(max_inline);
-                return self
-                    .end_early(c, kind, Outcome::RateLimited { wait }, msg)
-                    .await;
+                return Ok(Some(Prepared::early(
+                    kind,
+                    Outcome::RateLimited { wait },
+                    msg,
+                )));
             }
             // The limiter's store is unreachable: run rather than stall the fleet.
             Err(e) => {
@@ -231,9 +304,11 @@ impl Engine {
             .await
         {
             let wait = finish::bounded_wait(e.retry_after);
-            return self
-                .end_early(c, kind, Outcome::RateLimited { wait }, e.message)
-                .await;
+            return Ok(Some(Prepared::early(
+                kind,
+                Outcome::RateLimited { wait },
+                e.message,
+            )));
         }
         let previous_runs = if connector.wants_run_count() {
             let r = db::query(
@@ -259,24 +334,8 @@ impl Engine {
             gate: Some(gate),
         };
 
-        // Lease renewal every lease/3; a lost lease cancels the run.
-        let lost = CancellationToken::new();
-        let renewer = tokio::spawn(renew_loop(
-            self.db.clone(),
-            c.fence,
-            self.cfg.lease,
-            lost.clone(),
-        ));
-        let fetched = tokio::select! {
-            r = tokio::time::timeout(self.cfg.run_timeout, connector.fetch(&ctx)) => Some(r),
-            () = lost.cancelled() => None,
-        };
-        renewer.abort();
-        let Some(fetched) = fetched else {
-            tracing::warn!("lease lost while running; abandoning without writing");
-            self.metrics.stale_finishes.inc();
-            return Ok(());
-        };
+        // The lease is renewed around all of this by `with_lease`.
+        let fetched = tokio::time::timeout(self.cfg.run_timeout, connector.fetch(&ctx)).await;
         let (outcome, report) = match fetched {
             Err(_) => (
                 Outcome::Failure(ErrorClass::Timeout),
@@ -331,17 +390,19 @@ impl Engine {
         {
             tracing::warn!(error = %e, "could not pause the provider fleet-wide");
         }
-        self.finish(c.fence, kind, c.trigger, outcome, report).await
+        Ok(Some(Prepared {
+            kind,
+            outcome,
+            report,
+        }))
     }
 
-    async fn finish(
-        &self,
-        f: Fence,
-        kind: ConnectorKind,
-        trigger: entity::Trigger,
-        outcome: Outcome,
-        report: RunReport,
-    ) -> Result<(), DbErr> {
+    async fn finish(&self, f: Fence, trigger: entity::Trigger, p: Prepared) -> Result<(), DbErr> {
+        let Prepared {
+            kind,
+            outcome,
+            report,
+        } = p;
         let res = match &self.batcher {
             // Runs with records to write keep their own transaction (see `batch`).
             Some(b) if report.plan.is_empty() => {
@@ -395,31 +456,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Ends a run before its fetch (bad config, secret that does not open, rate limit).
-    async fn end_early(
-        &self,
-        c: &Claim,
-        kind: ConnectorKind,
-        outcome: Outcome,
-        msg: String,
-    ) -> Result<(), DbErr> {
-        let report = RunReport {
-            error_message: Some(msg),
-            ..RunReport::default()
-        };
-        self.finish(c.fence, kind, c.trigger, outcome, report).await
-    }
-
-    fn track(&self, f: Fence, on: bool) {
-        if let Ok(mut set) = self.inflight.lock() {
-            if on {
-                set.insert(f);
-            } else {
-                set.remove(&f);
-            }
-        }
-    }
-
     /// Gives every in-flight claim back (bounded shutdown): they become PENDING for
     /// another worker instead of waiting for their lease to expire.
     pub async fn release_all(&self) -> usize {
@@ -439,22 +475,6 @@ impl Engine {
             }
         }
         n
-    }
-}
-
-async fn renew_loop(db: DatabaseConnection, f: Fence, lease: Duration, lost: CancellationToken) {
-    let every = (lease / 3).max(Duration::from_millis(10));
-    loop {
-        tokio::time::sleep(every).await;
-        match claim::renew(&db, f, lease).await {
-            Ok(true) => {}
-            Ok(false) => {
-                lost.cancel();
-                return;
-            }
-            // A transient database error: keep trying until the lease runs out.
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
-        }
     }
 }
 

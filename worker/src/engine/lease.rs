@@ -1,0 +1,135 @@
+//! What keeps a claimed run honest while it executes: its lease renewal, its release when
+//! its future is dropped, and the isolation of runs that have lost a worker before.
+//!
+//! All three live and die with the run's own future. The renewal is a branch of the same
+//! `select!` as the work (never a detached task), so a run whose future is dropped — a
+//! rebuilt queue worker, a bounded shutdown — stops renewing at once and its lease expires
+//! as the protocol expects; the [`InFlight`] guard then gives the claim back right away.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::protocol::Fence;
+use crate::protocol::claim;
+
+/// Runs `work` while renewing `f`'s lease every `lease / 3`; `None` when the lease was
+/// lost first (reaped, reclaimed or finished elsewhere): the caller writes nothing.
+pub async fn with_lease<T>(
+    db: &DatabaseConnection,
+    f: Fence,
+    lease: Duration,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        t = work => Some(t),
+        () = renew_until_lost(db, f, lease) => None,
+    }
+}
+
+async fn renew_until_lost(db: &DatabaseConnection, f: Fence, lease: Duration) {
+    let every = (lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        match claim::renew(db, f, lease).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            // A transient database error: keep trying until the lease runs out.
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        }
+    }
+}
+
+/// The claims this process is executing, shared with the guards that release them.
+pub type Tracked = Arc<Mutex<HashSet<Fence>>>;
+
+/// Tracks one claim while it executes. Dropped before [`InFlight::done`] — the run's
+/// future was dropped mid-flight — it releases the claim to PENDING (fenced: a claim that
+/// finished or moved on is left alone) and only then forgets it, so a bounded shutdown's
+/// `release_all` still sees it.
+pub struct InFlight {
+    db: DatabaseConnection,
+    tracked: Tracked,
+    fence: Fence,
+    armed: bool,
+}
+
+impl InFlight {
+    pub fn new(db: &DatabaseConnection, tracked: &Tracked, fence: Fence) -> Self {
+        if let Ok(mut set) = tracked.lock() {
+            set.insert(fence);
+        }
+        Self {
+            db: db.clone(),
+            tracked: tracked.clone(),
+            fence,
+            armed: true,
+        }
+    }
+
+    /// The run reached an end (finished, stale, or left for the reaper on a database error).
+    pub fn done(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let (tracked, fence) = (self.tracked.clone(), self.fence);
+        let forget = move || {
+            if let Ok(mut set) = tracked.lock() {
+                set.remove(&fence);
+            }
+        };
+        if !self.armed {
+            forget();
+            return;
+        }
+        let db = self.db.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    match claim::release(&db, fence).await {
+                        Ok(true) => tracing::warn!(sync_log.id = %fence.run_id, "run dropped mid-flight; released to PENDING"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(sync_log.id = %fence.run_id, error = %e, "release of a dropped run failed; the reaper will recover it"),
+                    }
+                    forget();
+                });
+            }
+            // No runtime left (process exit): the lease expires and the reaper recovers it.
+            Err(_) => forget(),
+        }
+    }
+}
+
+/// Runs that lost a worker before run alone in their process.
+///
+/// A run reclaimed after a lost lease may be the one that killed its last worker, or may
+/// only have shared that worker with it. So a reclaimed run ("suspect") takes this lock
+/// exclusively: nothing else runs beside it in this process, and if the process dies now
+/// the run alone is to blame — which is when it counts towards its quarantine
+/// (`solo_claims`, see [`crate::protocol::claim::mark_solo`]). Ordinary runs share the
+/// lock. tokio's `RwLock` is fair, so a waiting suspect is not starved by new runs.
+#[derive(Default)]
+pub struct Isolation(RwLock<()>);
+
+pub enum Isolated<'a> {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
+    Alone(#[allow(dead_code)] RwLockWriteGuard<'a, ()>),
+}
+
+impl Isolation {
+    pub async fn enter(&self, suspect: bool) -> Isolated<'_> {
+        if suspect {
+            Isolated::Alone(self.0.write().await)
+        } else {
+            Isolated::Shared(self.0.read().await)
+        }
+    }
+}
