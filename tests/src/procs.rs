@@ -84,6 +84,20 @@ pub fn syncfleet(role: &str, vars: &HashMap<String, String>) -> Proc {
     }
 }
 
+/// Debian's libfaketime (multithreaded variant), for a process whose wall clock is
+/// skewed: preload it with `FAKETIME=-300s`. Preloading it into our own process (rather
+/// than running the `faketime` wrapper, which forks) keeps the PID ours to signal.
+pub fn libfaketime() -> Option<PathBuf> {
+    let lib = std::fs::read_dir("/usr/lib").ok()?.flatten().find_map(|d| {
+        let p = d.path().join("faketime").join("libfaketimeMT.so.1");
+        p.exists().then_some(p)
+    });
+    lib.or_else(|| {
+        let p = PathBuf::from("/usr/lib/faketime/libfaketimeMT.so.1");
+        p.exists().then_some(p)
+    })
+}
+
 /// A private `redis-server` on a free port, for tests that stop or restart Redis.
 pub struct RedisServer {
     pub port: u16,

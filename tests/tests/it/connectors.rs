@@ -426,7 +426,7 @@ async fn provider_slots_expire_renew_and_release() {
     let mut r = env.redis().await;
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut r).await.unwrap();
     let now_ms = secs * 1000 + micros / 1000;
-    let key = format!("{}:sync:rl:slots:p", env.prefix);
+    let key = format!("{{{}:sync}}:rl:slots:p", env.prefix);
     let _: () = redis::cmd("ZADD")
         .arg(&key)
         .arg(now_ms + 400)

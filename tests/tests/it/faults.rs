@@ -379,3 +379,76 @@ async fn redis_restart_with_runs_in_flight_recovers() {
     );
     app.stop().await;
 }
+
+/// Workers whose clocks run 300 s behind and ahead keep their registration and their
+/// share of the work: nothing in the fleet's liveness uses a process's own clock (the
+/// queue stamps heartbeats with Redis `TIME`, the protocol uses the database clock).
+#[tokio::test]
+async fn clock_skewed_workers_keep_their_share() {
+    let Some(env) = test_env().await else { return };
+    let Some(lib) = procs::libfaketime() else {
+        skip_or_fail("libfaketime (Debian package `faketime`)");
+        return;
+    };
+    let lib = lib.display().to_string();
+    let app = env.spawn_app(&[]).await;
+    let mut workers = Vec::new();
+    for skew in ["+0s", "-300s", "+300s"] {
+        let port = procs::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut vars = env.vars(&[("SYNCFLEET_WORKER_LISTEN", &listen)]);
+        if skew != "+0s" {
+            vars.insert("LD_PRELOAD".into(), lib.clone());
+            vars.insert("FAKETIME".into(), skew.into());
+            // Skew the wall clock only; timers run on the real monotonic clock.
+            vars.insert("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into());
+        }
+        let p = procs::syncfleet("worker", &vars);
+        workers.push((skew, port, p));
+    }
+    for i in 0..30 {
+        app.client
+            .create(
+                &format!("s{i}"),
+                "synthetic",
+                json!({ "latencyMs": 50 }),
+                Some(1),
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let mut share = Vec::new();
+    for (skew, port, p) in &workers {
+        let runs = count(
+            &env.db,
+            "SELECT COUNT(*) FROM sync_logs WHERE status = 'SUCCESS' AND worker_id LIKE $1",
+            vec![format!("%-{}-%", p.pid()).into()],
+        )
+        .await;
+        let restarts = worker_counter(*port, "syncfleet_worker_restarts_total").await;
+        share.push((*skew, runs, restarts));
+    }
+    eprintln!("clock skew (skew, successful runs, worker restarts): {share:?}");
+    let normal = share[0].1;
+    assert!(normal > 0, "the normal worker ran nothing");
+    for (skew, runs, restarts) in &share {
+        assert_eq!(*restarts, 0, "worker at {skew} was restarted");
+        assert!(
+            *runs * 4 >= normal,
+            "worker at {skew} ran {runs} runs against {normal} for the normal one"
+        );
+    }
+    let stolen = count(
+        &env.db,
+        "SELECT COUNT(*) FROM sync_logs WHERE claims > 1",
+        vec![],
+    )
+    .await;
+    assert_eq!(stolen, 0, "a lease was stolen (no worker was killed)");
+    let queue = syncfleet_worker::Queue::redis(&env.redis_url, &env.prefix, Duration::from_secs(5))
+        .await
+        .expect("queue");
+    assert_eq!(queue.workers_alive().await.expect("alive"), 3);
+    drop(workers);
+    app.stop().await;
+}

@@ -162,26 +162,21 @@ async fn spawn_app_isolates_parallel_tests() {
         || async {
             let mut r = a.redis().await;
             let n: i64 = redis::cmd("ZCARD")
-                .arg(format!("{}:sync:scheduled", a.prefix))
+                .arg(format!("{{{}:sync}}:ready", a.prefix))
                 .query_async(&mut r)
                 .await
                 .ok()?;
-            let m: i64 = redis::cmd("LLEN")
-                .arg(format!("{}:sync:active", a.prefix))
-                .query_async(&mut r)
-                .await
-                .ok()?;
-            (n + m > 0).then_some(())
+            (n > 0).then_some(())
         },
     )
     .await;
     let mut r = b.redis().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", b.prefix))
+    let queued: i64 = redis::cmd("ZCARD")
+        .arg(format!("{{{}:sync}}:ready", b.prefix))
         .query_async(&mut r)
         .await
-        .expect("keys");
-    assert!(keys.is_empty(), "B has queue keys: {keys:?}");
+        .expect("zcard");
+    assert_eq!(queued, 0, "B's queue holds a run");
     app_a.stop().await;
     app_b.stop().await;
 }
