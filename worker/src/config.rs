@@ -1,7 +1,7 @@
 //! The time constants and limits of the run protocol.
 //!
-//! Every one of them is configurable (DESIGN §9) so that tests and benchmarks can
-//! compress time; the defaults are the production values.
+//! Every one of them is configurable (docs/architecture.md §9) so that tests and
+//! benchmarks can compress time; the defaults are the production values.
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
-//! The run protocol end to end (DESIGN §4): backoff and disable, error classes,
+//! The run protocol end to end (docs/architecture.md §4; the invariants and the tests
+//! that prove them are listed in §4.12): backoff and disable, error classes,
 //! duplicate deliveries, concurrent schedulers, missed slots, no overlap, coalescing.
 
 use std::time::Duration;

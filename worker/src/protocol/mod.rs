@@ -1,4 +1,4 @@
-//! The run protocol (DESIGN §4): schedule → claim → run → finish (fenced) → recover.
+//! The run protocol (docs/architecture.md §4): schedule → claim → run → finish (fenced) → recover.
 //!
 //! The database is the source of truth; the queue only carries "run `run_id` now" hints.
 //! Every state change here is one conditional statement or one transaction, and every

@@ -10,7 +10,7 @@ use entity::{ErrorClass, HealthState, Trigger};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-/// Backoff and disable settings (DESIGN §4, §9).
+/// Backoff and disable settings (docs/architecture.md §4.6, §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub base: Duration,
