@@ -33,12 +33,17 @@ pub fn skip_or_fail(what: &str) {
 }
 
 /// Everything one test owns.
+///
+/// A test that ends with runs PENDING or RUNNING, or with entries in its queue, fails
+/// when its `TestEnv` drops (as a job queue's own test harness should: work left behind
+/// is a bug until a test says otherwise with [`TestEnv::leaves_work`]).
 pub struct TestEnv {
     pub db_url: String,
     pub redis_url: String,
     pub prefix: String,
     pub db: DatabaseConnection,
     db_name: String,
+    leftovers: std::sync::Mutex<Option<String>>,
 }
 
 /// A fresh, migrated database and a random Redis prefix; `None` = skipped.
@@ -89,6 +94,7 @@ pub async fn test_env() -> Option<TestEnv> {
         prefix,
         db,
         db_name,
+        leftovers: std::sync::Mutex::new(None),
     })
 }
 
@@ -110,6 +116,18 @@ pub const FAST: &[(&str, &str)] = &[
 ];
 
 impl TestEnv {
+    /// Says this test means to end with live runs or queue entries (why, for the reader).
+    pub fn leaves_work(&self, why: &str) {
+        if let Ok(mut l) = self.leftovers.lock() {
+            *l = Some(why.to_owned());
+        }
+    }
+
+    /// Live runs and queue entries left now: `(pending, running, queued)`.
+    pub async fn leftovers(&self) -> (i64, i64, i64) {
+        leftovers_of(&self.db, &self.redis_url, &self.prefix).await
+    }
+
     /// The environment a syncfleet process of this test gets: isolation, then `FAST`,
     /// then `overrides`.
     pub fn vars(&self, overrides: &[(&str, &str)]) -> HashMap<String, String> {
@@ -183,8 +201,62 @@ impl TestEnv {
     }
 }
 
+async fn leftovers_of(db: &DatabaseConnection, redis_url: &str, prefix: &str) -> (i64, i64, i64) {
+    let counts = async {
+        let rows = db
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT (SELECT COUNT(*) FROM sync_logs WHERE status = 'PENDING') AS p, \
+                        (SELECT COUNT(*) FROM sync_logs WHERE status = 'RUNNING') AS r",
+            ))
+            .await
+            .ok()?;
+        let row = rows.first()?;
+        Some((
+            row.try_get::<i64>("", "p").ok()?,
+            row.try_get::<i64>("", "r").ok()?,
+        ))
+    };
+    let (p, r) = counts.await.unwrap_or((0, 0));
+    let queued = async {
+        let client = redis::Client::open(redis_url).ok()?;
+        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("ZCARD")
+            .arg(format!("{{{prefix}:sync}}:ready"))
+            .query_async::<i64>(&mut c)
+            .await
+            .ok()
+    };
+    (p, r, queued.await.unwrap_or(0))
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        let allowed = self.leftovers.lock().map(|l| l.is_some()).unwrap_or(true);
+        let left = if allowed || std::thread::panicking() {
+            None
+        } else {
+            let (db_url, redis_url, prefix) = (
+                self.db_url.clone(),
+                self.redis_url.clone(),
+                self.prefix.clone(),
+            );
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async move {
+                    let db = Database::connect(&db_url).await.ok()?;
+                    let left = leftovers_of(&db, &redis_url, &prefix).await;
+                    let _ = db.close().await;
+                    Some(left)
+                })
+            })
+            .join()
+            .ok()
+            .flatten()
+        };
         // Async cleanup from a sync Drop: a short-lived runtime on its own thread.
         let (admin, name, redis_url, prefix) = (
             database_admin_url(),
@@ -226,6 +298,14 @@ impl Drop for TestEnv {
             });
         })
         .join();
+        if let Some((pending, running, queued)) = left
+            && (pending, running, queued) != (0, 0, 0)
+        {
+            panic!(
+                "the test left work behind: {pending} PENDING and {running} RUNNING runs, {queued} queue entries \
+                 (drain it, or call `env.leaves_work(why)` if that is the point)"
+            );
+        }
     }
 }
 

@@ -44,6 +44,7 @@ fn assert_problem(v: &Value, status: u16, code: &str) {
 #[tokio::test]
 async fn create_rejects_every_invalid_input_and_writes_nothing() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("new enabled integrations are due at once and no worker runs them");
     let app = env
         .spawn_app(&[("SYNCFLEET_MIN_INTERVAL_SECS", "60")])
         .await;
@@ -174,6 +175,7 @@ async fn create_rejects_every_invalid_input_and_writes_nothing() {
 #[tokio::test]
 async fn roles_keys_and_revocation() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("new enabled integrations are due at once and no worker runs them");
     let app = env.spawn_app(&[]).await;
     let admin = &app.client;
     let (s, k) = admin
@@ -252,6 +254,7 @@ async fn roles_keys_and_revocation() {
 #[tokio::test]
 async fn update_settings_pause_resume_and_delete() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("new enabled integrations are due at once and no worker runs them");
     let app = env.spawn_app(&[]).await;
     let (wstop, wjoin) = env.spawn_worker(&[]);
     let c = &app.client;
@@ -464,6 +467,7 @@ async fn seed_runs(env: &tests::TestEnv, id: Uuid, n: usize, offset_secs: usize)
 #[tokio::test]
 async fn history_cursor_pages_have_no_gaps_or_duplicates_while_runs_arrive() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("runs keep arriving on a 1 s interval while the history is read");
     let app = env.spawn_app(&[]).await;
     let c = &app.client;
     let id = c.create("h", "synthetic", json!({}), None).await;
@@ -537,6 +541,7 @@ async fn history_cursor_pages_have_no_gaps_or_duplicates_while_runs_arrive() {
 #[tokio::test]
 async fn records_audit_and_fleet_endpoints() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("new enabled integrations are due at once and no worker runs them");
     let app = env.spawn_app(&[]).await;
     let (stop, worker) = env.spawn_worker(&[]);
     let c = &app.client;
@@ -778,6 +783,7 @@ async fn openapi_document_matches_real_responses() {
 #[tokio::test]
 async fn list_filters_search_and_pages() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("new enabled integrations are due at once and no worker runs them");
     let app = env.spawn_app(&[]).await;
     let c = &app.client;
     for i in 0..7 {

@@ -225,6 +225,7 @@ async fn ssrf_is_refused_at_save_and_at_fetch() {
 #[tokio::test]
 async fn key_rotation_re_encrypts_every_secret() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("new enabled integrations are due at once and no worker runs them");
     let app = env
         .spawn_app(&[("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true")])
         .await;
@@ -263,6 +264,7 @@ async fn key_rotation_re_encrypts_every_secret() {
 #[tokio::test]
 async fn provider_rate_limit_holds_across_worker_processes() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("interval integrations keep being scheduled until the fleet stops");
     let limits = [("SYNCFLEET_RATE_LIMITS", "synthetic=4/1s:2")];
     let app = env.spawn_app(&limits).await;
     let vars = env.vars(&limits);

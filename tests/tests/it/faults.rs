@@ -183,6 +183,7 @@ async fn zombie_worker_writes_are_fenced_off() {
 #[tokio::test]
 async fn poison_run_is_quarantined_and_its_neighbours_are_not() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("interval integrations keep being scheduled until the fleet stops");
     let app = env.spawn_app(&[]).await;
     let vars = env.vars(&[]);
     let mut neighbours = Vec::new();
@@ -282,6 +283,7 @@ async fn redis_restart_with_runs_in_flight_recovers() {
     let Some(mut env) = test_env().await else {
         return;
     };
+    env.leaves_work("interval integrations keep being scheduled until the fleet stops");
     let Some(mut redis) = RedisServer::start() else {
         skip_or_fail("redis-server (binary)");
         return;
@@ -386,6 +388,7 @@ async fn redis_restart_with_runs_in_flight_recovers() {
 #[tokio::test]
 async fn clock_skewed_workers_keep_their_share() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("interval integrations keep being scheduled until the fleet stops");
     let Some(lib) = procs::libfaketime() else {
         skip_or_fail("libfaketime (Debian package `faketime`)");
         return;

@@ -76,6 +76,9 @@ async fn constraints_enforce_one_live_run_and_one_run_per_slot() {
     .expect("sqlite");
     Migrator::up(&sqlite, None).await.expect("up");
     let pg = test_env().await;
+    if let Some(env) = &pg {
+        env.leaves_work("it inserts live runs to test the constraints");
+    }
     let mut dbs = vec![sqlite];
     if let Some(env) = &pg {
         dbs.push(env.db.clone());
@@ -139,6 +142,7 @@ async fn spawn_app_isolates_parallel_tests() {
     let (Some(a), Some(b)) = (test_env().await, test_env().await) else {
         return;
     };
+    a.leaves_work("A's run waits in A's queue: no worker runs in this test");
     assert_ne!(a.db_url, b.db_url);
     assert_ne!(a.prefix, b.prefix);
     let (app_a, app_b) = (a.spawn_app(&[]).await, b.spawn_app(&[]).await);

@@ -352,6 +352,7 @@ pub(crate) async fn insert_due(
 #[tokio::test]
 async fn three_schedulers_schedule_every_slot_exactly_once() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("it schedules runs with no worker to run them");
     let ids = insert_due(&env.db, 600, Some(60)).await;
     let mut handles = Vec::new();
     for _ in 0..3 {
@@ -474,6 +475,7 @@ async fn missed_slots_run_once_and_spread_out() {
 #[tokio::test]
 async fn no_overlap_under_four_worker_processes() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("interval integrations keep being scheduled until the fleet stops");
     let app = env.spawn_app(&[]).await;
     let vars = env.vars(&[("SYNCFLEET_WORKER_CONCURRENCY", "8")]);
     let workers: Vec<procs::Proc> = (0..4).map(|_| procs::syncfleet("worker", &vars)).collect();

@@ -29,6 +29,7 @@ fn parts(q: &Queue) -> (redis::aio::ConnectionManager, rq::Keys) {
 #[tokio::test]
 async fn a_run_has_at_most_one_queue_entry() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("it queues ids of runs that do not exist");
     let q = queue(&env).await;
     let ids: Vec<Uuid> = (0..1200).map(|_| Uuid::now_v7()).collect();
     for _ in 0..10 {
@@ -114,6 +115,7 @@ async fn an_emptied_queue_is_detected() {
 #[tokio::test]
 async fn a_flushed_queue_is_refilled_at_once() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("its runs wait in the queue: no worker runs in this test");
     // Re-enqueue timeout far beyond the test: only the epoch path can refill in time.
     let app = env
         .spawn_app(&[("SYNCFLEET_REENQUEUE_AFTER_MS", "600000")])
