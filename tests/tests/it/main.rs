@@ -8,6 +8,7 @@ mod cli;
 mod connectors;
 mod faults;
 mod foundation;
+mod gauges;
 mod hygiene;
 mod protocol;
 mod util;
