@@ -342,15 +342,33 @@ impl Connector for HttpJson {
                             ),
                         )
                     })?;
-                if let Some(mark) = self
+                if let Some((pointer, mark)) = self
                     .c
                     .watermark_pointer
                     .as_deref()
-                    .and_then(|p| item.pointer(p))
-                    .and_then(id_string)
-                    && watermark.as_deref().is_none_or(|w| mark.as_str() > w)
+                    .and_then(|p| Some((p, item.pointer(p).and_then(id_string)?)))
                 {
-                    watermark = Some(mark);
+                    let newer = match watermark.as_deref() {
+                        None => true,
+                        Some(w) => match super::watermark::compare(&mark, w) {
+                            Ok(order) => order == std::cmp::Ordering::Greater,
+                            Err((now, before)) => {
+                                return Err(FetchError::new(
+                                    ErrorClass::SourceData,
+                                    format!(
+                                        "record {i} of page {page_no}: the watermark at {pointer} is {} \
+                                         but the watermark so far is {}; a watermark must keep one type \
+                                         (number, RFC 3339 timestamp or text)",
+                                        now.describe(),
+                                        before.describe()
+                                    ),
+                                ));
+                            }
+                        },
+                    };
+                    if newer {
+                        watermark = Some(mark);
+                    }
                 }
                 records.push(SourceRecord::new(id, &item));
             }

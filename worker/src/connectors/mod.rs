@@ -12,6 +12,7 @@ pub mod http_json;
 mod record;
 pub mod sql;
 pub mod synthetic;
+pub mod watermark;
 
 use std::time::Duration;
 
