@@ -565,3 +565,107 @@ async fn watermarks_compare_in_their_own_type() {
         assert!(e.message.contains("watermark"), "{}", e.message);
     }
 }
+
+/// A server that announces an enormous `Content-Length`, sends one byte and then holds
+/// the connection open.
+async fn announcing_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                          content-length: 1000000000000000\r\n\r\n{",
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Every size and count option is bounded when the config is saved, and a response
+/// that announces more than `maxResponseBytes` fails at once: nothing is reserved from
+/// what a source announces.
+#[tokio::test]
+async fn sizes_are_bounded_and_announced_lengths_never_reserved() {
+    let base = "http://example.com/x";
+    let cfg = |extra: Value| {
+        let mut c = json!({ "url": base, "recordsPointer": "/items", "idPointer": "/id" });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    for (extra, field) in [
+        (
+            json!({ "maxResponseBytes": 1_000_000_000_000_000_000u64 }),
+            "config.maxResponseBytes",
+        ),
+        (json!({ "maxResponseBytes": 0 }), "config.maxResponseBytes"),
+        (
+            json!({ "maxPages": 1_000_000_000_000u64 }),
+            "config.maxPages",
+        ),
+        (json!({ "maxPages": 0 }), "config.maxPages"),
+        (
+            json!({ "pagination": { "type": "page", "param": "p", "start": u64::MAX } }),
+            "config.pagination",
+        ),
+        (
+            json!({ "pagination": { "type": "page", "param": "p", "size": 1_000_000_000u64, "sizeParam": "n" } }),
+            "config.pagination",
+        ),
+    ] {
+        let errs = connectors::validate(ConnectorKind::HttpJson, &cfg(extra.clone()))
+            .expect_err(&format!("{extra} accepted"));
+        assert!(errs.iter().any(|e| e.field == field), "{extra}: {errs:?}");
+    }
+    let csv = json!({ "url": base, "maxResponseBytes": 1_000_000_000_000_000_000u64 });
+    let errs = connectors::validate(ConnectorKind::Csv, &csv).unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.field == "config.maxResponseBytes"),
+        "{errs:?}"
+    );
+    for extra in [
+        json!({ "retryAfterMs": u64::MAX }),
+        json!({ "failFirst": u64::MAX }),
+    ] {
+        assert!(
+            connectors::validate(ConnectorKind::Synthetic, &extra).is_err(),
+            "synthetic {extra} accepted"
+        );
+    }
+    let mask: Vec<String> = (0..1000).map(|i| format!("f{i}")).collect();
+    assert!(
+        connectors::validate(
+            ConnectorKind::Firestore,
+            &json!({ "projectId": "p", "collection": "c", "fieldMask": mask })
+        )
+        .is_err(),
+        "a 1000-path field mask accepted"
+    );
+    // The largest allowed limit against a source announcing a petabyte: refused at
+    // once, from the headers, without waiting for (or reserving) the body.
+    let source = announcing_server().await;
+    let began = Instant::now();
+    let e = fetch(
+        json!({ "url": format!("{source}/x"), "recordsPointer": "/items", "idPointer": "/id",
+                "maxResponseBytes": 1000, "timeoutMs": 5000 }),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.class, ErrorClass::SourceData, "{}", e.message);
+    assert!(e.message.contains("1000 bytes"), "{}", e.message);
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "waited for the body"
+    );
+}

@@ -12,3 +12,4 @@ mod gauges;
 mod hygiene;
 mod protocol;
 mod util;
+mod validation;

@@ -184,12 +184,7 @@ impl Csv {
             }
         }
         http::check_timeout(c.timeout_ms, &mut errors);
-        if c.max_response_bytes == Some(0) {
-            errors.push(FieldError::new(
-                "config.maxResponseBytes",
-                "must be positive",
-            ));
-        }
+        http::check_max_bytes(c.max_response_bytes, &mut errors);
         let (Some(url), true) = (url, errors.is_empty()) else {
             return Err(errors);
         };

@@ -24,6 +24,11 @@ use crate::net::NetPolicy;
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
 const DEFAULT_MAX_PAGES: u64 = 1_000;
+const MAX_PAGES: u64 = 100_000;
+/// Page numbers start at most here (so `start + pages` cannot overflow).
+const MAX_PAGE_START: u64 = 1_000_000_000;
+/// The largest page size asked of a source.
+const MAX_PAGE_SIZE: u64 = 100_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -145,6 +150,22 @@ impl HttpJson {
             ));
         }
         http::check_timeout(c.timeout_ms, &mut errors);
+        http::check_max_bytes(c.max_response_bytes, &mut errors);
+        http::check_range("config.maxPages", c.max_pages, 1..=MAX_PAGES, &mut errors);
+        if let Some(Pagination::Page { start, size, .. }) = &c.pagination {
+            if *start > MAX_PAGE_START {
+                errors.push(FieldError::new(
+                    "config.pagination",
+                    format!("start must be at most {MAX_PAGE_START}"),
+                ));
+            }
+            if size.is_some_and(|n| !(1..=MAX_PAGE_SIZE).contains(&n)) {
+                errors.push(FieldError::new(
+                    "config.pagination",
+                    format!("size must be from 1 to {MAX_PAGE_SIZE}"),
+                ));
+            }
+        }
         for name in c.headers.keys() {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 errors.push(FieldError::new(
