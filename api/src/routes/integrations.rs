@@ -146,6 +146,10 @@ async fn protect_config(
     mut config: Value,
     stored: Option<&Value>,
 ) -> Result<Value, ApiError> {
+    // Sealing works field by field: anything but an object is refused, never stored.
+    if !config.is_object() {
+        return Err(ApiError::field("config", "must be a JSON object"));
+    }
     for url in connectors::urls(kind, &config) {
         state
             .config

@@ -116,6 +116,18 @@ impl HttpJson {
         config: &Value,
         env: Option<&ConnectorEnv>,
     ) -> Result<Self, Vec<FieldError>> {
+        // Nested structs are objects too (serde would read them from arrays).
+        for field in ["auth", "pagination"] {
+            if config
+                .get(field)
+                .is_some_and(|v| !v.is_null() && !v.is_object())
+            {
+                return Err(vec![FieldError::new(
+                    format!("config.{field}"),
+                    "must be a JSON object",
+                )]);
+            }
+        }
         let c: Config = serde_json::from_value(config.clone())
             .map_err(|e| vec![FieldError::new("config", e.to_string())])?;
         let mut errors = Vec::new();

@@ -125,6 +125,9 @@ pub fn validate(kind: ConnectorKind, config: &Value) -> Result<(), Vec<FieldErro
 
 /// The URLs a config connects to, for the SSRF check when it is saved.
 pub fn urls(kind: ConnectorKind, config: &Value) -> Vec<url::Url> {
+    if !config.is_object() {
+        return Vec::new();
+    }
     match kind {
         ConnectorKind::HttpJson => http_json::HttpJson::from_config(config, None)
             .map(|c| c.urls())
@@ -151,6 +154,14 @@ pub fn build(
     config: &Value,
     env: &ConnectorEnv,
 ) -> Result<Box<dyn Connector>, Vec<FieldError>> {
+    // serde reads a struct from an array too (fields by position): a config in any
+    // shape but an object would slip past the per-field handling of secrets.
+    if !config.is_object() {
+        return Err(vec![FieldError::new(
+            "config",
+            "must be a JSON object of the connector's fields",
+        )]);
+    }
     match kind {
         ConnectorKind::Synthetic => Ok(Box::new(synthetic::Synthetic::from_config(config)?)),
         ConnectorKind::HttpJson => Ok(Box::new(http_json::HttpJson::from_config(
