@@ -128,3 +128,113 @@ async fn configs_must_be_objects_whatever_the_kind() {
     );
     app.stop().await;
 }
+
+/// Request headers are secret for every HTTP connector (they carry credentials as
+/// often as not), and a URL with `user:password@` is refused.
+#[tokio::test]
+async fn headers_are_secret_and_urls_carry_no_credentials() {
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    const CANARY: &str = "hdr-canary-5e1f07b2";
+    let Some(env) = test_env().await else { return };
+    let allow = [("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true")];
+    let app = env.spawn_app(&allow).await;
+    let (stop, worker) = env.spawn_worker(&allow);
+    let c = &app.client;
+    let source = axum::Router::new().route(
+        "/orders",
+        axum::routing::get(|h: HeaderMap| async move {
+            let ok = h.get("authorization").and_then(|v| v.to_str().ok())
+                == Some(&format!("Bearer {CANARY}"));
+            if ok {
+                axum::Json(json!({ "orders": [{ "id": 1 }] })).into_response()
+            } else {
+                axum::http::StatusCode::UNAUTHORIZED.into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, source).await });
+    let id = c
+        .create(
+            "hdr",
+            "http_json",
+            json!({ "url": format!("{base}/orders"), "recordsPointer": "/orders", "idPointer": "/id",
+                    "headers": { "Authorization": format!("Bearer {CANARY}"), "X-Trace": "1" } }),
+            None,
+        )
+        .await;
+    crate::util::eventually(
+        std::time::Duration::from_secs(10),
+        "a successful run",
+        || async {
+            let h = c.history(id).await;
+            h.first().filter(|r| r["status"] == "SUCCESS").map(|_| ())
+        },
+    )
+    .await;
+    let (_, view) = c.get(&format!("/api/integrations/{id}")).await;
+    assert_eq!(view["config"]["headers"], "********", "{view}");
+    for path in [
+        "/api/integrations".to_owned(),
+        format!("/api/integrations/{id}"),
+        format!("/api/integrations/{id}/audit"),
+    ] {
+        assert!(
+            !c.get(&path).await.1.to_string().contains(CANARY),
+            "header value in {path}"
+        );
+    }
+    for table in ["integrations", "audit_events"] {
+        let rows = crate::util::strings(
+            &env.db,
+            &format!("SELECT CAST(t.* AS TEXT) FROM {table} t"),
+            vec![],
+        )
+        .await;
+        assert!(
+            rows.iter().all(|r| !r.contains(CANARY)),
+            "header value in {table}"
+        );
+    }
+    // Credentials in a URL are refused (and not quoted back).
+    for (kind, config) in [
+        (
+            "http_json",
+            json!({ "url": format!("http://user:{CANARY}@127.0.0.1:9/x"), "recordsPointer": "/d", "idPointer": "/id" }),
+        ),
+        (
+            "csv",
+            json!({ "url": format!("http://user:{CANARY}@127.0.0.1:9/x.csv") }),
+        ),
+        (
+            "csv",
+            json!({ "url": format!("http://{CANARY}@127.0.0.1:9/x.csv") }),
+        ),
+        (
+            "google_sheets",
+            json!({ "spreadsheetId": "s", "range": "A1:B2", "apiKey": "k", "baseUrl": format!("http://u:{CANARY}@127.0.0.1:9") }),
+        ),
+    ] {
+        let field = if kind == "google_sheets" {
+            "config.baseUrl"
+        } else {
+            "config.url"
+        };
+        let v = refused(
+            c,
+            "/api/integrations",
+            &json!({ "name": "creds", "kind": kind, "config": config }),
+            field,
+        )
+        .await;
+        assert!(
+            !v.to_string().contains(CANARY),
+            "credential quoted back: {v}"
+        );
+    }
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}

@@ -141,7 +141,12 @@ impl Csv {
         let c: Config = serde_json::from_value(config.clone())
             .map_err(|e| vec![FieldError::new("config", e.to_string())])?;
         let mut errors = Vec::new();
-        let url = http::http_url("config.url", &c.url, &mut errors);
+        let url = http::http_url(
+            "config.url",
+            &c.url,
+            "send them as an `Authorization` header in `headers`, which is kept secret",
+            &mut errors,
+        );
         check_id_column(c.id_column.as_deref(), &mut errors);
         let delimiter = match c.delimiter.as_deref().map(str::as_bytes) {
             None => b',',

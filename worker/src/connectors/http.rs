@@ -199,9 +199,23 @@ pub fn status_error(
     }
 }
 
-/// `url` as an http(s) URL, or the field error saying why not.
-pub fn http_url(field: &str, raw: &str, errors: &mut Vec<FieldError>) -> Option<Url> {
+/// `url` as an http(s) URL without credentials, or the field error saying why not.
+/// `credentials` says where credentials go instead (a URL is neither sealed nor masked).
+pub fn http_url(
+    field: &str,
+    raw: &str,
+    credentials: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<Url> {
     match Url::parse(raw) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            // Never quote the URL: the message would carry the password.
+            errors.push(FieldError::new(
+                field,
+                format!("must not contain credentials (user:password@); {credentials}"),
+            ));
+            None
+        }
         Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
         Ok(u) => {
             errors.push(FieldError::new(

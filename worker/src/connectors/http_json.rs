@@ -131,7 +131,12 @@ impl HttpJson {
         let c: Config = serde_json::from_value(config.clone())
             .map_err(|e| vec![FieldError::new("config", e.to_string())])?;
         let mut errors = Vec::new();
-        let url = http::http_url("config.url", &c.url, &mut errors);
+        let url = http::http_url(
+            "config.url",
+            &c.url,
+            "put them in `auth` (basic, bearer or apiKey), which is kept secret",
+            &mut errors,
+        );
         if !matches!(c.method.as_str(), "GET" | "POST") {
             errors.push(FieldError::new("config.method", "must be GET or POST"));
         }
@@ -178,11 +183,17 @@ impl HttpJson {
                 ));
             }
         }
-        for name in c.headers.keys() {
+        for (name, value) in &c.headers {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 errors.push(FieldError::new(
                     "config.headers",
                     format!("`{name}` is not a header name"),
+                ));
+            } else if reqwest::header::HeaderValue::from_str(value).is_err() {
+                // The value may be a credential: name the header only.
+                errors.push(FieldError::new(
+                    "config.headers",
+                    format!("the value of `{name}` is not a valid header value"),
                 ));
             }
         }

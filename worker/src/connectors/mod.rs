@@ -103,9 +103,10 @@ pub trait Connector: Send + Sync {
 pub fn secret_fields(kind: ConnectorKind) -> &'static [&'static str] {
     match kind {
         ConnectorKind::Synthetic => &[],
-        // A CSV source has no auth field: credentials go in its request headers.
+        // Request headers carry credentials as often as not (`Authorization`,
+        // `X-Api-Key`, cookies): they are secret for every HTTP connector, whole.
         ConnectorKind::Csv => &["headers"],
-        ConnectorKind::HttpJson => &["auth"],
+        ConnectorKind::HttpJson => &["auth", "headers"],
         ConnectorKind::GoogleSheets => &["apiKey", "token"],
         ConnectorKind::Firestore => &["token"],
         ConnectorKind::Sql => &["url"],
