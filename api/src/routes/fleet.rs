@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,6 +18,7 @@ use super::common::{load, parse_id};
 use super::integrations::trigger_run;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::state::AppState;
 use crate::views::{RUN_COLUMNS, RunView, TriggerResult};
 
@@ -219,7 +220,7 @@ impl Acc {
 pub async fn stats(
     State(state): State<AppState>,
     caller: Caller,
-    Query(p): Query<StatsQuery>,
+    ApiQuery(p): ApiQuery<StatsQuery>,
 ) -> Result<Json<FleetStats>, ApiError> {
     let window = parse_window(p.window.as_deref())?;
     let d = Dialect::of(&state.db);

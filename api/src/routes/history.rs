@@ -1,7 +1,7 @@
 //! The read paths of one integration: sync history, synced records, audit trail.
 //! All keyset-paginated so deep pages cost the same as the first.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -15,6 +15,7 @@ use syncfleet_worker::db as q;
 use super::common::{load, page_bounds, parse_id};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::state::AppState;
 use crate::views::{
     AuditPage, AuditView, RUN_COLUMNS, RecordPage, RecordView, RunView, SyncHistory,
@@ -66,7 +67,7 @@ pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(p): Query<HistoryQuery>,
+    ApiQuery(p): ApiQuery<HistoryQuery>,
 ) -> Result<Json<SyncHistory>, ApiError> {
     let id = parse_id(&id)?;
     let (page, size) = page_bounds(p.page, p.page_size)?;
@@ -195,7 +196,7 @@ pub async fn records(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(p): Query<RecordQuery>,
+    ApiQuery(p): ApiQuery<RecordQuery>,
 ) -> Result<Json<RecordPage>, ApiError> {
     let m = load(&state, &caller, parse_id(&id)?).await?;
     let (_, size) = page_bounds(None, p.page_size)?;
@@ -251,7 +252,7 @@ pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(p): Query<AuditQuery>,
+    ApiQuery(p): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let m = load(&state, &caller, parse_id(&id)?).await?;
     let (_, size) = page_bounds(None, p.page_size)?;

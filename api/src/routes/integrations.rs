@@ -1,7 +1,7 @@
 //! `/api/integrations`: create, list, read, update (optimistic locking), delete,
 //! sync settings, pause / resume and manual triggers.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
@@ -19,7 +19,7 @@ use syncfleet_worker::protocol::trigger::{self, Triggered};
 use super::common::{self, audit, double_option, load, page_bounds, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldProblem};
-use crate::extract::{ApiJson, OptionalJson};
+use crate::extract::{ApiJson, ApiQuery, OptionalJson};
 use crate::state::AppState;
 use crate::views::{IntegrationList, IntegrationView, RUN_COLUMNS, RunView, TriggerResult};
 
@@ -81,10 +81,8 @@ fn validate_fields(
             message,
         })
     };
-    if let Some(name) = name
-        && (name.trim().is_empty() || name.chars().count() > 200)
-    {
-        push("name", "must be 1 to 200 characters".into());
+    if let Some(why) = name.and_then(|n| common::name_problem(n, 200)) {
+        push("name", why);
     }
     if let Some(config) = config
         && let Err(errs) = connectors::validate(kind, config)
@@ -274,7 +272,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(p): Query<ListQuery>,
+    ApiQuery(p): ApiQuery<ListQuery>,
 ) -> Result<Json<IntegrationList>, ApiError> {
     let (page, size) = page_bounds(p.page, p.page_size)?;
     let mut query = integrations::Entity::find()
@@ -617,6 +615,12 @@ fn reason(OptionalJson(body): OptionalJson<Reason>) -> Result<Option<String>, Ap
     let r = body.reason;
     if r.as_ref().is_some_and(|r| r.chars().count() > 1000) {
         return Err(ApiError::field("reason", "must be at most 1000 characters"));
+    }
+    if r.as_deref().is_some_and(|r| !common::free_text_ok(r)) {
+        return Err(ApiError::field(
+            "reason",
+            "must not contain control characters other than tabs and line breaks",
+        ));
     }
     Ok(r)
 }

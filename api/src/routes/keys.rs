@@ -76,10 +76,10 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     caller.require_admin()?;
     let mut errors = Vec::new();
-    if body.name.trim().is_empty() || body.name.chars().count() > 200 {
+    if let Some(message) = super::common::name_problem(&body.name, 200) {
         errors.push(crate::error::FieldProblem {
             field: "name".into(),
-            message: "must be 1 to 200 characters".into(),
+            message,
         });
     }
     if !["admin", "viewer"].contains(&body.role.as_str()) {

@@ -238,3 +238,99 @@ async fn headers_are_secret_and_urls_carry_no_credentials() {
     let _ = worker.await;
     app.stop().await;
 }
+
+/// NUL (PostgreSQL cannot store it in text or JSONB) and control characters where they
+/// make no sense are refused with 422 before anything is written.
+async fn nul_and_control_characters_are_refused(c: &ApiClient) {
+    let id = c.create("plain", "synthetic", json!({}), None).await;
+    let pause = format!("/api/integrations/{id}/pause");
+    refused(c, &pause, &json!({ "reason": "r\u{0}" }), "reason").await;
+    let (_, v) = c.get(&format!("/api/integrations/{id}")).await;
+    assert_eq!(
+        (v["health"].as_str(), v["version"].as_i64()),
+        (Some("healthy"), Some(1)),
+        "a refused pause changed the integration: {v}"
+    );
+    let (_, audit) = c.get(&format!("/api/integrations/{id}/audit")).await;
+    assert_eq!(audit["events"].as_array().map(Vec::len), Some(1), "{audit}");
+    let create = "/api/integrations";
+    refused(
+        c,
+        create,
+        &json!({ "name": "a\u{0}", "kind": "synthetic" }),
+        "name",
+    )
+    .await;
+    refused(
+        c,
+        create,
+        &json!({ "name": "bell\u{7}", "kind": "synthetic" }),
+        "name",
+    )
+    .await;
+    refused(
+        c,
+        create,
+        &json!({ "name": "line\nbreak", "kind": "synthetic" }),
+        "name",
+    )
+    .await;
+    refused(
+        c,
+        create,
+        &json!({ "name": "n", "kind": "csv", "config": { "url": "https://example.com/x.csv", "idColumn": "id\u{0}" } }),
+        "config.idColumn",
+    )
+    .await;
+    refused(
+        c,
+        create,
+        &json!({ "name": "n", "kind": "csv", "config": { "url": "https://example.com/x.csv", "columns": { "a\u{0}b": "string" } } }),
+        "config.columns",
+    )
+    .await;
+    refused(
+        c,
+        "/api/keys",
+        &json!({ "name": "k\u{0}", "role": "viewer" }),
+        "name",
+    )
+    .await;
+    refused(
+        c,
+        "/api/keys",
+        &json!({ "name": "k\u{1b}[2J", "role": "viewer" }),
+        "name",
+    )
+    .await;
+    let (s, v) = c.get("/api/integrations?q=%00").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["code"], "validation_failed", "{v}");
+    // Free text keeps its line breaks and tabs.
+    let (s, v) = c
+        .post(&pause, &json!({ "reason": "two\nlines\tand a tab" }))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = c.get("/api/integrations").await;
+    assert_eq!(v["total"], 1, "a refused create wrote: {v}");
+}
+
+#[tokio::test]
+async fn nul_and_control_characters_are_refused_on_postgres() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    nul_and_control_characters_are_refused(&app.client).await;
+    assert_eq!(
+        count(&env.db, "SELECT COUNT(*) FROM api_keys", vec![]).await,
+        1,
+        "a refused key was stored"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn nul_and_control_characters_are_refused_on_sqlite() {
+    let app = tests::embedded::spawn_standalone(&[]).await;
+    nul_and_control_characters_are_refused(&app.client).await;
+    app.stop().await;
+}
