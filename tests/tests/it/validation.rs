@@ -334,3 +334,100 @@ async fn nul_and_control_characters_are_refused_on_sqlite() {
     nul_and_control_characters_are_refused(&app.client).await;
     app.stop().await;
 }
+
+/// A secret field of the wrong type or shape is named with what it should be, never
+/// quoted back.
+#[tokio::test]
+async fn wrongly_typed_secrets_are_not_quoted_back() {
+    let Some(env) = test_env().await else { return };
+    let app = env
+        .spawn_app(&[("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true")])
+        .await;
+    let c = &app.client;
+    const S: &str = "987654321";
+    const T: &str = "Sx9-secret-variant";
+    let http = |extra: Value| {
+        let mut cfg =
+            json!({ "url": "http://127.0.0.1:9/x", "recordsPointer": "/d", "idPointer": "/id" });
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        cfg
+    };
+    for (kind, config, field) in [
+        (
+            "http_json",
+            http(json!({ "auth": { "type": "bearer", "token": 987_654_321 } })),
+            "config.auth",
+        ),
+        (
+            "http_json",
+            http(json!({ "auth": { "type": T, "token": "x" } })),
+            "config.auth",
+        ),
+        (
+            "http_json",
+            http(json!({ "auth": { "type": "basic", "username": "u", "password": 987_654_321 } })),
+            "config.auth",
+        ),
+        (
+            "http_json",
+            http(json!({ "auth": format!("Bearer {T}") })),
+            "config.auth",
+        ),
+        (
+            "http_json",
+            http(json!({ "headers": { "Authorization": 987_654_321 } })),
+            "config.headers",
+        ),
+        (
+            "http_json",
+            http(json!({ "headers": format!("Authorization: {T}") })),
+            "config.headers",
+        ),
+        (
+            "csv",
+            json!({ "url": "http://127.0.0.1:9/x.csv", "headers": { "Authorization": 987_654_321 } }),
+            "config.headers",
+        ),
+        (
+            "csv",
+            json!({ "url": "http://127.0.0.1:9/x.csv", "headers": format!("Bearer {T}") }),
+            "config.headers",
+        ),
+        (
+            "csv",
+            json!({ "url": "http://127.0.0.1:9/x.csv", "headers": [T] }),
+            "config.headers",
+        ),
+        (
+            "google_sheets",
+            json!({ "spreadsheetId": "s", "range": "A:B", "apiKey": 987_654_321 }),
+            "config.apiKey",
+        ),
+        (
+            "firestore",
+            json!({ "projectId": "p", "collection": "c", "token": 987_654_321 }),
+            "config.token",
+        ),
+        (
+            "sql",
+            json!({ "url": 987_654_321, "query": "SELECT 1", "idColumn": "id" }),
+            "config.url",
+        ),
+    ] {
+        let v = refused(
+            c,
+            "/api/integrations",
+            &json!({ "name": "typed", "kind": kind, "config": config }),
+            field,
+        )
+        .await;
+        let text = v.to_string();
+        assert!(
+            !text.contains(S) && !text.contains(T),
+            "a secret quoted back: {v}"
+        );
+    }
+    app.stop().await;
+}

@@ -44,7 +44,8 @@ struct Config {
     delimiter: Option<String>,
     #[serde(default)]
     columns: BTreeMap<String, String>,
-    #[serde(default)]
+    /// Secret: read apart from the rest (see `from_config`).
+    #[serde(skip)]
     headers: BTreeMap<String, String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
@@ -138,9 +139,21 @@ impl Csv {
         config: &Value,
         env: Option<&ConnectorEnv>,
     ) -> Result<Self, Vec<FieldError>> {
-        let c: Config = serde_json::from_value(config.clone())
-            .map_err(|e| vec![FieldError::new("config", e.to_string())])?;
+        // `headers` is secret: read on its own, with a message that never quotes it.
         let mut errors = Vec::new();
+        let headers = super::secret_field(
+            config,
+            "headers",
+            super::http_json::HEADERS_SHAPE,
+            &mut errors,
+        )
+        .unwrap_or_default();
+        let mut c: Config = serde_json::from_value(super::without_secrets(config, &["headers"]))
+            .map_err(|e| {
+                errors.push(FieldError::new("config", e.to_string()));
+                std::mem::take(&mut errors)
+            })?;
+        c.headers = headers;
         let url = http::http_url(
             "config.url",
             &c.url,

@@ -176,7 +176,7 @@ impl GoogleSheets {
             .await
             .map_err(|mut e| {
                 let (Auth::ApiKey(s) | Auth::Bearer(s)) = &self.auth;
-                e.message = e.message.replace(s.as_str(), "[redacted]");
+                e.message = crate::secrets::redact(&e.message, s);
                 e
             })
     }

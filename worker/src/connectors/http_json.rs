@@ -36,9 +36,11 @@ struct Config {
     url: String,
     #[serde(default = "get")]
     method: String,
-    #[serde(default)]
+    /// Secret: read apart from the rest (see `from_config`).
+    #[serde(skip)]
     headers: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
+    /// Secret: read apart from the rest.
+    #[serde(skip)]
     auth: Option<Auth>,
     records_pointer: String,
     id_pointer: String,
@@ -55,6 +57,14 @@ struct Config {
     #[serde(default)]
     max_pages: Option<u64>,
 }
+
+/// What `auth` must be (the message for any other value, which is never quoted).
+const AUTH_SHAPES: &str = "must be {\"type\": \"bearer\", \"token\": string}, \
+     {\"type\": \"apiKey\", \"header\": string, \"value\": string} or \
+     {\"type\": \"basic\", \"username\": string, \"password\": string}";
+
+/// What `headers` must be.
+pub(crate) const HEADERS_SHAPE: &str = "must be an object of header names to string values";
 
 fn get() -> String {
     "GET".into()
@@ -117,20 +127,37 @@ impl HttpJson {
         env: Option<&ConnectorEnv>,
     ) -> Result<Self, Vec<FieldError>> {
         // Nested structs are objects too (serde would read them from arrays).
-        for field in ["auth", "pagination"] {
-            if config
-                .get(field)
-                .is_some_and(|v| !v.is_null() && !v.is_object())
-            {
-                return Err(vec![FieldError::new(
-                    format!("config.{field}"),
-                    "must be a JSON object",
-                )]);
-            }
+        if config
+            .get("pagination")
+            .is_some_and(|v| !v.is_null() && !v.is_object())
+        {
+            return Err(vec![FieldError::new(
+                "config.pagination",
+                "must be a JSON object",
+            )]);
         }
-        let c: Config = serde_json::from_value(config.clone())
-            .map_err(|e| vec![FieldError::new("config", e.to_string())])?;
         let mut errors = Vec::new();
+        // The secret fields are read on their own, with messages that never quote them.
+        let auth = if config
+            .get("auth")
+            .is_some_and(|v| !v.is_object() && !v.is_null())
+        {
+            errors.push(FieldError::new("config.auth", AUTH_SHAPES));
+            None
+        } else {
+            super::secret_field::<Auth>(config, "auth", AUTH_SHAPES, &mut errors)
+        };
+        let headers =
+            super::secret_field(config, "headers", HEADERS_SHAPE, &mut errors).unwrap_or_default();
+        let mut c: Config =
+            serde_json::from_value(super::without_secrets(config, &["auth", "headers"])).map_err(
+                |e| {
+                    errors.push(FieldError::new("config", e.to_string()));
+                    std::mem::take(&mut errors)
+                },
+            )?;
+        c.auth = auth;
+        c.headers = headers;
         let url = http::http_url(
             "config.url",
             &c.url,

@@ -113,6 +113,37 @@ pub fn secret_fields(kind: ConnectorKind) -> &'static [&'static str] {
     }
 }
 
+/// `config` (an object) without `secrets`, for serde to read the rest: serde's
+/// messages quote the offending value, which must never happen for a secret.
+pub(crate) fn without_secrets(config: &Value, secrets: &[&str]) -> Value {
+    let mut rest = config.clone();
+    if let Some(obj) = rest.as_object_mut() {
+        for key in secrets {
+            obj.remove(*key);
+        }
+    }
+    rest
+}
+
+/// Reads the secret field `key` of `config` as `T` (absent or null: `None`). A value
+/// of the wrong type or shape is reported as `config.<key>` with `expected` — what it
+/// must be —, never with serde's message, which would quote the value.
+pub(crate) fn secret_field<T: serde::de::DeserializeOwned>(
+    config: &Value,
+    key: &str,
+    expected: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    let v = config.get(key).filter(|v| !v.is_null())?;
+    match serde_json::from_value(v.clone()) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            errors.push(FieldError::new(format!("config.{key}"), expected));
+            None
+        }
+    }
+}
+
 /// What connectors get from the process: the outbound network policy (SSRF guard).
 #[derive(Debug, Clone, Default)]
 pub struct ConnectorEnv {
