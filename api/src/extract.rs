@@ -1,6 +1,7 @@
-//! Request extractors whose rejections are problem+json: malformed JSON is 400, a
-//! body of the wrong shape (unknown field, wrong type) is 422 naming the field, and a
-//! body over the limit is 413.
+//! Request extractors whose rejections are problem+json: a body without a JSON
+//! content type is 415, malformed JSON (trailing data included) is 400, a body of the
+//! wrong shape (unknown field, wrong type, a key given twice) is 422 naming the field,
+//! a body over the limit is 413, and a bad query parameter is 422 naming it.
 //!
 //! Every string of a JSON body — object keys included, at any depth — and every
 //! query-string name and value is checked for NUL, which PostgreSQL cannot store in
@@ -24,11 +25,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(&req);
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|_| ApiError::PayloadTooLarge)?;
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
         parse(&bytes).map(Self)
     }
+}
+
+/// Whether the request says its body is JSON: `application/json` or
+/// `application/<something>+json`, with any parameters.
+fn is_json(req: &Request) -> bool {
+    let Some(ct) = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
 }
 
 /// An optional JSON body: an empty body is `T::default()`.
@@ -38,11 +65,15 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(&req);
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|_| ApiError::PayloadTooLarge)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
+        }
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
         }
         parse(&bytes).map(Self)
     }
@@ -56,6 +87,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
+        let mut seen = std::collections::HashSet::new();
         for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
             if name.contains('\0') || value.contains('\0') {
                 let field = if name.contains('\0') {
@@ -64,6 +96,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
                     name.as_ref()
                 };
                 return Err(ApiError::field(field, NUL_MESSAGE));
+            }
+            // Every parameter of this API takes one value.
+            if !seen.insert(name.clone()) {
+                return Err(ApiError::field(&name, "is given more than once"));
             }
         }
         let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
@@ -210,6 +246,10 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
             if key.contains('\0') {
                 return Err(self.fail(self.path.clone(), "keys must not contain NUL characters"));
             }
+            if out.contains_key(&key) {
+                // JSON parsers disagree on which one wins; refuse to guess.
+                return Err(self.fail(self.child(&key), "appears more than once"));
+            }
             let seed = StrictValue {
                 path: self.child(&key),
                 problem: self.problem,
@@ -230,6 +270,21 @@ mod tests {
         match parse::<Value>(body.as_bytes()) {
             Err(ApiError::Validation(p)) => (p[0].field.clone(), p[0].message.clone()),
             other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_and_trailing_data_are_refused() {
+        assert_eq!(problem(r#"{"a":1,"a":2}"#).0, "a");
+        assert_eq!(
+            problem(r#"{"a":{"b":1,"c":[{"d":1,"d":1}]}}"#).0,
+            "a.c[0].d"
+        );
+        for bad in [r#"{"a":1} x"#, "{}{}", "[1] [2]", "{} ,"] {
+            assert!(
+                matches!(parse::<Value>(bad.as_bytes()), Err(ApiError::BadRequest(_))),
+                "{bad}"
+            );
         }
     }
 

@@ -4,8 +4,10 @@
 
 use axum::Json;
 use axum::Router;
+use axum::extract::State;
 use axum::response::Html;
 use axum::routing::get;
+use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
@@ -68,8 +70,195 @@ pub fn router() -> Router<AppState> {
         .route("/api/docs", get(page))
 }
 
-async fn spec() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+async fn spec(State(state): State<AppState>) -> Json<Value> {
+    Json(served_spec(
+        state.config.min_interval_secs,
+        state.config.max_interval_secs,
+    ))
+}
+
+/// A problem+json response object.
+fn problem(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }
+    })
+}
+
+/// Characters a name may not contain (control characters).
+const NAME_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// Free text: no control characters but tabs and line breaks.
+const TEXT_PATTERN: &str = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$";
+/// No NUL.
+const NO_NUL_PATTERN: &str = "^[^\\u0000]*$";
+
+/// The document served at `/api/openapi.json`: the generated one, completed with what
+/// the extractors and the configuration decide for every operation — each error it can
+/// answer (as problem+json), enums and patterns of string parameters, and the sync
+/// interval bounds in force.
+pub fn served_spec(min_interval: i64, max_interval: i64) -> Value {
+    let mut spec = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(paths) = spec["paths"].as_object_mut() {
+        for (path, ops) in paths.iter_mut() {
+            let Some(ops) = ops.as_object_mut() else {
+                continue;
+            };
+            for (method, op) in ops.iter_mut() {
+                complete_operation(path, method, op);
+            }
+        }
+    }
+    let schemas = &mut spec["components"]["schemas"];
+    for (schema, field) in [
+        ("CreateIntegration", "syncInterval"),
+        ("SyncSettings", "syncInterval"),
+    ] {
+        let prop = &mut schemas[schema]["properties"][field];
+        if prop.is_object() {
+            prop["minimum"] = json!(min_interval);
+            prop["maximum"] = json!(max_interval);
+            prop["description"] = json!(format!(
+                "Seconds between syncs, {min_interval} to {max_interval}; `null` = manual syncs only."
+            ));
+        }
+    }
+    for schema in ["CreateIntegration", "UpdateIntegration", "CreateKey"] {
+        let prop = &mut schemas[schema]["properties"]["name"];
+        if prop.is_object() {
+            prop["pattern"] = json!(NAME_PATTERN);
+        }
+    }
+    let reason = &mut schemas["Reason"]["properties"]["reason"];
+    if reason.is_object() {
+        reason["pattern"] = json!(TEXT_PATTERN);
+    }
+    let kind = &mut schemas["CreateIntegration"]["properties"]["kind"];
+    if kind.is_object() {
+        kind["enum"] = json!(KINDS);
+    }
+    let role = &mut schemas["CreateKey"]["properties"]["role"];
+    if role.is_object() {
+        role["enum"] = json!(["admin", "viewer"]);
+    }
+    spec
+}
+
+const KINDS: [&str; 6] = [
+    "synthetic",
+    "http_json",
+    "csv",
+    "google_sheets",
+    "firestore",
+    "sql",
+];
+
+/// Adds the answers every operation shares (see [`served_spec`]).
+fn complete_operation(path: &str, method: &str, op: &mut Value) {
+    let has_path_param = path.contains('{');
+    let has_body = op["requestBody"].is_object();
+    let mut has_query = false;
+    if let Some(params) = op["parameters"].as_array_mut() {
+        for p in params.iter_mut() {
+            if p["in"] != "query" {
+                continue;
+            }
+            has_query = true;
+            let name = p["name"].as_str().unwrap_or("").to_owned();
+            let schema = &mut p["schema"];
+            match name.as_str() {
+                "kind" => schema["enum"] = json!(KINDS),
+                "health" => {
+                    schema["enum"] =
+                        json!(["healthy", "degraded", "at_risk", "disabled", "paused"]);
+                }
+                "status" => {
+                    let lower = [
+                        "pending",
+                        "running",
+                        "success",
+                        "failed",
+                        "rate_limited",
+                        "cancelled",
+                    ];
+                    let all: Vec<String> = lower
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .chain(lower.iter().map(|s| s.to_uppercase()))
+                        .collect();
+                    schema["enum"] = json!(all);
+                }
+                "trigger" => schema["enum"] = json!(["schedule", "manual", "retry", "webhook"]),
+                "window" => {
+                    schema["pattern"] = json!("^[0-9]{1,7}[smhd]$");
+                }
+                _ if schema["type"] == "string" && schema.get("format").is_none() => {
+                    schema["pattern"] = json!(NO_NUL_PATTERN);
+                }
+                _ => {}
+            }
+        }
+    }
+    let admin_only = method != "get" || path.starts_with("/api/keys");
+    let Some(responses) = op["responses"].as_object_mut() else {
+        return;
+    };
+    let mut add = |code: &str, description: &str| {
+        match responses.get_mut(code) {
+            Some(existing) => {
+                // A handler-specific description stays; the body is always a problem.
+                if existing.get("content").is_none() {
+                    existing["content"] = problem("")["content"].clone();
+                }
+                if let Some(d) = existing["description"].as_str()
+                    && !d.contains(description)
+                {
+                    let merged = format!("{d}; {description}");
+                    existing["description"] = json!(merged);
+                }
+            }
+            None => {
+                responses.insert(code.to_owned(), problem(description));
+            }
+        }
+    };
+    add("401", "no API key, or an unknown or revoked one");
+    if admin_only {
+        add("403", "a viewer key may not do this");
+    }
+    if has_path_param {
+        add("400", "the id in the path is not a UUID");
+        add("404", "no such resource in the key's workspace");
+    }
+    if has_body {
+        add("400", "the body is not one JSON document");
+        add("413", "the body exceeds 1 MiB");
+        add("415", "the body is not sent as application/json");
+        add(
+            "422",
+            "a field of the body is invalid (each one is listed in `errors`)",
+        );
+    }
+    if has_query {
+        add("422", "a query parameter is invalid (named in `errors`)");
+    }
+    add("429", "rate limited: retry after `Retry-After` seconds");
+    add(
+        "500",
+        "internal error (logged; the answer carries no detail)",
+    );
+    // Every error a handler documents itself (404, 409) is a problem too.
+    for (code, r) in responses.iter_mut() {
+        if (code.starts_with('4') || code.starts_with('5')) && r.get("content").is_none() {
+            r["content"] = problem("")["content"].clone();
+        }
+    }
+    if let Some(r) = responses.get_mut("429") {
+        r["headers"] =
+            json!({ "Retry-After": { "schema": { "type": "integer" }, "description": "seconds" } });
+    }
+    if let Some(r) = responses.get_mut("401") {
+        r["headers"] = json!({ "WWW-Authenticate": { "schema": { "type": "string" } } });
+    }
 }
 
 async fn page() -> Html<&'static str> {

@@ -35,8 +35,11 @@ pub fn router() -> Router<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// 1-based page number, default 1.
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u64>,
     /// 1–500, default 20.
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<u64>,
     /// `pending`, `running`, `success`, `failed`, `rate_limited`, `cancelled` (any case).
     pub status: Option<String>,
@@ -47,6 +50,7 @@ pub struct HistoryQuery {
     /// Runs created before this instant (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// `nextCursor` of the previous page (then `page` is ignored).
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
 }
 
@@ -180,6 +184,7 @@ pub async fn history(
 #[into_params(parameter_in = Query)]
 pub struct RecordQuery {
     /// 1–500, default 20.
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<u64>,
     pub cursor: Option<String>,
     /// Only records changed at or after this instant (RFC 3339).
@@ -241,7 +246,11 @@ pub async fn records(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// 1–500, default 20.
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<u64>,
+    /// `nextCursor` of the previous page.
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
 }
 

@@ -11,5 +11,6 @@ mod foundation;
 mod gauges;
 mod hygiene;
 mod protocol;
+mod spec;
 mod util;
 mod validation;

@@ -431,3 +431,196 @@ async fn wrongly_typed_secrets_are_not_quoted_back() {
     }
     app.stop().await;
 }
+
+/// Sends `body` with `content_type` (none when `None`) as `key`.
+async fn send(
+    c: &ApiClient,
+    method: reqwest::Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (StatusCode, Value, Option<String>) {
+    let mut req = c
+        .http
+        .request(method, format!("{}{path}", c.base))
+        .bearer_auth(&c.key)
+        .body(body.to_owned());
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let r = req.send().await.expect("request");
+    let s = r.status();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (s, r.json().await.unwrap_or(Value::Null), ct)
+}
+
+fn assert_problem(s: StatusCode, v: &Value, ct: Option<&str>, status: u16, code: &str) {
+    assert_eq!(s.as_u16(), status, "{v}");
+    assert_eq!(ct, Some("application/problem+json"), "{v}");
+    assert_eq!(
+        (v["status"].as_u64(), v["code"].as_str()),
+        (Some(u64::from(status)), Some(code)),
+        "{v}"
+    );
+}
+
+/// Queries, content types, trailing data, duplicate keys, roles before bodies, and
+/// window overflow: each refused with problem+json and the right status.
+#[tokio::test]
+async fn malformed_requests_get_problem_answers() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let c = &app.client;
+    let id = c.create("x", "synthetic", json!({}), None).await;
+    use reqwest::Method as M;
+    // Query strings: 422 problem+json naming the parameter, on every endpoint.
+    for (path, field) in [
+        ("/api/integrations?pageSize=-1".to_owned(), "pageSize"),
+        ("/api/integrations?page=x".to_owned(), "page"),
+        (
+            "/api/integrations?syncEnabled=maybe".to_owned(),
+            "syncEnabled",
+        ),
+        (
+            format!("/api/integrations/{id}/sync-history?pageSize=-1"),
+            "pageSize",
+        ),
+        (
+            format!("/api/integrations/{id}/records?includeDeleted=2"),
+            "includeDeleted",
+        ),
+        (
+            format!("/api/integrations/{id}/audit?pageSize=1.5"),
+            "pageSize",
+        ),
+        ("/api/integrations?page=1&page=2".to_owned(), "page"),
+    ] {
+        let (s, v, ct) = send(c, M::GET, &path, None, "").await;
+        assert_problem(s, &v, ct.as_deref(), 422, "validation_failed");
+        assert!(
+            v["errors"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["field"] == field)),
+            "{path}: {v}"
+        );
+    }
+    let (s, v, ct) = send(c, M::GET, "/api/integrations?colour=red", None, "").await;
+    assert_problem(s, &v, ct.as_deref(), 422, "validation_failed");
+    // A window that overflows is refused, not wrapped into another window.
+    for w in [
+        "144115188075855873d",
+        "9223372036854775807s",
+        "106751991167301d",
+    ] {
+        let (s, v, ct) = send(c, M::GET, &format!("/api/sync/stats?window={w}"), None, "").await;
+        assert_problem(s, &v, ct.as_deref(), 422, "validation_failed");
+    }
+    // Bodies: a JSON content type is required.
+    let body = r#"{"name":"a","kind":"synthetic"}"#;
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let (s, v, got) = send(c, M::POST, "/api/integrations", ct, body).await;
+        assert_problem(s, &v, got.as_deref(), 415, "unsupported_media_type");
+    }
+    let (s, v, _) = send(
+        c,
+        M::POST,
+        "/api/integrations",
+        Some("application/json; charset=utf-8"),
+        body,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    // An optional body may be empty without a content type, but not sent as text.
+    let pause = format!("/api/integrations/{id}/pause");
+    let (s, v, got) = send(c, M::POST, &pause, Some("text/plain"), r#"{"reason":"r"}"#).await;
+    assert_problem(s, &v, got.as_deref(), 415, "unsupported_media_type");
+    // Trailing data and duplicate keys.
+    for bad in [
+        format!("{body} x"),
+        format!("{body}{body}"),
+        format!("{body},"),
+    ] {
+        let (s, v, got) = send(
+            c,
+            M::POST,
+            "/api/integrations",
+            Some("application/json"),
+            &bad,
+        )
+        .await;
+        assert_problem(s, &v, got.as_deref(), 400, "bad_request");
+    }
+    let dup = r#"{"name":"a","kind":"synthetic","name":"b"}"#;
+    let (s, v, got) = send(
+        c,
+        M::POST,
+        "/api/integrations",
+        Some("application/json"),
+        dup,
+    )
+    .await;
+    assert_problem(s, &v, got.as_deref(), 422, "validation_failed");
+    assert_eq!(v["errors"][0]["field"], "name", "{v}");
+    let dup = r#"{"name":"a","kind":"synthetic","config":{"records":1,"records":2}}"#;
+    let (s, v, _) = send(
+        c,
+        M::POST,
+        "/api/integrations",
+        Some("application/json"),
+        dup,
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), v["errors"][0]["field"].as_str()),
+        (422, Some("config.records")),
+        "{v}"
+    );
+    // A viewer is refused before its body is read.
+    let (_, k) = c
+        .post("/api/keys", &json!({ "name": "v", "role": "viewer" }))
+        .await;
+    let viewer = ApiClient::new(&app.url, k["key"].as_str().unwrap());
+    for (method, path, ct, body) in [
+        (
+            M::POST,
+            "/api/integrations".to_owned(),
+            Some("application/json"),
+            "{not json",
+        ),
+        (
+            M::POST,
+            "/api/integrations".to_owned(),
+            Some("text/plain"),
+            "x",
+        ),
+        (
+            M::PATCH,
+            format!("/api/integrations/{id}"),
+            Some("application/json"),
+            "[1,",
+        ),
+        (M::POST, "/api/keys".to_owned(), None, "{}"),
+        (
+            M::POST,
+            format!("/api/integrations/{id}/sync"),
+            Some("application/json"),
+            "nope",
+        ),
+    ] {
+        let (s, v, got) = send(&viewer, method, &path, ct, body).await;
+        assert_problem(s, &v, got.as_deref(), 403, "forbidden");
+    }
+    assert_eq!(
+        count(&env.db, "SELECT COUNT(*) FROM integrations", vec![]).await,
+        2
+    );
+    app.stop().await;
+}
