@@ -11,6 +11,7 @@ mod foundation;
 mod gauges;
 mod hygiene;
 mod protocol;
+mod security;
 mod spec;
 mod util;
 mod validation;
