@@ -201,6 +201,13 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON (and JSON Schema's `integer`) does not tell 60.0 from 60: a number with
+        // no fraction is an integer, exactly, within the range a double holds exactly.
+        const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+        if v.fract() == 0.0 && v.abs() <= EXACT {
+            #[allow(clippy::cast_possible_truncation)]
+            return Ok(Value::from(v as i64));
+        }
         Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
 
@@ -294,7 +301,10 @@ mod tests {
         assert_eq!(problem(r#"{"a":{"b":[1,"\u0000"]}}"#).0, "a.b[1]");
         assert_eq!(problem(r#"{"a":{"k\u0000":1}}"#).0, "a");
         assert_eq!(problem(r#""\u0000""#).0, "body");
-        let v: Value = parse(br#"{"a":["ok",{"b":null}],"c":1.5}"#).unwrap();
-        assert_eq!(v, serde_json::json!({"a":["ok",{"b":null}],"c":1.5}));
+        let v: Value = parse(br#"{"a":["ok",{"b":null}],"c":1.5,"d":60.0,"e":-0.0}"#).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"a":["ok",{"b":null}],"c":1.5,"d":60,"e":0})
+        );
     }
 }

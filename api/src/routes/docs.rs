@@ -108,40 +108,60 @@ pub fn served_spec(min_interval: i64, max_interval: i64) -> Value {
             }
         }
     }
-    let schemas = &mut spec["components"]["schemas"];
-    for (schema, field) in [
-        ("CreateIntegration", "syncInterval"),
-        ("SyncSettings", "syncInterval"),
-    ] {
-        let prop = &mut schemas[schema]["properties"][field];
-        if prop.is_object() {
-            prop["minimum"] = json!(min_interval);
-            prop["maximum"] = json!(max_interval);
-            prop["description"] = json!(format!(
-                "Seconds between syncs, {min_interval} to {max_interval}; `null` = manual syncs only."
-            ));
+    for schema in ["CreateIntegration", "SyncSettings"] {
+        if let Some(prop) = property(&mut spec, schema, "syncInterval") {
+            prop.insert("minimum".into(), json!(min_interval));
+            prop.insert("maximum".into(), json!(max_interval));
+            prop.insert(
+                "description".into(),
+                json!(format!(
+                    "Seconds between syncs, {min_interval} to {max_interval}; `null` = manual syncs only."
+                )),
+            );
         }
     }
     for schema in ["CreateIntegration", "UpdateIntegration", "CreateKey"] {
-        let prop = &mut schemas[schema]["properties"]["name"];
-        if prop.is_object() {
-            prop["pattern"] = json!(NAME_PATTERN);
+        if let Some(prop) = property(&mut spec, schema, "name") {
+            prop.insert("pattern".into(), json!(NAME_PATTERN));
         }
     }
-    let reason = &mut schemas["Reason"]["properties"]["reason"];
-    if reason.is_object() {
-        reason["pattern"] = json!(TEXT_PATTERN);
+    // PATCH …/sync-settings needs at least one of its two settings.
+    if let Some(schema) = spec
+        .pointer_mut("/components/schemas/SyncSettings")
+        .and_then(Value::as_object_mut)
+    {
+        schema.insert(
+            "anyOf".into(),
+            json!([{ "required": ["syncInterval"] }, { "required": ["syncEnabled"] }]),
+        );
     }
-    let kind = &mut schemas["CreateIntegration"]["properties"]["kind"];
-    if kind.is_object() {
-        kind["enum"] = json!(KINDS);
+    if let Some(prop) = property(&mut spec, "Reason", "reason") {
+        prop.insert("pattern".into(), json!(TEXT_PATTERN));
     }
-    let role = &mut schemas["CreateKey"]["properties"]["role"];
-    if role.is_object() {
-        role["enum"] = json!(["admin", "viewer"]);
+    if let Some(prop) = property(&mut spec, "CreateIntegration", "kind") {
+        prop.insert("enum".into(), json!(KINDS));
+    }
+    if let Some(prop) = property(&mut spec, "CreateKey", "role") {
+        prop.insert("enum".into(), json!(["admin", "viewer"]));
     }
     spec
 }
+
+/// The schema of property `field` of component `schema`, if both exist (looked up
+/// without inserting anything, unlike indexing a `Value` mutably).
+fn property<'a>(
+    spec: &'a mut Value,
+    schema: &str,
+    field: &str,
+) -> Option<&'a mut serde_json::Map<String, Value>> {
+    spec.pointer_mut(&format!("/components/schemas/{schema}/properties/{field}"))
+        .and_then(Value::as_object_mut)
+}
+
+/// `window`: a number and a unit, at most 30 days in any unit.
+const WINDOW_PATTERN: &str = "^(?:(?:[1-9]|[12][0-9]|30)d|(?:[1-9][0-9]?|[1-6][0-9]{2}|7[01][0-9]|720)h|\
+(?:[1-9][0-9]{0,3}|[1-3][0-9]{4}|4[0-2][0-9]{3}|43[01][0-9]{2}|43200)m|\
+(?:[1-9][0-9]{0,5}|1[0-9]{6}|2[0-4][0-9]{5}|25[0-8][0-9]{4}|259[01][0-9]{3}|2592000)s)$";
 
 const KINDS: [&str; 6] = [
     "synthetic",
@@ -156,21 +176,33 @@ const KINDS: [&str; 6] = [
 fn complete_operation(path: &str, method: &str, op: &mut Value) {
     let has_path_param = path.contains('{');
     let has_body = op["requestBody"].is_object();
+    // These take an optional body (an empty one means the defaults).
+    if ["/pause", "/resume", "/sync"]
+        .iter()
+        .any(|s| path.ends_with(s))
+        && let Some(body) = op.get_mut("requestBody").and_then(Value::as_object_mut)
+    {
+        body.insert("required".into(), json!(false));
+    }
     let mut has_query = false;
-    if let Some(params) = op["parameters"].as_array_mut() {
+    if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
         for p in params.iter_mut() {
             if p["in"] != "query" {
                 continue;
             }
             has_query = true;
             let name = p["name"].as_str().unwrap_or("").to_owned();
-            let schema = &mut p["schema"];
-            match name.as_str() {
-                "kind" => schema["enum"] = json!(KINDS),
-                "health" => {
-                    schema["enum"] =
-                        json!(["healthy", "degraded", "at_risk", "disabled", "paused"]);
-                }
+            let Some(schema) = p.get_mut("schema").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let is_plain_string =
+                schema.get("type").is_some_and(|t| t == "string") && !schema.contains_key("format");
+            let (key, value) = match name.as_str() {
+                "kind" => ("enum", json!(KINDS)),
+                "health" => (
+                    "enum",
+                    json!(["healthy", "degraded", "at_risk", "disabled", "paused"]),
+                ),
                 "status" => {
                     let lower = [
                         "pending",
@@ -185,21 +217,18 @@ fn complete_operation(path: &str, method: &str, op: &mut Value) {
                         .map(|s| (*s).to_owned())
                         .chain(lower.iter().map(|s| s.to_uppercase()))
                         .collect();
-                    schema["enum"] = json!(all);
+                    ("enum", json!(all))
                 }
-                "trigger" => schema["enum"] = json!(["schedule", "manual", "retry", "webhook"]),
-                "window" => {
-                    schema["pattern"] = json!("^[0-9]{1,7}[smhd]$");
-                }
-                _ if schema["type"] == "string" && schema.get("format").is_none() => {
-                    schema["pattern"] = json!(NO_NUL_PATTERN);
-                }
-                _ => {}
-            }
+                "trigger" => ("enum", json!(["schedule", "manual", "retry", "webhook"])),
+                "window" => ("pattern", json!(WINDOW_PATTERN)),
+                _ if is_plain_string => ("pattern", json!(NO_NUL_PATTERN)),
+                _ => continue,
+            };
+            schema.insert(key.into(), value);
         }
     }
     let admin_only = method != "get" || path.starts_with("/api/keys");
-    let Some(responses) = op["responses"].as_object_mut() else {
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
         return;
     };
     let mut add = |code: &str, description: &str| {

@@ -91,6 +91,26 @@ async fn the_spec_documents_every_answer_and_every_bound() {
             "{path} {name}: {schema}"
         );
     }
+    // The window pattern admits exactly the windows the endpoint accepts (≤ 30 days).
+    let window = jsonschema::validator_for(&param(&spec, "/api/sync/stats", "window")["schema"])
+        .expect("window schema");
+    for ok in [
+        "1s", "15m", "24h", "30d", "720h", "43200m", "2592000s", "999999s",
+    ] {
+        assert!(window.is_valid(&json!(ok)), "{ok} refused by the spec");
+    }
+    for bad in [
+        "0d",
+        "31d",
+        "721h",
+        "43201m",
+        "2592001s",
+        "1w",
+        "h",
+        "144115188075855873d",
+    ] {
+        assert!(!window.is_valid(&json!(bad)), "{bad} allowed by the spec");
+    }
     let create = &spec["components"]["schemas"]["CreateIntegration"]["properties"];
     assert_eq!(create["name"]["maxLength"], 200, "{create}");
     assert_eq!(create["name"]["minLength"], 1, "{create}");
