@@ -82,3 +82,21 @@ impl FromRequestParts<AppState> for Caller {
         Ok(caller)
     }
 }
+
+/// An authenticated caller with the `admin` role. As an extractor it runs before the
+/// body is read, so a viewer gets 403 whatever it sent (not 400 for a malformed body).
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require_admin()?;
+        Ok(Self(caller))
+    }
+}

@@ -77,6 +77,10 @@ pub async fn connect(url: &str, pool: Pool) -> Result<DatabaseConnection, DbErr>
         });
     }
     if url.starts_with("sqlite") {
+        if let Some(path) = sqlite_file(url) {
+            create_owner_only(&path)
+                .map_err(|e| DbErr::Custom(format!("creating {}: {e}", path.display())))?;
+        }
         opts.map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
@@ -85,6 +89,46 @@ pub async fn connect(url: &str, pool: Pool) -> Result<DatabaseConnection, DbErr>
         });
     }
     Database::connect(opts).await
+}
+
+/// The file of a SQLite URL (`sqlite://path?…`, `sqlite:path`); `None` for an
+/// in-memory database.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (file, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if file.is_empty() || file.starts_with(':') || query.split('&').any(|p| p == "mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(file))
+}
+
+/// Creates the database file readable by its owner only (SQLite gives its WAL and
+/// shared-memory files the same mode), unless it exists already. The database holds
+/// the API key hashes and the sealed secrets: it is as private as the key file beside it.
+fn create_owner_only(path: &std::path::Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            if let Ok(meta) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "the database file is readable by other users; `chmod 600` it (and its -wal/-shm files)"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Fails unless every migration has been applied (the production roles never migrate
@@ -202,4 +246,23 @@ pub async fn bootstrap_admin(
 
 fn prefix(key: &str) -> String {
     key.chars().take(10).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_files_are_found_in_their_urls() {
+        let f = |u: &str| sqlite_file(u).map(|p| p.display().to_string());
+        assert_eq!(
+            f("sqlite://syncfleet.db?mode=rwc").as_deref(),
+            Some("syncfleet.db")
+        );
+        assert_eq!(f("sqlite:///tmp/x/s.db").as_deref(), Some("/tmp/x/s.db"));
+        assert_eq!(f("sqlite:data.db").as_deref(), Some("data.db"));
+        assert_eq!(f("sqlite::memory:"), None);
+        assert_eq!(f("sqlite://x.db?mode=memory&cache=shared"), None);
+        assert_eq!(f("postgres://h/db"), None);
+    }
 }

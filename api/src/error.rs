@@ -34,6 +34,8 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("request body exceeds 1 MiB")]
     PayloadTooLarge,
+    #[error("the request body must be JSON, sent with `Content-Type: application/json`")]
+    UnsupportedMediaType,
     #[error("validation failed")]
     Validation(Vec<FieldProblem>),
     #[error("the database is unavailable; retry shortly")]
@@ -101,6 +103,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "Payload too large",
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
             ),
             Self::Validation(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,

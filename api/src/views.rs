@@ -41,8 +41,12 @@ pub struct IntegrationView {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Replaces every secret field of a connector config with [`MASK`].
+/// Replaces every secret field of a connector config with [`MASK`]. A config that is
+/// not an object (never accepted, but masking must not depend on it) is masked whole.
 pub fn mask_config(kind: entity::ConnectorKind, mut config: Value) -> Value {
+    if !config.is_object() && !connectors::secret_fields(kind).is_empty() {
+        return Value::String(MASK.into());
+    }
     if let Some(obj) = config.as_object_mut() {
         for field in connectors::secret_fields(kind) {
             if let Some(v) = obj.get_mut(*field)
@@ -212,4 +216,26 @@ pub struct AuditPage {
     pub events: Vec<AuditView>,
     pub page_size: u64,
     pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn masking_does_not_depend_on_the_shape() {
+        let kind = entity::ConnectorKind::HttpJson;
+        let array = json!(["http://h/x", "GET", {}, { "type": "bearer", "token": "S" }]);
+        assert_eq!(mask_config(kind, array), json!(MASK));
+        assert_eq!(mask_config(kind, json!("S")), json!(MASK));
+        let masked = mask_config(kind, json!({ "url": "u", "auth": { "token": "S" } }));
+        assert_eq!(masked, json!({ "url": "u", "auth": MASK }));
+        // A kind without secrets shows what it has.
+        assert_eq!(
+            mask_config(entity::ConnectorKind::Synthetic, json!([1])),
+            json!([1])
+        );
+    }
 }

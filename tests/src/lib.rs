@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod client;
+pub mod embedded;
 pub mod env;
 pub mod procs;
 pub mod proxy;

@@ -1,9 +1,9 @@
 //! The SSRF guard for every outbound connection a connector makes.
 //!
 //! A URL must be `http`/`https`; its host is resolved and every address is checked
-//! against the policy (loopback, private, link-local, cloud metadata, unspecified,
-//! multicast and reserved ranges are refused, including their IPv4-mapped / embedded
-//! IPv6 forms); the HTTP client connects only to the addresses that passed (its DNS
+//! against the policy (loopback, private, link-local, site-local, cloud metadata,
+//! unspecified, multicast, benchmarking, documentation and reserved ranges are refused,
+//! including their IPv4-mapped / translated / embedded IPv6 forms); the HTTP client connects only to the addresses that passed (its DNS
 //! resolver is this guard), and every redirect is checked again. An allow-list
 //! (`SYNCFLEET_ALLOW_PRIVATE_NETWORKS`, or CIDRs) opens private ranges for tests and
 //! on-premise sources.
@@ -59,6 +59,17 @@ pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
                 Some("unique-local (incl. cloud metadata fd00:ec2::254)")
             } else if seg[0] & 0xffc0 == 0xfe80 {
                 Some("link-local")
+            } else if seg[0] & 0xffc0 == 0xfec0 {
+                Some("site-local")
+            } else if seg[0] == 0x0100 && seg[1..4].iter().all(|&x| x == 0) {
+                Some("discard-only")
+            } else if seg[0] == 0x2001 && seg[1] == 0 {
+                // Teredo tunnels carry an (obfuscated) IPv4 address of any kind.
+                Some("Teredo")
+            } else if seg[0] == 0x2001 && seg[1] == 0x0002 && seg[2] == 0 {
+                Some("benchmarking")
+            } else if seg[0] == 0x2001 && (seg[1] & 0xfff0 == 0x0010 || seg[1] & 0xfff0 == 0x0020) {
+                Some("ORCHID")
             } else if seg[0] & 0xff00 == 0xff00 {
                 Some("multicast")
             } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
@@ -88,18 +99,35 @@ fn v4_reason(v4: Ipv4Addr) -> Option<&'static str> {
         Some("carrier-grade NAT")
     } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
         Some("IETF protocol assignment")
+    } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
+        Some("benchmarking")
+    } else if (o[0] == 192 && o[1] == 0 && o[2] == 2)
+        || (o[0] == 198 && o[1] == 51 && o[2] == 100)
+        || (o[0] == 203 && o[1] == 0 && o[2] == 113)
+    {
+        Some("documentation")
+    } else if o[0] == 192 && o[1] == 88 && o[2] == 99 {
+        Some("6to4 relay anycast")
     } else {
         None
     }
 }
 
-/// The IPv4 address inside IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible
-/// (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`) addresses.
+/// The IPv4 address inside IPv4-mapped (`::ffff:a.b.c.d`), IPv4-translated
+/// (`::ffff:0:a.b.c.d`, SIIT), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`,
+/// and the local-use `64:ff9b:1::/48`, whose last 32 bits are the address) and 6to4
+/// (`2002::/16`) addresses.
 fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = v6.segments();
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     if let Some(v4) = v6.to_ipv4_mapped() {
         return Some(v4);
+    }
+    if s[..4].iter().all(|&x| x == 0) && s[4] == 0xffff && s[5] == 0 {
+        return Some(tail);
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+        return Some(tail);
     }
     if s[..6].iter().all(|&x| x == 0) && !(s[6] == 0 && s[7] <= 1) {
         return Some(tail);
@@ -314,6 +342,49 @@ mod tests {
             p.check_url(&Url::parse("https://[2606:4700::1111]/").unwrap())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn translated_site_local_benchmarking_and_documentation_ranges_are_refused() {
+        let p = NetPolicy::default();
+        for host in [
+            // SIIT IPv4-translated (::ffff:0:a.b.c.d) of loopback and metadata.
+            "http://[::ffff:0:7f00:1]/",
+            "http://[::ffff:0:a9fe:a9fe]/",
+            // Deprecated site-local fec0::/10.
+            "http://[fec0::1]/",
+            "http://[feff::1]/",
+            // Benchmarking 198.18.0.0/15 and 2001:2::/48.
+            "http://198.18.0.1/",
+            "http://198.19.255.254/",
+            "http://[2001:2::1]/",
+            // Documentation (TEST-NET-1..3).
+            "http://192.0.2.1/",
+            "http://198.51.100.7/",
+            "http://203.0.113.9/",
+            // 6to4 relay anycast, discard-only, ORCHIDv2, local-use NAT64, Teredo.
+            "http://192.88.99.1/",
+            "http://[100::1]/",
+            "http://[2001:20::1]/",
+            "http://[64:ff9b:1::7f00:1]/",
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+        ] {
+            let url = Url::parse(host).unwrap();
+            assert!(
+                matches!(p.check_url(&url), Err(NetError::Forbidden { .. })),
+                "{host} allowed"
+            );
+        }
+        for ok in [
+            "http://198.20.0.1/",
+            "http://198.17.255.1/",
+            "http://[2001:4860::8888]/",
+        ] {
+            assert!(
+                p.check_url(&Url::parse(ok).unwrap()).is_ok(),
+                "{ok} refused"
+            );
+        }
     }
 
     #[test]

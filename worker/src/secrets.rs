@@ -173,6 +173,70 @@ impl SecretBox {
     }
 }
 
+/// What a redacted secret is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+/// Secrets shorter than this are redacted only where they stand as a whole word: a
+/// short secret inside an ordinary word ("k" in "loopback") is a coincidence, and
+/// redacting it there would reveal the secret (and its length) instead of hiding it.
+pub const MIN_REDACT_INSIDE_WORDS: usize = 8;
+
+/// Characters that belong to a word (a token of a message, a URL component, a base64
+/// or hex string): a redaction takes the whole word around an occurrence, so neither
+/// the secret's length nor its position within the word shows.
+fn word_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+' | '%')
+}
+
+/// `message` with every occurrence of `secret` (as written, or form-urlencoded as in a
+/// query string) removed: each occurrence takes its whole word with it and becomes
+/// [`REDACTED`]. A secret shorter than [`MIN_REDACT_INSIDE_WORDS`] is redacted only
+/// where it is a whole word. An empty secret changes nothing.
+pub fn redact(message: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return message.to_owned();
+    }
+    let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for form in [secret, encoded.as_str()] {
+        for (start, found) in message.match_indices(form) {
+            let end = start + found.len();
+            let from = message[..start]
+                .char_indices()
+                .rev()
+                .take_while(|(_, c)| word_char(*c))
+                .last()
+                .map_or(start, |(i, _)| i);
+            let to = message[end..]
+                .char_indices()
+                .find(|(_, c)| !word_char(*c))
+                .map_or(message.len(), |(i, _)| end + i);
+            let whole_word = from == start && to == end;
+            if whole_word || secret.chars().count() >= MIN_REDACT_INSIDE_WORDS {
+                spans.push((from, to));
+            }
+        }
+    }
+    if spans.is_empty() {
+        return message.to_owned();
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(message.len());
+    let mut at = 0;
+    for (from, to) in spans {
+        if to <= at {
+            continue;
+        }
+        if from >= at {
+            out.push_str(&message[at..from]);
+            out.push_str(REDACTED);
+        }
+        at = to;
+    }
+    out.push_str(&message[at..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -198,6 +262,41 @@ mod tests {
         );
         let wrong = SecretBox::parse(&SecretBox::generate()).unwrap();
         assert!(wrong.open(a, "auth", &sealed).is_err());
+    }
+
+    #[test]
+    fn redaction_takes_whole_words_and_spares_short_coincidences() {
+        let m = "localhost is refused: loopback address (key=k)";
+        assert_eq!(
+            redact(m, "k"),
+            "localhost is refused: loopback address (key=[redacted])"
+        );
+        assert_eq!(redact("loopback", "loop"), "loopback");
+        let long = "s3cr3t-t0ken";
+        assert_eq!(
+            redact(&format!("GET /x?key=ab{long}cd failed"), long),
+            "GET /x?key=[redacted] failed"
+        );
+        assert_eq!(
+            redact(&format!("{long} and {long}x, again {long}"), long),
+            "[redacted] and [redacted], again [redacted]"
+        );
+        // As a query string carries it.
+        assert_eq!(
+            redact("url?key=a+b%2Bc%2Fd1234&x=1", "a b+c/d1234"),
+            "url?key=[redacted]&x=1"
+        );
+        // Secrets with separators inside, and overlapping occurrences.
+        assert_eq!(
+            redact("user pass word here", "pass word"),
+            "user [redacted] here"
+        );
+        assert_eq!(redact("aaaaaaaaaaaa", "aaaaaaaaa"), "[redacted]");
+        assert_eq!(redact("nothing here", ""), "nothing here");
+        assert_eq!(
+            redact("ünïcode-sëcret-välue!", "sëcret-välue"),
+            "[redacted]!"
+        );
     }
 
     #[test]

@@ -500,3 +500,28 @@ async fn sheets_config_errors_list_every_field() {
         [url::Url::parse("https://sheets.googleapis.com").unwrap()]
     );
 }
+
+/// A short secret is not "redacted" out of ordinary words (which would reveal it and
+/// its length), and a long one takes its whole word with it.
+#[tokio::test]
+async fn redaction_reveals_neither_a_short_secret_nor_its_length() {
+    let c = |key: &str| {
+        connectors::build(
+            ConnectorKind::GoogleSheets,
+            // localhost resolves to loopback, which the default policy refuses.
+            &json!({ "spreadsheetId": SHEET_ID, "range": "A:B", "apiKey": key, "baseUrl": "http://localhost:9" }),
+            &ConnectorEnv::default(),
+        )
+        .expect("valid config")
+    };
+    let e = c("k").fetch(&ctx()).await.unwrap_err();
+    assert!(
+        e.message.contains("loopback") && !e.message.contains("redacted"),
+        "{}",
+        e.message
+    );
+    // A key that is a whole word of the message goes whole.
+    let e = c("loopback").fetch(&ctx()).await.unwrap_err();
+    assert!(!e.message.contains("loopback"), "{}", e.message);
+    assert!(!e.message.contains("[redacted]]"), "{}", e.message);
+}

@@ -404,3 +404,268 @@ async fn a_request_past_the_wait_budget_is_rate_limited() {
         "only the first page went out"
     );
 }
+
+/// A source whose records carry the watermark values given in the `marks` query
+/// parameter (comma-separated, JSON each), one record per value.
+async fn marks_server() -> String {
+    let app = Router::new().route(
+        "/marks",
+        get(
+            |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                let marks: Vec<Value> = q
+                    .get("marks")
+                    .map(|m| {
+                        m.split(',')
+                            .map(|v| serde_json::from_str(v).unwrap())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let items: Vec<Value> = marks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, m)| json!({ "id": i, "mark": m }))
+                    .collect();
+                axum::Json(json!({ "items": items }))
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn marks_config(base: &str, marks: &str) -> Value {
+    let mut url = url::Url::parse(&format!("{base}/marks")).unwrap();
+    url.query_pairs_mut().append_pair("marks", marks);
+    json!({ "url": url.as_str(), "recordsPointer": "/items", "idPointer": "/id",
+            "sinceParam": "since", "watermarkPointer": "/mark" })
+}
+
+async fn mark_after(
+    base: &str,
+    marks: &str,
+    last: Option<&str>,
+) -> Result<Option<String>, connectors::FetchError> {
+    fetch(marks_config(base, marks), last)
+        .await
+        .map(|f| f.watermark)
+}
+
+/// Watermarks compare in their own type: numbers as numbers (exactly, integers and
+/// decimals alike), RFC 3339 timestamps as instants, anything else as text; a change of
+/// type fails the run instead of resetting or freezing the watermark.
+#[tokio::test]
+async fn watermarks_compare_in_their_own_type() {
+    let base = marks_server().await;
+    // Integers: "9" > "10" as text; 12 is the largest.
+    let twelve = (1..=12)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(
+        mark_after(&base, &twelve, None).await.unwrap().as_deref(),
+        Some("12")
+    );
+    // The stored watermark gained a digit: it must still advance.
+    assert_eq!(
+        mark_after(&base, "10,11", Some("9"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("11")
+    );
+    assert_eq!(
+        mark_after(&base, "3,4", Some("10"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("10"),
+        "moved backwards"
+    );
+    // Numeric strings are numbers too.
+    assert_eq!(
+        mark_after(&base, r#""9","10""#, None)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("10")
+    );
+    // Decimals, exactly (beyond f64), and mixed with integers.
+    assert_eq!(
+        mark_after(&base, "1.5,1.25,-3", None)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("1.5")
+    );
+    assert_eq!(
+        mark_after(
+            &base,
+            r#""10000000000000000001","10000000000000000000.5""#,
+            None
+        )
+        .await
+        .unwrap()
+        .as_deref(),
+        Some("10000000000000000001")
+    );
+    assert_eq!(
+        mark_after(&base, r#"2,"1e1""#, Some("9.99"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("1e1")
+    );
+    // Timestamps as instants: 10:00+02:00 is 08:00Z, before 09:00Z.
+    assert_eq!(
+        mark_after(
+            &base,
+            r#""2026-01-01T10:00:00+02:00","2026-01-01T09:00:00Z""#,
+            None
+        )
+        .await
+        .unwrap()
+        .as_deref(),
+        Some("2026-01-01T09:00:00Z")
+    );
+    assert_eq!(
+        mark_after(
+            &base,
+            r#""2026-01-01T00:00:00.5Z""#,
+            Some("2026-01-01T00:00:00Z")
+        )
+        .await
+        .unwrap()
+        .as_deref(),
+        Some("2026-01-01T00:00:00.5Z")
+    );
+    // Text as text.
+    assert_eq!(
+        mark_after(&base, r#""b","abc""#, None)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("b")
+    );
+    // A type change between runs, or within one, fails the run as source_data.
+    for (marks, last) in [
+        ("5", Some("2026-01-01T00:00:00Z")),
+        (r#""2026-01-02T00:00:00Z""#, Some("17")),
+        (r#""v2""#, Some("17")),
+        (r#"1,"2026-01-02T00:00:00Z""#, None),
+    ] {
+        let e = mark_after(&base, marks, last).await.unwrap_err();
+        assert_eq!(
+            e.class,
+            ErrorClass::SourceData,
+            "{marks} after {last:?}: {}",
+            e.message
+        );
+        assert!(e.message.contains("watermark"), "{}", e.message);
+    }
+}
+
+/// A server that announces an enormous `Content-Length`, sends one byte and then holds
+/// the connection open.
+async fn announcing_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                          content-length: 1000000000000000\r\n\r\n{",
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Every size and count option is bounded when the config is saved, and a response
+/// that announces more than `maxResponseBytes` fails at once: nothing is reserved from
+/// what a source announces.
+#[tokio::test]
+async fn sizes_are_bounded_and_announced_lengths_never_reserved() {
+    let base = "http://example.com/x";
+    let cfg = |extra: Value| {
+        let mut c = json!({ "url": base, "recordsPointer": "/items", "idPointer": "/id" });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    for (extra, field) in [
+        (
+            json!({ "maxResponseBytes": 1_000_000_000_000_000_000u64 }),
+            "config.maxResponseBytes",
+        ),
+        (json!({ "maxResponseBytes": 0 }), "config.maxResponseBytes"),
+        (
+            json!({ "maxPages": 1_000_000_000_000u64 }),
+            "config.maxPages",
+        ),
+        (json!({ "maxPages": 0 }), "config.maxPages"),
+        (
+            json!({ "pagination": { "type": "page", "param": "p", "start": u64::MAX } }),
+            "config.pagination",
+        ),
+        (
+            json!({ "pagination": { "type": "page", "param": "p", "size": 1_000_000_000u64, "sizeParam": "n" } }),
+            "config.pagination",
+        ),
+    ] {
+        let errs = connectors::validate(ConnectorKind::HttpJson, &cfg(extra.clone()))
+            .expect_err(&format!("{extra} accepted"));
+        assert!(errs.iter().any(|e| e.field == field), "{extra}: {errs:?}");
+    }
+    let csv = json!({ "url": base, "maxResponseBytes": 1_000_000_000_000_000_000u64 });
+    let errs = connectors::validate(ConnectorKind::Csv, &csv).unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.field == "config.maxResponseBytes"),
+        "{errs:?}"
+    );
+    for extra in [
+        json!({ "retryAfterMs": u64::MAX }),
+        json!({ "failFirst": u64::MAX }),
+    ] {
+        assert!(
+            connectors::validate(ConnectorKind::Synthetic, &extra).is_err(),
+            "synthetic {extra} accepted"
+        );
+    }
+    let mask: Vec<String> = (0..1000).map(|i| format!("f{i}")).collect();
+    assert!(
+        connectors::validate(
+            ConnectorKind::Firestore,
+            &json!({ "projectId": "p", "collection": "c", "fieldMask": mask })
+        )
+        .is_err(),
+        "a 1000-path field mask accepted"
+    );
+    // The largest allowed limit against a source announcing a petabyte: refused at
+    // once, from the headers, without waiting for (or reserving) the body.
+    let source = announcing_server().await;
+    let began = Instant::now();
+    let e = fetch(
+        json!({ "url": format!("{source}/x"), "recordsPointer": "/items", "idPointer": "/id",
+                "maxResponseBytes": 1000, "timeoutMs": 5000 }),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.class, ErrorClass::SourceData, "{}", e.message);
+    assert!(e.message.contains("1000 bytes"), "{}", e.message);
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "waited for the body"
+    );
+}

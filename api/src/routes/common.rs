@@ -50,6 +50,25 @@ pub fn page_bounds(page: Option<u64>, page_size: Option<u64>) -> Result<(u64, u6
     Ok((page, size))
 }
 
+/// Why `s` is not a name (1 to `max` characters, not blank, on one line, without
+/// control characters), if it is not.
+pub fn name_problem(s: &str, max: usize) -> Option<String> {
+    if s.trim().is_empty() || s.chars().count() > max {
+        Some(format!("must be 1 to {max} characters"))
+    } else if s.chars().any(char::is_control) {
+        Some("must be one line without control characters".into())
+    } else {
+        None
+    }
+}
+
+/// Whether free text (a reason) is free of control characters other than tabs and
+/// line breaks.
+pub fn free_text_ok(s: &str) -> bool {
+    !s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+}
+
 /// Records a control action of the caller.
 pub async fn audit(
     state: &AppState,

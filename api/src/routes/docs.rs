@@ -4,8 +4,10 @@
 
 use axum::Json;
 use axum::Router;
+use axum::extract::State;
 use axum::response::Html;
 use axum::routing::get;
+use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
@@ -68,8 +70,224 @@ pub fn router() -> Router<AppState> {
         .route("/api/docs", get(page))
 }
 
-async fn spec() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+async fn spec(State(state): State<AppState>) -> Json<Value> {
+    Json(served_spec(
+        state.config.min_interval_secs,
+        state.config.max_interval_secs,
+    ))
+}
+
+/// A problem+json response object.
+fn problem(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }
+    })
+}
+
+/// Characters a name may not contain (control characters).
+const NAME_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// Free text: no control characters but tabs and line breaks.
+const TEXT_PATTERN: &str = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$";
+/// No NUL.
+const NO_NUL_PATTERN: &str = "^[^\\u0000]*$";
+
+/// The document served at `/api/openapi.json`: the generated one, completed with what
+/// the extractors and the configuration decide for every operation — each error it can
+/// answer (as problem+json), enums and patterns of string parameters, and the sync
+/// interval bounds in force.
+pub fn served_spec(min_interval: i64, max_interval: i64) -> Value {
+    let mut spec = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(paths) = spec["paths"].as_object_mut() {
+        for (path, ops) in paths.iter_mut() {
+            let Some(ops) = ops.as_object_mut() else {
+                continue;
+            };
+            for (method, op) in ops.iter_mut() {
+                complete_operation(path, method, op);
+            }
+        }
+    }
+    for schema in ["CreateIntegration", "SyncSettings"] {
+        if let Some(prop) = property(&mut spec, schema, "syncInterval") {
+            prop.insert("minimum".into(), json!(min_interval));
+            prop.insert("maximum".into(), json!(max_interval));
+            prop.insert(
+                "description".into(),
+                json!(format!(
+                    "Seconds between syncs, {min_interval} to {max_interval}; `null` = manual syncs only."
+                )),
+            );
+        }
+    }
+    for schema in ["CreateIntegration", "UpdateIntegration", "CreateKey"] {
+        if let Some(prop) = property(&mut spec, schema, "name") {
+            prop.insert("pattern".into(), json!(NAME_PATTERN));
+        }
+    }
+    // PATCH …/sync-settings needs at least one of its two settings.
+    if let Some(schema) = spec
+        .pointer_mut("/components/schemas/SyncSettings")
+        .and_then(Value::as_object_mut)
+    {
+        schema.insert(
+            "anyOf".into(),
+            json!([{ "required": ["syncInterval"] }, { "required": ["syncEnabled"] }]),
+        );
+    }
+    if let Some(prop) = property(&mut spec, "Reason", "reason") {
+        prop.insert("pattern".into(), json!(TEXT_PATTERN));
+    }
+    if let Some(prop) = property(&mut spec, "CreateIntegration", "kind") {
+        prop.insert("enum".into(), json!(KINDS));
+    }
+    if let Some(prop) = property(&mut spec, "CreateKey", "role") {
+        prop.insert("enum".into(), json!(["admin", "viewer"]));
+    }
+    spec
+}
+
+/// The schema of property `field` of component `schema`, if both exist (looked up
+/// without inserting anything, unlike indexing a `Value` mutably).
+fn property<'a>(
+    spec: &'a mut Value,
+    schema: &str,
+    field: &str,
+) -> Option<&'a mut serde_json::Map<String, Value>> {
+    spec.pointer_mut(&format!("/components/schemas/{schema}/properties/{field}"))
+        .and_then(Value::as_object_mut)
+}
+
+/// `window`: a number and a unit, at most 30 days in any unit.
+const WINDOW_PATTERN: &str = "^(?:(?:[1-9]|[12][0-9]|30)d|(?:[1-9][0-9]?|[1-6][0-9]{2}|7[01][0-9]|720)h|\
+(?:[1-9][0-9]{0,3}|[1-3][0-9]{4}|4[0-2][0-9]{3}|43[01][0-9]{2}|43200)m|\
+(?:[1-9][0-9]{0,5}|1[0-9]{6}|2[0-4][0-9]{5}|25[0-8][0-9]{4}|259[01][0-9]{3}|2592000)s)$";
+
+const KINDS: [&str; 6] = [
+    "synthetic",
+    "http_json",
+    "csv",
+    "google_sheets",
+    "firestore",
+    "sql",
+];
+
+/// Adds the answers every operation shares (see [`served_spec`]).
+fn complete_operation(path: &str, method: &str, op: &mut Value) {
+    let has_path_param = path.contains('{');
+    let has_body = op["requestBody"].is_object();
+    // These take an optional body (an empty one means the defaults).
+    if ["/pause", "/resume", "/sync"]
+        .iter()
+        .any(|s| path.ends_with(s))
+        && let Some(body) = op.get_mut("requestBody").and_then(Value::as_object_mut)
+    {
+        body.insert("required".into(), json!(false));
+    }
+    let mut has_query = false;
+    if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+        for p in params.iter_mut() {
+            if p["in"] != "query" {
+                continue;
+            }
+            has_query = true;
+            let name = p["name"].as_str().unwrap_or("").to_owned();
+            let Some(schema) = p.get_mut("schema").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let is_plain_string =
+                schema.get("type").is_some_and(|t| t == "string") && !schema.contains_key("format");
+            let (key, value) = match name.as_str() {
+                "kind" => ("enum", json!(KINDS)),
+                "health" => (
+                    "enum",
+                    json!(["healthy", "degraded", "at_risk", "disabled", "paused"]),
+                ),
+                "status" => {
+                    let lower = [
+                        "pending",
+                        "running",
+                        "success",
+                        "failed",
+                        "rate_limited",
+                        "cancelled",
+                    ];
+                    let all: Vec<String> = lower
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .chain(lower.iter().map(|s| s.to_uppercase()))
+                        .collect();
+                    ("enum", json!(all))
+                }
+                "trigger" => ("enum", json!(["schedule", "manual", "retry", "webhook"])),
+                "window" => ("pattern", json!(WINDOW_PATTERN)),
+                _ if is_plain_string => ("pattern", json!(NO_NUL_PATTERN)),
+                _ => continue,
+            };
+            schema.insert(key.into(), value);
+        }
+    }
+    let admin_only = method != "get" || path.starts_with("/api/keys");
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut add = |code: &str, description: &str| {
+        match responses.get_mut(code) {
+            Some(existing) => {
+                // A handler-specific description stays; the body is always a problem.
+                if existing.get("content").is_none() {
+                    existing["content"] = problem("")["content"].clone();
+                }
+                if let Some(d) = existing["description"].as_str()
+                    && !d.contains(description)
+                {
+                    let merged = format!("{d}; {description}");
+                    existing["description"] = json!(merged);
+                }
+            }
+            None => {
+                responses.insert(code.to_owned(), problem(description));
+            }
+        }
+    };
+    add("401", "no API key, or an unknown or revoked one");
+    if admin_only {
+        add("403", "a viewer key may not do this");
+    }
+    if has_path_param {
+        add("400", "the id in the path is not a UUID");
+        add("404", "no such resource in the key's workspace");
+    }
+    if has_body {
+        add("400", "the body is not one JSON document");
+        add("413", "the body exceeds 1 MiB");
+        add("415", "the body is not sent as application/json");
+        add(
+            "422",
+            "a field of the body is invalid (each one is listed in `errors`)",
+        );
+    }
+    if has_query {
+        add("422", "a query parameter is invalid (named in `errors`)");
+    }
+    add("429", "rate limited: retry after `Retry-After` seconds");
+    add(
+        "500",
+        "internal error (logged; the answer carries no detail)",
+    );
+    // Every error a handler documents itself (404, 409) is a problem too.
+    for (code, r) in responses.iter_mut() {
+        if (code.starts_with('4') || code.starts_with('5')) && r.get("content").is_none() {
+            r["content"] = problem("")["content"].clone();
+        }
+    }
+    if let Some(r) = responses.get_mut("429") {
+        r["headers"] =
+            json!({ "Retry-After": { "schema": { "type": "integer" }, "description": "seconds" } });
+    }
+    if let Some(r) = responses.get_mut("401") {
+        r["headers"] = json!({ "WWW-Authenticate": { "schema": { "type": "string" } } });
+    }
 }
 
 async fn page() -> Html<&'static str> {

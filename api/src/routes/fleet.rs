@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,8 +16,9 @@ use syncfleet_worker::db::{self as q, Dialect};
 
 use super::common::{load, parse_id};
 use super::integrations::trigger_run;
-use crate::auth::Caller;
+use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::state::AppState;
 use crate::views::{RUN_COLUMNS, RunView, TriggerResult};
 
@@ -158,13 +159,15 @@ fn parse_window(raw: Option<&str>) -> Result<i64, ApiError> {
     let split = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (n, unit) = raw.split_at(split);
     let n: i64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: i64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(bad()),
     };
+    // Checked: a huge count must be refused, not wrapped into a small window.
+    let secs = n.checked_mul(unit_secs).ok_or_else(bad)?;
     if secs <= 0 || secs > 30 * 86_400 {
         return Err(bad());
     }
@@ -219,7 +222,7 @@ impl Acc {
 pub async fn stats(
     State(state): State<AppState>,
     caller: Caller,
-    Query(p): Query<StatsQuery>,
+    ApiQuery(p): ApiQuery<StatsQuery>,
 ) -> Result<Json<FleetStats>, ApiError> {
     let window = parse_window(p.window.as_deref())?;
     let d = Dialect::of(&state.db);
@@ -320,10 +323,9 @@ pub async fn queue(
     responses((status = 202, body = TriggerResult), (status = 409, description = "the run did not fail")))]
 pub async fn retry(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(log_id): Path<String>,
 ) -> Result<(StatusCode, Json<TriggerResult>), ApiError> {
-    caller.require_admin()?;
     let log_id: Uuid = parse_id(&log_id)?;
     let rows = q::query(
         &state.db,

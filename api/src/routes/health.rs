@@ -47,12 +47,20 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// Prometheus text. The run and integration gauges are read from the database (and
+/// the queue depth from the queue) at scrape time, so every process — each API replica,
+/// each worker, the embedded one — reports the same fleet-wide values as
+/// `GET /api/sync/status` does for an operator key, whichever of them is scraped.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(depth) = state.queue.depth().await {
         state
             .metrics
             .queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+    // Three COUNTs: two over the partial indexes of live runs, one over integrations.
+    if let Err(e) = crate::scheduler::refresh_gauges(&state).await {
+        tracing::warn!(error = %e, "could not refresh the run gauges for /metrics");
     }
     (
         [(

@@ -1,7 +1,7 @@
 //! The read paths of one integration: sync history, synced records, audit trail.
 //! All keyset-paginated so deep pages cost the same as the first.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -15,6 +15,7 @@ use syncfleet_worker::db as q;
 use super::common::{load, page_bounds, parse_id};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::state::AppState;
 use crate::views::{
     AuditPage, AuditView, RUN_COLUMNS, RecordPage, RecordView, RunView, SyncHistory,
@@ -34,8 +35,11 @@ pub fn router() -> Router<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// 1-based page number, default 1.
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u64>,
     /// 1–500, default 20.
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<u64>,
     /// `pending`, `running`, `success`, `failed`, `rate_limited`, `cancelled` (any case).
     pub status: Option<String>,
@@ -46,6 +50,7 @@ pub struct HistoryQuery {
     /// Runs created before this instant (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// `nextCursor` of the previous page (then `page` is ignored).
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
 }
 
@@ -66,7 +71,7 @@ pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(p): Query<HistoryQuery>,
+    ApiQuery(p): ApiQuery<HistoryQuery>,
 ) -> Result<Json<SyncHistory>, ApiError> {
     let id = parse_id(&id)?;
     let (page, size) = page_bounds(p.page, p.page_size)?;
@@ -179,6 +184,7 @@ pub async fn history(
 #[into_params(parameter_in = Query)]
 pub struct RecordQuery {
     /// 1–500, default 20.
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<u64>,
     pub cursor: Option<String>,
     /// Only records changed at or after this instant (RFC 3339).
@@ -195,7 +201,7 @@ pub async fn records(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(p): Query<RecordQuery>,
+    ApiQuery(p): ApiQuery<RecordQuery>,
 ) -> Result<Json<RecordPage>, ApiError> {
     let m = load(&state, &caller, parse_id(&id)?).await?;
     let (_, size) = page_bounds(None, p.page_size)?;
@@ -240,7 +246,11 @@ pub async fn records(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// 1–500, default 20.
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<u64>,
+    /// `nextCursor` of the previous page.
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
 }
 
@@ -251,7 +261,7 @@ pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(p): Query<AuditQuery>,
+    ApiQuery(p): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let m = load(&state, &caller, parse_id(&id)?).await?;
     let (_, size) = page_bounds(None, p.page_size)?;

@@ -1,7 +1,7 @@
 //! `/api/integrations`: create, list, read, update (optimistic locking), delete,
 //! sync settings, pause / resume and manual triggers.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
@@ -17,9 +17,9 @@ use syncfleet_worker::db::{self as q, Dialect};
 use syncfleet_worker::protocol::trigger::{self, Triggered};
 
 use super::common::{self, audit, double_option, load, page_bounds, parse_id};
-use crate::auth::Caller;
+use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, FieldProblem};
-use crate::extract::{ApiJson, OptionalJson};
+use crate::extract::{ApiJson, ApiQuery, OptionalJson};
 use crate::state::AppState;
 use crate::views::{IntegrationList, IntegrationView, RUN_COLUMNS, RunView, TriggerResult};
 
@@ -39,7 +39,8 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateIntegration {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters, one line, not blank.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// `synthetic`, `http_json`, `csv`, `google_sheets`, `firestore` or `sql`.
     pub kind: String,
@@ -55,6 +56,7 @@ pub struct CreateIntegration {
     pub sync_enabled: bool,
     /// Consecutive failures before the integration is disabled (1–100).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_retries: Option<i64>,
 }
 
@@ -81,10 +83,8 @@ fn validate_fields(
             message,
         })
     };
-    if let Some(name) = name
-        && (name.trim().is_empty() || name.chars().count() > 200)
-    {
-        push("name", "must be 1 to 200 characters".into());
+    if let Some(why) = name.and_then(|n| common::name_problem(n, 200)) {
+        push("name", why);
     }
     if let Some(config) = config
         && let Err(errs) = connectors::validate(kind, config)
@@ -146,6 +146,10 @@ async fn protect_config(
     mut config: Value,
     stored: Option<&Value>,
 ) -> Result<Value, ApiError> {
+    // Sealing works field by field: anything but an object is refused, never stored.
+    if !config.is_object() {
+        return Err(ApiError::field("config", "must be a JSON object"));
+    }
     for url in connectors::urls(kind, &config) {
         state
             .config
@@ -179,10 +183,9 @@ fn parse_kind(raw: &str) -> Option<ConnectorKind> {
     responses((status = 201, body = IntegrationView), (status = 422, description = "validation failed")))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     ApiJson(body): ApiJson<CreateIntegration>,
 ) -> Result<(StatusCode, Json<IntegrationView>), ApiError> {
-    caller.require_admin()?;
     let mut errors = Vec::new();
     let kind = parse_kind(&body.kind);
     if kind.is_none() {
@@ -254,8 +257,11 @@ pub async fn create(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// 1-based page number, default 1.
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u64>,
     /// 1–500, default 20.
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<u64>,
     pub kind: Option<String>,
     pub health: Option<String>,
@@ -270,7 +276,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(p): Query<ListQuery>,
+    ApiQuery(p): ApiQuery<ListQuery>,
 ) -> Result<Json<IntegrationList>, ApiError> {
     let (page, size) = page_bounds(p.page, p.page_size)?;
     let mut query = integrations::Entity::find()
@@ -334,9 +340,13 @@ pub async fn read(
 pub struct UpdateIntegration {
     /// The `version` you read; a stale one gets 409.
     pub version: i32,
+    /// 1 to 200 characters, one line, not blank.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
+    /// 1–100.
+    #[schema(minimum = 1, maximum = 100)]
     pub max_retries: Option<i64>,
 }
 
@@ -345,11 +355,10 @@ pub struct UpdateIntegration {
     tag = "integrations", responses((status = 200, body = IntegrationView), (status = 409, description = "stale version")))]
 pub async fn update(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateIntegration>,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    caller.require_admin()?;
     let m = load(&state, &caller, parse_id(&id)?).await?;
     // A client echoing the config it read sends secrets masked: put the stored values
     // back before validating, so the connector sees the real shape.
@@ -414,10 +423,9 @@ pub async fn update(
     responses((status = 204, description = "deleted"), (status = 404, description = "not found")))]
 pub async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_admin()?;
     let m = load(&state, &caller, parse_id(&id)?).await?;
     let before = IntegrationView::from(m.clone());
     q::exec(
@@ -564,14 +572,14 @@ async fn apply_settings(
 /// Change the interval or enable/disable syncing; returns the recomputed `nextSyncAt`.
 /// Enabling a disabled integration resets `retryCount` and schedules a run now.
 #[utoipa::path(patch, path = "/api/integrations/{id}/sync-settings", params(("id" = Uuid, Path)),
-    request_body = SyncSettings, tag = "integrations", responses((status = 200, body = IntegrationView)))]
+    request_body = SyncSettings, tag = "integrations",
+    responses((status = 200, body = IntegrationView), (status = 409, description = "stale version")))]
 pub async fn sync_settings(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SyncSettings>,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    caller.require_admin()?;
     let m = load(&state, &caller, parse_id(&id)?).await?;
     let interval = match &body.sync_interval {
         None => None,
@@ -606,6 +614,7 @@ pub async fn sync_settings(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Reason {
     /// Why (kept in the audit trail), up to 1000 characters.
+    #[schema(max_length = 1000)]
     pub reason: Option<String>,
 }
 
@@ -613,6 +622,12 @@ fn reason(OptionalJson(body): OptionalJson<Reason>) -> Result<Option<String>, Ap
     let r = body.reason;
     if r.as_ref().is_some_and(|r| r.chars().count() > 1000) {
         return Err(ApiError::field("reason", "must be at most 1000 characters"));
+    }
+    if r.as_deref().is_some_and(|r| !common::free_text_ok(r)) {
+        return Err(ApiError::field(
+            "reason",
+            "must not contain control characters other than tabs and line breaks",
+        ));
     }
     Ok(r)
 }
@@ -622,7 +637,7 @@ fn reason(OptionalJson(body): OptionalJson<Reason>) -> Result<Option<String>, Ap
     tag = "integrations", responses((status = 200, body = IntegrationView)))]
 pub async fn pause(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
     body: OptionalJson<Reason>,
 ) -> Result<Json<IntegrationView>, ApiError> {
@@ -634,7 +649,7 @@ pub async fn pause(
     tag = "integrations", responses((status = 200, body = IntegrationView)))]
 pub async fn resume(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
     body: OptionalJson<Reason>,
 ) -> Result<Json<IntegrationView>, ApiError> {
@@ -735,11 +750,10 @@ pub async fn trigger_run(
     tag = "integrations", responses((status = 202, body = TriggerResult), (status = 409, description = "paused or disabled")))]
 pub async fn sync_now(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<SyncRequest>,
 ) -> Result<(StatusCode, Json<TriggerResult>), ApiError> {
-    caller.require_admin()?;
     let force = body.force;
     let m = load(&state, &caller, parse_id(&id)?).await?;
     Ok((

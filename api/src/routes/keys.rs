@@ -15,7 +15,7 @@ use syncfleet_worker::audit;
 use syncfleet_worker::db::{self as q, Dialect};
 
 use super::common::parse_id;
-use crate::auth::Caller;
+use crate::auth::{Admin, Caller};
 use crate::db::{hash_key, new_key};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -30,7 +30,8 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters, one line, not blank.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// `admin` (all writes) or `viewer` (reads only).
     pub role: String,
@@ -71,15 +72,14 @@ async fn workspace(state: &AppState, caller: &Caller) -> Result<Uuid, ApiError> 
     responses((status = 201, body = CreatedKey), (status = 422, description = "validation failed")))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    caller.require_admin()?;
     let mut errors = Vec::new();
-    if body.name.trim().is_empty() || body.name.chars().count() > 200 {
+    if let Some(message) = super::common::name_problem(&body.name, 200) {
         errors.push(crate::error::FieldProblem {
             field: "name".into(),
-            message: "must be 1 to 200 characters".into(),
+            message,
         });
     }
     if !["admin", "viewer"].contains(&body.role.as_str()) {
@@ -137,9 +137,8 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/keys", tag = "keys", responses((status = 200, body = [KeyView])))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
 ) -> Result<Json<Vec<KeyView>>, ApiError> {
-    caller.require_admin()?;
     let (filter, values) = match caller.workspace_id {
         Some(ws) => (" WHERE workspace_id = $1", vec![sea_orm::Value::from(ws)]),
         None => ("", Vec::new()),
@@ -172,10 +171,9 @@ pub async fn list(
     responses((status = 204, description = "revoked"), (status = 404, description = "not found")))]
 pub async fn revoke(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_admin()?;
     let id = parse_id(&id)?;
     let ws = workspace(&state, &caller).await?;
     let scope = if caller.workspace_id.is_some() {

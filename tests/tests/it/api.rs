@@ -534,7 +534,10 @@ async fn history_cursor_pages_have_no_gaps_or_duplicates_while_runs_arrive() {
             "/api/integrations/{id}/sync-history?from=yesterday"
         ))
         .await;
-    assert_eq!(s, 400, "{v}");
+    // A query parameter of the wrong type is a 422 naming it, like a body field.
+    assert_eq!(s, 422, "{v}");
+    assert_problem(&v, 422, "validation_failed");
+    assert_eq!(v["errors"][0]["field"], "from", "{v}");
     app.stop().await;
 }
 

@@ -44,7 +44,8 @@ struct Config {
     delimiter: Option<String>,
     #[serde(default)]
     columns: BTreeMap<String, String>,
-    #[serde(default)]
+    /// Secret: read apart from the rest (see `from_config`).
+    #[serde(skip)]
     headers: BTreeMap<String, String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
@@ -138,10 +139,27 @@ impl Csv {
         config: &Value,
         env: Option<&ConnectorEnv>,
     ) -> Result<Self, Vec<FieldError>> {
-        let c: Config = serde_json::from_value(config.clone())
-            .map_err(|e| vec![FieldError::new("config", e.to_string())])?;
+        // `headers` is secret: read on its own, with a message that never quotes it.
         let mut errors = Vec::new();
-        let url = http::http_url("config.url", &c.url, &mut errors);
+        let headers = super::secret_field(
+            config,
+            "headers",
+            super::http_json::HEADERS_SHAPE,
+            &mut errors,
+        )
+        .unwrap_or_default();
+        let mut c: Config = serde_json::from_value(super::without_secrets(config, &["headers"]))
+            .map_err(|e| {
+                errors.push(FieldError::new("config", e.to_string()));
+                std::mem::take(&mut errors)
+            })?;
+        c.headers = headers;
+        let url = http::http_url(
+            "config.url",
+            &c.url,
+            "send them as an `Authorization` header in `headers`, which is kept secret",
+            &mut errors,
+        );
         check_id_column(c.id_column.as_deref(), &mut errors);
         let delimiter = match c.delimiter.as_deref().map(str::as_bytes) {
             None => b',',
@@ -184,12 +202,7 @@ impl Csv {
             }
         }
         http::check_timeout(c.timeout_ms, &mut errors);
-        if c.max_response_bytes == Some(0) {
-            errors.push(FieldError::new(
-                "config.maxResponseBytes",
-                "must be positive",
-            ));
-        }
+        http::check_max_bytes(c.max_response_bytes, &mut errors);
         let (Some(url), true) = (url, errors.is_empty()) else {
             return Err(errors);
         };

@@ -57,6 +57,8 @@ const MAX_PAGE_BYTES: u64 = 32 * 1024 * 1024;
 /// Ten thousand pages is millions of documents: a source that keeps going is broken
 /// (or looping), and the run must end rather than fetch forever.
 const MAX_PAGES: u64 = 10_000;
+/// Most field paths in `fieldMask` (each is a query parameter of every request).
+const MAX_MASK_PATHS: usize = 100;
 
 /// The configuration keys, so that unknown ones can be reported alongside every other
 /// problem (serde's `deny_unknown_fields` alone stops at the first one).
@@ -232,6 +234,12 @@ impl Firestore {
                 errors.push(FieldError::new(
                     "config.fieldMask",
                     "must list at least one field path (omit it to fetch every field)",
+                ));
+            }
+            if mask.len() > MAX_MASK_PATHS {
+                errors.push(FieldError::new(
+                    "config.fieldMask",
+                    format!("must list at most {MAX_MASK_PATHS} field paths"),
                 ));
             }
             if mask.iter().any(|p| !field_path_ok(p)) {

@@ -122,6 +122,7 @@ impl GoogleSheets {
         let base_url = http_url(
             "config.baseUrl",
             c.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
+            "use `apiKey` or `token`, which are kept secret",
             &mut errors,
         );
         check_id_column(c.id_column.as_deref(), &mut errors);
@@ -175,7 +176,7 @@ impl GoogleSheets {
             .await
             .map_err(|mut e| {
                 let (Auth::ApiKey(s) | Auth::Bearer(s)) = &self.auth;
-                e.message = e.message.replace(s.as_str(), "[redacted]");
+                e.message = crate::secrets::redact(&e.message, s);
                 e
             })
     }

@@ -11,8 +11,16 @@ use url::Url;
 use super::{FetchError, FieldError};
 use crate::ratelimit::RequestGate;
 
+/// The largest `maxResponseBytes` any connector accepts (256 MiB).
+pub const MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Sends a request once `gate` (the run's provider rate limit) lets it go, and returns
 /// the body, at most `max_bytes` long.
+///
+/// What the source announces is never trusted with memory: a `Content-Length` above the
+/// limit fails at once, and the body is read chunk by chunk into a buffer that grows
+/// with the bytes actually received and never past `max_bytes` (an allocation that
+/// fails ends the run instead of the process).
 pub async fn send(
     gate: Option<&RequestGate>,
     req: reqwest::RequestBuilder,
@@ -27,20 +35,72 @@ pub async fn send(
     if !status.is_success() {
         return Err(status_error(status, resp.headers(), url));
     }
-    // Sized from the announced length (bounded by the limit), so a large body is not
-    // grown by doubling: no slack capacity, no copies while it is read.
-    let announced = resp.content_length().unwrap_or(0).min(max_bytes);
-    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+    let too_big = || {
+        FetchError::new(
+            ErrorClass::SourceData,
+            format!(
+                "response from {} exceeds the limit of {max_bytes} bytes",
+                redact(url)
+            ),
+        )
+    };
+    if let Some(announced) = resp.content_length()
+        && announced > max_bytes
+    {
+        return Err(FetchError::new(
+            ErrorClass::SourceData,
+            format!(
+                "response from {} exceeds the limit of {max_bytes} bytes (it announces {announced})",
+                redact(url)
+            ),
+        ));
+    }
+    let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    let mut body: Vec<u8> = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(&e, url))? {
-        body.extend_from_slice(&chunk);
-        if body.len() as u64 > max_bytes {
-            return Err(FetchError::new(
-                ErrorClass::SourceData,
-                format!("response from {} exceeds {max_bytes} bytes", redact(url)),
-            ));
+        let needed = body.len().saturating_add(chunk.len());
+        if needed > limit {
+            return Err(too_big());
         }
+        if needed > body.capacity() {
+            // Geometric growth (amortised copies; large blocks grow in place), capped at
+            // the limit.
+            let target = body.capacity().saturating_mul(2).max(needed).min(limit);
+            body.try_reserve_exact(target - body.len()).map_err(|_| {
+                FetchError::new(
+                    ErrorClass::Internal,
+                    format!("out of memory reading {needed} bytes from {}", redact(url)),
+                )
+            })?;
+        }
+        body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Checks an optional count or size option against its bounds.
+pub fn check_range(
+    field: &str,
+    value: Option<u64>,
+    range: std::ops::RangeInclusive<u64>,
+    errors: &mut Vec<FieldError>,
+) {
+    if value.is_some_and(|v| !range.contains(&v)) {
+        errors.push(FieldError::new(
+            field,
+            format!("must be from {} to {}", range.start(), range.end()),
+        ));
+    }
+}
+
+/// Checks `maxResponseBytes` (1 to [`MAX_RESPONSE_BYTES`]).
+pub fn check_max_bytes(value: Option<u64>, errors: &mut Vec<FieldError>) {
+    check_range(
+        "config.maxResponseBytes",
+        value,
+        1..=MAX_RESPONSE_BYTES,
+        errors,
+    );
 }
 
 /// The URL without its query string (which may carry cursors or parameters a user
@@ -139,9 +199,23 @@ pub fn status_error(
     }
 }
 
-/// `url` as an http(s) URL, or the field error saying why not.
-pub fn http_url(field: &str, raw: &str, errors: &mut Vec<FieldError>) -> Option<Url> {
+/// `url` as an http(s) URL without credentials, or the field error saying why not.
+/// `credentials` says where credentials go instead (a URL is neither sealed nor masked).
+pub fn http_url(
+    field: &str,
+    raw: &str,
+    credentials: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<Url> {
     match Url::parse(raw) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            // Never quote the URL: the message would carry the password.
+            errors.push(FieldError::new(
+                field,
+                format!("must not contain credentials (user:password@); {credentials}"),
+            ));
+            None
+        }
         Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
         Ok(u) => {
             errors.push(FieldError::new(

@@ -24,6 +24,11 @@ use crate::net::NetPolicy;
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
 const DEFAULT_MAX_PAGES: u64 = 1_000;
+const MAX_PAGES: u64 = 100_000;
+/// Page numbers start at most here (so `start + pages` cannot overflow).
+const MAX_PAGE_START: u64 = 1_000_000_000;
+/// The largest page size asked of a source.
+const MAX_PAGE_SIZE: u64 = 100_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -31,9 +36,11 @@ struct Config {
     url: String,
     #[serde(default = "get")]
     method: String,
-    #[serde(default)]
+    /// Secret: read apart from the rest (see `from_config`).
+    #[serde(skip)]
     headers: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
+    /// Secret: read apart from the rest.
+    #[serde(skip)]
     auth: Option<Auth>,
     records_pointer: String,
     id_pointer: String,
@@ -50,6 +57,14 @@ struct Config {
     #[serde(default)]
     max_pages: Option<u64>,
 }
+
+/// What `auth` must be (the message for any other value, which is never quoted).
+const AUTH_SHAPES: &str = "must be {\"type\": \"bearer\", \"token\": string}, \
+     {\"type\": \"apiKey\", \"header\": string, \"value\": string} or \
+     {\"type\": \"basic\", \"username\": string, \"password\": string}";
+
+/// What `headers` must be.
+pub(crate) const HEADERS_SHAPE: &str = "must be an object of header names to string values";
 
 fn get() -> String {
     "GET".into()
@@ -111,10 +126,44 @@ impl HttpJson {
         config: &Value,
         env: Option<&ConnectorEnv>,
     ) -> Result<Self, Vec<FieldError>> {
-        let c: Config = serde_json::from_value(config.clone())
-            .map_err(|e| vec![FieldError::new("config", e.to_string())])?;
+        // Nested structs are objects too (serde would read them from arrays).
+        if config
+            .get("pagination")
+            .is_some_and(|v| !v.is_null() && !v.is_object())
+        {
+            return Err(vec![FieldError::new(
+                "config.pagination",
+                "must be a JSON object",
+            )]);
+        }
         let mut errors = Vec::new();
-        let url = http::http_url("config.url", &c.url, &mut errors);
+        // The secret fields are read on their own, with messages that never quote them.
+        let auth = if config
+            .get("auth")
+            .is_some_and(|v| !v.is_object() && !v.is_null())
+        {
+            errors.push(FieldError::new("config.auth", AUTH_SHAPES));
+            None
+        } else {
+            super::secret_field::<Auth>(config, "auth", AUTH_SHAPES, &mut errors)
+        };
+        let headers =
+            super::secret_field(config, "headers", HEADERS_SHAPE, &mut errors).unwrap_or_default();
+        let mut c: Config =
+            serde_json::from_value(super::without_secrets(config, &["auth", "headers"])).map_err(
+                |e| {
+                    errors.push(FieldError::new("config", e.to_string()));
+                    std::mem::take(&mut errors)
+                },
+            )?;
+        c.auth = auth;
+        c.headers = headers;
+        let url = http::http_url(
+            "config.url",
+            &c.url,
+            "put them in `auth` (basic, bearer or apiKey), which is kept secret",
+            &mut errors,
+        );
         if !matches!(c.method.as_str(), "GET" | "POST") {
             errors.push(FieldError::new("config.method", "must be GET or POST"));
         }
@@ -145,11 +194,33 @@ impl HttpJson {
             ));
         }
         http::check_timeout(c.timeout_ms, &mut errors);
-        for name in c.headers.keys() {
+        http::check_max_bytes(c.max_response_bytes, &mut errors);
+        http::check_range("config.maxPages", c.max_pages, 1..=MAX_PAGES, &mut errors);
+        if let Some(Pagination::Page { start, size, .. }) = &c.pagination {
+            if *start > MAX_PAGE_START {
+                errors.push(FieldError::new(
+                    "config.pagination",
+                    format!("start must be at most {MAX_PAGE_START}"),
+                ));
+            }
+            if size.is_some_and(|n| !(1..=MAX_PAGE_SIZE).contains(&n)) {
+                errors.push(FieldError::new(
+                    "config.pagination",
+                    format!("size must be from 1 to {MAX_PAGE_SIZE}"),
+                ));
+            }
+        }
+        for (name, value) in &c.headers {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 errors.push(FieldError::new(
                     "config.headers",
                     format!("`{name}` is not a header name"),
+                ));
+            } else if reqwest::header::HeaderValue::from_str(value).is_err() {
+                // The value may be a credential: name the header only.
+                errors.push(FieldError::new(
+                    "config.headers",
+                    format!("the value of `{name}` is not a valid header value"),
                 ));
             }
         }
@@ -342,15 +413,33 @@ impl Connector for HttpJson {
                             ),
                         )
                     })?;
-                if let Some(mark) = self
+                if let Some((pointer, mark)) = self
                     .c
                     .watermark_pointer
                     .as_deref()
-                    .and_then(|p| item.pointer(p))
-                    .and_then(id_string)
-                    && watermark.as_deref().is_none_or(|w| mark.as_str() > w)
+                    .and_then(|p| Some((p, item.pointer(p).and_then(id_string)?)))
                 {
-                    watermark = Some(mark);
+                    let newer = match watermark.as_deref() {
+                        None => true,
+                        Some(w) => match super::watermark::compare(&mark, w) {
+                            Ok(order) => order == std::cmp::Ordering::Greater,
+                            Err((now, before)) => {
+                                return Err(FetchError::new(
+                                    ErrorClass::SourceData,
+                                    format!(
+                                        "record {i} of page {page_no}: the watermark at {pointer} is {} \
+                                         but the watermark so far is {}; a watermark must keep one type \
+                                         (number, RFC 3339 timestamp or text)",
+                                        now.describe(),
+                                        before.describe()
+                                    ),
+                                ));
+                            }
+                        },
+                    };
+                    if newer {
+                        watermark = Some(mark);
+                    }
                 }
                 records.push(SourceRecord::new(id, &item));
             }

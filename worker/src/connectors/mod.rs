@@ -12,6 +12,7 @@ pub mod http_json;
 mod record;
 pub mod sql;
 pub mod synthetic;
+pub mod watermark;
 
 use std::time::Duration;
 
@@ -102,12 +103,44 @@ pub trait Connector: Send + Sync {
 pub fn secret_fields(kind: ConnectorKind) -> &'static [&'static str] {
     match kind {
         ConnectorKind::Synthetic => &[],
-        // A CSV source has no auth field: credentials go in its request headers.
+        // Request headers carry credentials as often as not (`Authorization`,
+        // `X-Api-Key`, cookies): they are secret for every HTTP connector, whole.
         ConnectorKind::Csv => &["headers"],
-        ConnectorKind::HttpJson => &["auth"],
+        ConnectorKind::HttpJson => &["auth", "headers"],
         ConnectorKind::GoogleSheets => &["apiKey", "token"],
         ConnectorKind::Firestore => &["token"],
         ConnectorKind::Sql => &["url"],
+    }
+}
+
+/// `config` (an object) without `secrets`, for serde to read the rest: serde's
+/// messages quote the offending value, which must never happen for a secret.
+pub(crate) fn without_secrets(config: &Value, secrets: &[&str]) -> Value {
+    let mut rest = config.clone();
+    if let Some(obj) = rest.as_object_mut() {
+        for key in secrets {
+            obj.remove(*key);
+        }
+    }
+    rest
+}
+
+/// Reads the secret field `key` of `config` as `T` (absent or null: `None`). A value
+/// of the wrong type or shape is reported as `config.<key>` with `expected` — what it
+/// must be —, never with serde's message, which would quote the value.
+pub(crate) fn secret_field<T: serde::de::DeserializeOwned>(
+    config: &Value,
+    key: &str,
+    expected: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    let v = config.get(key).filter(|v| !v.is_null())?;
+    match serde_json::from_value(v.clone()) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            errors.push(FieldError::new(format!("config.{key}"), expected));
+            None
+        }
     }
 }
 
@@ -124,6 +157,9 @@ pub fn validate(kind: ConnectorKind, config: &Value) -> Result<(), Vec<FieldErro
 
 /// The URLs a config connects to, for the SSRF check when it is saved.
 pub fn urls(kind: ConnectorKind, config: &Value) -> Vec<url::Url> {
+    if !config.is_object() {
+        return Vec::new();
+    }
     match kind {
         ConnectorKind::HttpJson => http_json::HttpJson::from_config(config, None)
             .map(|c| c.urls())
@@ -150,6 +186,14 @@ pub fn build(
     config: &Value,
     env: &ConnectorEnv,
 ) -> Result<Box<dyn Connector>, Vec<FieldError>> {
+    // serde reads a struct from an array too (fields by position): a config in any
+    // shape but an object would slip past the per-field handling of secrets.
+    if !config.is_object() {
+        return Err(vec![FieldError::new(
+            "config",
+            "must be a JSON object of the connector's fields",
+        )]);
+    }
     match kind {
         ConnectorKind::Synthetic => Ok(Box::new(synthetic::Synthetic::from_config(config)?)),
         ConnectorKind::HttpJson => Ok(Box::new(http_json::HttpJson::from_config(

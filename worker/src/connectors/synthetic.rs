@@ -15,6 +15,10 @@ use super::{Connector, FetchContext, FetchError, Fetched, FieldError, SourceReco
 const MAX_RECORDS: u64 = 1_000_000;
 /// Longest simulated latency.
 const MAX_LATENCY_MS: u64 = 600_000;
+/// Most failing first runs.
+const MAX_FAIL_FIRST: u64 = 1_000_000;
+/// Longest simulated `Retry-After` (one day).
+const MAX_RETRY_AFTER_MS: u64 = 86_400_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -76,6 +80,18 @@ impl Synthetic {
             errors.push(FieldError::new(
                 "config.latencyMs",
                 format!("must be at most {MAX_LATENCY_MS}"),
+            ));
+        }
+        if c.fail_first > MAX_FAIL_FIRST {
+            errors.push(FieldError::new(
+                "config.failFirst",
+                format!("must be at most {MAX_FAIL_FIRST}"),
+            ));
+        }
+        if c.retry_after_ms > MAX_RETRY_AFTER_MS {
+            errors.push(FieldError::new(
+                "config.retryAfterMs",
+                format!("must be at most {MAX_RETRY_AFTER_MS}"),
             ));
         }
         let error_class = match ErrorClass::parse(&c.error_class) {

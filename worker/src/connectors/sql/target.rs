@@ -190,8 +190,8 @@ impl Target {
     /// Removes the password from a driver or server message, should one ever echo it.
     pub fn scrub(&self, message: &str) -> String {
         match &self.password {
-            Some(p) if p.len() >= 3 => message.replace(p.as_str(), "********"),
-            _ => message.to_owned(),
+            Some(p) => crate::secrets::redact(message, p),
+            None => message.to_owned(),
         }
     }
 
