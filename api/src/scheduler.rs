@@ -1,6 +1,6 @@
 //! The background loops of an API replica: the scheduler and the maintenance pass
-//! (reaper, re-enqueuer, repair, queue hygiene, gauges). Leaderless: every replica runs
-//! both; the SQL makes concurrent passes safe.
+//! (lost-queue check, reaper, re-enqueuer, repair, queue hygiene). Leaderless: every
+//! replica runs both; the SQL makes concurrent passes safe.
 
 use std::time::Duration;
 
@@ -79,7 +79,7 @@ async fn scheduler_pass(state: &AppState) -> anyhow::Result<Option<bool>> {
     Ok(Some(ids.len() as u64 >= limit))
 }
 
-/// Reaper, re-enqueuer, repair, queue hygiene and gauges, every reaper period.
+/// Lost-queue check, reaper, re-enqueuer, repair and queue hygiene, every reaper period.
 pub async fn run_maintenance(state: AppState, shutdown: CancellationToken) {
     let cfg = state.config.protocol.clone();
     loop {
@@ -145,8 +145,8 @@ async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
     if r.repaired > 0 {
         state.scheduler_wake.notify_one();
     }
-    // Queue hygiene every pass: each scans a bounded slice of the finished set and the
-    // next pass continues there, so a large backlog is worked through in passes.
+    // Queue hygiene every pass: only the embedded queue keeps finished entries (one
+    // DELETE of those older than the retention); the Redis queue has none.
     let removed = state.queue.cleanup(cfg.queue_retention).await?;
     if removed > 0 {
         tracing::debug!(removed, "queue cleanup");

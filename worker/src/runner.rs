@@ -33,8 +33,9 @@ async fn handle(
     let _busy = engine.busy_guard();
     // Panics are caught here rather than with apalis' `catch_panic()` layer: that layer's
     // handler type is a higher-ranked fn pointer that makes the worker future fail the
-    // `Send` bound of `tokio::spawn`. A panicking run stays RUNNING until its lease
-    // expires; the reaper re-queues it and quarantines it after `max_claims`.
+    // `Send` bound of `tokio::spawn`. A panic drops the run's future, whose guard releases
+    // the claim to PENDING at once (see `engine::lease::InFlight`); a run that panics every
+    // time is failed by the claim-time backstop (docs/architecture.md §4.13).
     match AssertUnwindSafe(engine.execute(run_id, worker.name()))
         .catch_unwind()
         .await

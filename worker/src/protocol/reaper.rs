@@ -1,5 +1,5 @@
 //! Recovery: expired leases, poison runs, lost pushes and integrations without a slot.
-//! See docs/architecture.md §4.5.
+//! See docs/architecture.md §4.8.
 //!
 //! Runs in every API replica; each statement is a compare-and-set, so concurrent
 //! reapers cannot double-apply anything. No step waits for a row lock: rows another

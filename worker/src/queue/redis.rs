@@ -1,7 +1,7 @@
 //! The Redis side of the queue: a sorted set of run ids and the few scripts around it.
 //!
 //! Why not apalis-redis's storage: four of its behaviours each broke a fault test here
-//! (docs/architecture.md §5.1). Its stream ends for good on any Redis error, which drops
+//! (docs/architecture.md §5.8). Its stream ends for good on any Redis error, which drops
 //! the runs a worker is driving; its `fetch_next` promotes every due task in one `unpack`
 //! and dies past ~8,000 (a re-enqueuer after a worker outage reaches that); its heartbeats
 //! and orphan cut-offs use each worker's own clock; finished tasks stay in Redis forever.
