@@ -15,6 +15,8 @@ use crate::state::AppState;
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub key_id: Uuid,
+    /// The key's name, for the audit trail.
+    pub key_name: String,
     /// `None` = an operator key spanning every workspace.
     pub workspace_id: Option<Uuid>,
     pub role: Role,
@@ -57,7 +59,7 @@ impl FromRequestParts<AppState> for Caller {
             None => {
                 let rows = q::query(
                     &state.db,
-                    "SELECT id, workspace_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                    "SELECT id, name, workspace_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
                     [hash.clone().into()],
                 )
                 .await?;
@@ -66,6 +68,7 @@ impl FromRequestParts<AppState> for Caller {
                 };
                 let c = Caller {
                     key_id: r.try_get("", "id")?,
+                    key_name: r.try_get("", "name")?,
                     workspace_id: r.try_get("", "workspace_id")?,
                     role: r.try_get("", "role")?,
                 };

@@ -268,6 +268,47 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
     }
 }
 
+/// The `{id}` segment of a route as a UUID; anything else is 400 problem+json, answered
+/// from this one place for every route.
+pub struct PathId(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::BadRequest("the path needs one id".into()))?;
+        crate::routes::common::parse_id(&raw).map(Self)
+    }
+}
+
+/// The caller and the integration named by `{id}`, loaded for the caller's workspace: a
+/// handler that takes it cannot forget the scoping. Another workspace's integration is
+/// 404, exactly as one that does not exist.
+pub struct Scoped {
+    pub caller: crate::auth::Caller,
+    pub integration: entity::integrations::Model,
+}
+
+impl FromRequestParts<crate::state::AppState> for Scoped {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::state::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = crate::auth::Caller::from_request_parts(parts, state).await?;
+        let PathId(id) = PathId::from_request_parts(parts, state).await?;
+        let integration = crate::routes::common::load(state, &caller, id).await?;
+        Ok(Self {
+            caller,
+            integration,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -200,7 +200,10 @@ pub struct RecordPage {
 pub struct AuditView {
     pub id: Uuid,
     pub integration_id: Option<Uuid>,
+    /// `key:<id>` of the key that acted, or `system`.
     pub actor: String,
+    /// The acting key's name (absent for the system and for events before names were kept).
+    pub actor_name: Option<String>,
     pub action: String,
     pub reason: Option<String>,
     #[schema(value_type = Option<Object>)]

@@ -10,7 +10,10 @@ use crate::db::{self, Dialect};
 pub struct Event {
     pub integration_id: Option<Uuid>,
     pub workspace_id: Option<Uuid>,
+    /// `key:<id>` or `system`.
     pub actor: String,
+    /// The acting key's name, when a key acted.
+    pub actor_name: Option<String>,
     pub action: String,
     pub reason: Option<String>,
     pub before: Option<serde_json::Value>,
@@ -20,8 +23,8 @@ pub struct Event {
 pub async fn record(db: &impl ConnectionTrait, e: Event) -> Result<(), DbErr> {
     let d = Dialect::of(db);
     let sql = format!(
-        "INSERT INTO audit_events (id, workspace_id, integration_id, actor, action, reason, \"before\", \"after\", created_at) \
-         SELECT $1, COALESCE($2, (SELECT workspace_id FROM integrations WHERE id = $3)), $3, $4, $5, $6, $7, $8, {}",
+        "INSERT INTO audit_events (id, workspace_id, integration_id, actor, action, reason, \"before\", \"after\", actor_name, created_at) \
+         SELECT $1, COALESCE($2, (SELECT workspace_id FROM integrations WHERE id = $3)), $3, $4, $5, $6, $7, $8, $9, {}",
         d.now()
     );
     db::exec(
@@ -36,6 +39,7 @@ pub async fn record(db: &impl ConnectionTrait, e: Event) -> Result<(), DbErr> {
             e.reason.into(),
             e.before.into(),
             e.after.into(),
+            e.actor_name.into(),
         ],
     )
     .await?;

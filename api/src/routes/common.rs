@@ -5,8 +5,6 @@ use sea_orm::EntityTrait;
 use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
-use syncfleet_worker::audit;
-
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -67,32 +65,6 @@ pub fn name_problem(s: &str, max: usize) -> Option<String> {
 pub fn free_text_ok(s: &str) -> bool {
     !s.chars()
         .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-}
-
-/// Records a control action of the caller.
-pub async fn audit(
-    state: &AppState,
-    caller: &Caller,
-    m: &integrations::Model,
-    action: &str,
-    reason: Option<String>,
-    before: Option<serde_json::Value>,
-    after: Option<serde_json::Value>,
-) -> Result<(), ApiError> {
-    audit::record(
-        &state.db,
-        audit::Event {
-            integration_id: Some(m.id),
-            workspace_id: Some(m.workspace_id),
-            actor: caller.actor(),
-            action: action.into(),
-            reason,
-            before,
-            after,
-        },
-    )
-    .await?;
-    Ok(())
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).

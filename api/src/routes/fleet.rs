@@ -3,22 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use syncfleet_worker::db::{self as q, Dialect};
 
-use super::common::{load, parse_id};
-use super::integrations::trigger_run;
+use super::integrations::{Reason, reason, trigger_result};
 use crate::auth::{Admin, Caller};
+use crate::control;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
+use crate::extract::{OptionalJson, PathId};
 use crate::state::AppState;
 use crate::views::{RUN_COLUMNS, RunView, TriggerResult};
 
@@ -324,28 +324,10 @@ pub async fn queue(
 pub async fn retry(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(log_id): Path<String>,
+    PathId(log_id): PathId,
+    OptionalJson(body): OptionalJson<Reason>,
 ) -> Result<(StatusCode, Json<TriggerResult>), ApiError> {
-    let log_id: Uuid = parse_id(&log_id)?;
-    let rows = q::query(
-        &state.db,
-        "SELECT integration_id, status FROM sync_logs WHERE id = $1",
-        [log_id.into()],
-    )
-    .await?;
-    let row = rows.first().ok_or(ApiError::NotFound("run"))?;
-    let integration_id: Uuid = row.try_get("", "integration_id")?;
-    let status: String = row.try_get("", "status")?;
-    let m = load(&state, &caller, integration_id)
-        .await
-        .map_err(|_| ApiError::NotFound("run"))?;
-    if status != "FAILED" {
-        return Err(ApiError::Conflict(format!(
-            "only a FAILED run can be retried; this one is {status}"
-        )));
-    }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(trigger_run(&state, &caller, &m, true, "run.retry").await?),
-    ))
+    let why = reason(body.reason)?;
+    let t = control::runs::retry(&state, &caller, log_id, why).await?;
+    Ok((StatusCode::ACCEPTED, Json(trigger_result(&state, t).await?)))
 }

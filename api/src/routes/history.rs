@@ -1,7 +1,7 @@
 //! The read paths of one integration: sync history, synced records, audit trail.
 //! All keyset-paginated so deep pages cost the same as the first.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -12,10 +12,10 @@ use uuid::Uuid;
 
 use syncfleet_worker::db as q;
 
-use super::common::{load, page_bounds, parse_id};
+use super::common::page_bounds;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiQuery, PathId, Scoped};
 use crate::state::AppState;
 use crate::views::{
     AuditPage, AuditView, RUN_COLUMNS, RecordPage, RecordView, RunView, SyncHistory,
@@ -70,10 +70,9 @@ const TRIGGERS: &[&str] = &["schedule", "manual", "retry", "webhook"];
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ApiQuery(p): ApiQuery<HistoryQuery>,
 ) -> Result<Json<SyncHistory>, ApiError> {
-    let id = parse_id(&id)?;
     let (page, size) = page_bounds(p.page, p.page_size)?;
     let mut filter = String::from("integration_id = $1");
     let mut values: Vec<Value> = vec![id.into()];
@@ -199,11 +198,9 @@ pub struct RecordQuery {
     tag = "history", responses((status = 200, body = RecordPage)))]
 pub async fn records(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Scoped { integration: m, .. }: Scoped,
     ApiQuery(p): ApiQuery<RecordQuery>,
 ) -> Result<Json<RecordPage>, ApiError> {
-    let m = load(&state, &caller, parse_id(&id)?).await?;
     let (_, size) = page_bounds(None, p.page_size)?;
     let mut sql = String::from(
         "SELECT external_id, data, version, deleted_at, synced_at FROM records WHERE integration_id = $1",
@@ -259,14 +256,12 @@ pub struct AuditQuery {
     tag = "history", responses((status = 200, body = AuditPage)))]
 pub async fn audit(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Scoped { integration: m, .. }: Scoped,
     ApiQuery(p): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let m = load(&state, &caller, parse_id(&id)?).await?;
     let (_, size) = page_bounds(None, p.page_size)?;
     let mut sql = String::from(
-        "SELECT id, integration_id, actor, action, reason, \"before\", \"after\", created_at FROM audit_events WHERE integration_id = $1",
+        "SELECT id, integration_id, actor, actor_name, action, reason, \"before\", \"after\", created_at FROM audit_events WHERE integration_id = $1",
     );
     let mut values: Vec<Value> = vec![m.id.into()];
     if let Some(c) = p.cursor {
@@ -283,6 +278,7 @@ pub async fn audit(
             id: r.try_get("", "id")?,
             integration_id: r.try_get("", "integration_id")?,
             actor: r.try_get("", "actor")?,
+            actor_name: r.try_get("", "actor_name")?,
             action: r.try_get("", "action")?,
             reason: r.try_get("", "reason")?,
             before: r.try_get("", "before")?,

@@ -1,7 +1,7 @@
 //! `/api/integrations`: create, list, read, update (optimistic locking), delete,
 //! sync settings, pause / resume and manual triggers.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
@@ -13,13 +13,13 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use syncfleet_worker::connectors;
-use syncfleet_worker::db::{self as q, Dialect};
-use syncfleet_worker::protocol::trigger::{self, Triggered};
+use syncfleet_worker::db as q;
 
-use super::common::{self, audit, double_option, load, page_bounds, parse_id};
+use super::common::{self, double_option, load, page_bounds};
 use crate::auth::{Admin, Caller};
+use crate::control::{self, settings::NewSettings};
 use crate::error::{ApiError, FieldProblem};
-use crate::extract::{ApiJson, ApiQuery, OptionalJson};
+use crate::extract::{ApiJson, ApiQuery, OptionalJson, PathId, Scoped};
 use crate::state::AppState;
 use crate::views::{IntegrationList, IntegrationView, RUN_COLUMNS, RunView, TriggerResult};
 
@@ -212,45 +212,25 @@ pub async fn create(
     };
     let id = Uuid::now_v7();
     let config = protect_config(&state, kind, id, body.config.clone(), None).await?;
-    let now = Dialect::of(&state.db).now();
-    let next = if body.sync_enabled { now } else { "NULL" };
     let max_retries = body
         .max_retries
         .map_or(state.config.protocol.max_retries, |r| r as i32);
-    q::exec(
-        &state.db,
-        format!(
-            "INSERT INTO integrations (id, workspace_id, name, kind, config, sync_interval_secs, sync_enabled, \
-             next_sync_at, next_trigger, followup_requested, retry_count, max_retries, health, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, {next}, 'schedule', false, 0, $8, $9, 1, {now}, {now})"
-        ),
-        [
-            id.into(),
-            ws.into(),
-            body.name.trim().to_owned().into(),
-            kind.as_str().into(),
-            config.into(),
-            interval.into(),
-            body.sync_enabled.into(),
-            max_retries.into(),
-            (if body.sync_enabled { "healthy" } else { "paused" }).into(),
-        ],
-    )
-    .await?;
-    let m = load(&state, &caller, id).await?;
-    let view = IntegrationView::from(m.clone());
-    audit(
+    let m = control::integration::create(
         &state,
         &caller,
-        &m,
-        "integration.create",
-        None,
-        None,
-        Some(json!(view)),
+        control::integration::NewIntegration {
+            id,
+            workspace_id: ws,
+            name: body.name.trim().to_owned(),
+            kind,
+            config,
+            interval,
+            enabled: body.sync_enabled,
+            max_retries,
+        },
     )
     .await?;
-    state.scheduler_wake.notify_one();
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok((StatusCode::CREATED, Json(IntegrationView::from(m))))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -327,12 +307,8 @@ pub async fn list(
 /// One integration.
 #[utoipa::path(get, path = "/api/integrations/{id}", params(("id" = Uuid, Path)), tag = "integrations",
     responses((status = 200, body = IntegrationView), (status = 404, description = "not found")))]
-pub async fn read(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<IntegrationView>, ApiError> {
-    Ok(Json(load(&state, &caller, parse_id(&id)?).await?.into()))
+pub async fn read(Scoped { integration, .. }: Scoped) -> Json<IntegrationView> {
+    Json(integration.into())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -356,10 +332,10 @@ pub struct UpdateIntegration {
 pub async fn update(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ApiJson(body): ApiJson<UpdateIntegration>,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    let m = load(&state, &caller, parse_id(&id)?).await?;
+    let m = load(&state, &caller, id).await?;
     // A client echoing the config it read sends secrets masked: put the stored values
     // back before validating, so the connector sees the real shape.
     let body_config = body
@@ -378,44 +354,19 @@ pub async fn update(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let before = IntegrationView::from(m.clone());
     let config = match body_config {
         Some(c) => Some(protect_config(&state, m.kind, m.id, c, Some(&m.config)).await?),
         None => None,
     };
-    let now = Dialect::of(&state.db).now();
-    let r = q::exec(
-        &state.db,
-        format!(
-            "UPDATE integrations SET name = COALESCE($3, name), config = COALESCE($4, config), \
-             max_retries = COALESCE($5, max_retries), version = version + 1, updated_at = {now} \
-             WHERE id = $1 AND version = $2"
-        ),
-        [
-            m.id.into(),
-            body.version.into(),
-            body.name.map(|n| n.trim().to_owned()).into(),
-            config.into(),
-            body.max_retries.map(|r| r as i32).into(),
-        ],
-    )
-    .await?;
-    if r.rows_affected() == 0 {
-        return Err(ApiError::VersionConflict(m.version));
-    }
-    let after = load(&state, &caller, m.id).await?;
-    let view = IntegrationView::from(after.clone());
-    audit(
-        &state,
-        &caller,
-        &after,
-        "integration.update",
-        None,
-        Some(json!(before)),
-        Some(json!(view)),
-    )
-    .await?;
-    Ok(Json(view))
+    let changes = control::integration::Changes {
+        version: body.version,
+        name: body.name.map(|n| n.trim().to_owned()),
+        config,
+        max_retries: body.max_retries.map(|r| r as i32),
+        reason: None,
+    };
+    let after = control::integration::update(&state, &caller, m.id, changes).await?;
+    Ok(Json(IntegrationView::from(after)))
 }
 
 /// Delete an integration with its runs and records (the audit trail stays).
@@ -424,26 +375,9 @@ pub async fn update(
 pub async fn remove(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    let m = load(&state, &caller, parse_id(&id)?).await?;
-    let before = IntegrationView::from(m.clone());
-    q::exec(
-        &state.db,
-        "DELETE FROM integrations WHERE id = $1",
-        [m.id.into()],
-    )
-    .await?;
-    audit(
-        &state,
-        &caller,
-        &m,
-        "integration.delete",
-        None,
-        Some(json!(before)),
-        None,
-    )
-    .await?;
+    control::integration::delete(&state, &caller, id, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -459,116 +393,6 @@ pub struct SyncSettings {
     pub version: Option<i32>,
 }
 
-/// What a settings change does to the schedule.
-enum Change {
-    /// Paused by the user: stop scheduling, cancel the pending run.
-    Pause,
-    /// Enabled again (from paused or disabled): reset failures, run now.
-    Enable,
-    /// Still enabled with a new interval: reschedule from the last sync.
-    Reschedule,
-    /// Nothing that touches the schedule.
-    Keep,
-}
-
-/// A requested change of the schedule settings.
-struct NewSettings {
-    /// `None` = unchanged; `Some(None)` = manual syncs only.
-    interval: Option<Option<i64>>,
-    enabled: Option<bool>,
-    /// Optimistic-locking version the client read, if it sent one.
-    version: Option<i32>,
-}
-
-async fn apply_settings(
-    state: &AppState,
-    caller: &Caller,
-    m: &integrations::Model,
-    new: NewSettings,
-    action: &str,
-    reason: Option<String>,
-) -> Result<IntegrationView, ApiError> {
-    let d = Dialect::of(&state.db);
-    let now = d.now();
-    let NewSettings {
-        interval,
-        enabled,
-        version,
-    } = new;
-    let new_interval = interval.unwrap_or(m.sync_interval_secs);
-    let change = match enabled {
-        Some(false) if m.sync_enabled => Change::Pause,
-        Some(true) if !m.sync_enabled => Change::Enable,
-        _ if m.sync_enabled && new_interval != m.sync_interval_secs => Change::Reschedule,
-        _ => Change::Keep,
-    };
-    let (set, cancel) = match change {
-        Change::Pause => (
-            "sync_enabled = false, health = 'paused', next_sync_at = NULL".to_owned(),
-            true,
-        ),
-        Change::Enable => (
-            format!(
-                "sync_enabled = true, health = 'healthy', retry_count = 0, next_trigger = 'schedule', next_sync_at = {now}"
-            ),
-            false,
-        ),
-        Change::Reschedule => (
-            // From the last sync (or now), never in the past; no slot while a run is live.
-            format!(
-                "next_sync_at = CASE WHEN $3 IS NULL OR EXISTS (SELECT 1 FROM sync_logs s WHERE s.integration_id = integrations.id \
-                 AND s.status IN ('PENDING', 'RUNNING')) THEN NULL ELSE {} END",
-                d.greatest(
-                    now,
-                    &d.plus_ms(&format!("COALESCE(last_sync_at, {now})"), "($3 * 1000)")
-                )
-            ),
-            false,
-        ),
-        Change::Keep => ("next_sync_at = next_sync_at".to_owned(), false),
-    };
-    let r = q::exec(
-        &state.db,
-        format!(
-            "UPDATE integrations SET {set}, sync_interval_secs = $3, version = version + 1, updated_at = {now} \
-             WHERE id = $1 AND version = $2"
-        ),
-        [m.id.into(), version.unwrap_or(m.version).into(), new_interval.into()],
-    )
-    .await?;
-    if r.rows_affected() == 0 {
-        return Err(ApiError::VersionConflict(m.version));
-    }
-    if cancel {
-        q::exec(
-            &state.db,
-            format!(
-                "UPDATE sync_logs SET status = 'CANCELLED', completed_at = {now}, error_message = 'cancelled: integration paused' \
-                 WHERE integration_id = $1 AND status = 'PENDING'"
-            ),
-            [m.id.into()],
-        )
-        .await?;
-    }
-    let after = load(state, caller, m.id).await?;
-    let view = IntegrationView::from(after.clone());
-    let before = IntegrationView::from(m.clone());
-    audit(
-        state,
-        caller,
-        &after,
-        action,
-        reason,
-        Some(json!(before)),
-        Some(json!(view)),
-    )
-    .await?;
-    if matches!(change, Change::Enable | Change::Reschedule) {
-        state.scheduler_wake.notify_one();
-    }
-    Ok(view)
-}
-
 /// Change the interval or enable/disable syncing; returns the recomputed `nextSyncAt`.
 /// Enabling a disabled integration resets `retryCount` and schedules a run now.
 #[utoipa::path(patch, path = "/api/integrations/{id}/sync-settings", params(("id" = Uuid, Path)),
@@ -577,10 +401,9 @@ async fn apply_settings(
 pub async fn sync_settings(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ApiJson(body): ApiJson<SyncSettings>,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    let m = load(&state, &caller, parse_id(&id)?).await?;
     let interval = match &body.sync_interval {
         None => None,
         Some(v) => Some(
@@ -594,20 +417,14 @@ pub async fn sync_settings(
             "give syncInterval and/or syncEnabled",
         ));
     }
-    let view = apply_settings(
-        &state,
-        &caller,
-        &m,
-        NewSettings {
-            interval,
-            enabled: body.sync_enabled,
-            version: body.version,
-        },
-        "integration.settings",
-        None,
-    )
-    .await?;
-    Ok(Json(view))
+    let new = NewSettings {
+        interval,
+        enabled: body.sync_enabled,
+        version: body.version,
+    };
+    let after =
+        control::settings::apply(&state, &caller, id, new, "integration.settings", None).await?;
+    Ok(Json(after.into()))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -618,8 +435,8 @@ pub struct Reason {
     pub reason: Option<String>,
 }
 
-fn reason(OptionalJson(body): OptionalJson<Reason>) -> Result<Option<String>, ApiError> {
-    let r = body.reason;
+/// The caller's optional reason, validated (kept in the audit trail).
+pub fn reason(r: Option<String>) -> Result<Option<String>, ApiError> {
     if r.as_ref().is_some_and(|r| r.chars().count() > 1000) {
         return Err(ApiError::field("reason", "must be at most 1000 characters"));
     }
@@ -638,10 +455,13 @@ fn reason(OptionalJson(body): OptionalJson<Reason>) -> Result<Option<String>, Ap
 pub async fn pause(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(id): Path<String>,
-    body: OptionalJson<Reason>,
+    PathId(id): PathId,
+    OptionalJson(body): OptionalJson<Reason>,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    set_enabled(&state, &caller, &id, body, false, "integration.pause").await
+    let (new, why) = (NewSettings::enabled(false), reason(body.reason)?);
+    let after =
+        control::settings::apply(&state, &caller, id, new, "integration.pause", why).await?;
+    Ok(Json(after.into()))
 }
 
 /// Resume a paused or disabled integration: failures reset, a run now.
@@ -650,32 +470,13 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(id): Path<String>,
-    body: OptionalJson<Reason>,
+    PathId(id): PathId,
+    OptionalJson(body): OptionalJson<Reason>,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    set_enabled(&state, &caller, &id, body, true, "integration.resume").await
-}
-
-/// Pause or resume, with the caller's optional reason in the audit trail.
-async fn set_enabled(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    body: OptionalJson<Reason>,
-    enabled: bool,
-    action: &str,
-) -> Result<Json<IntegrationView>, ApiError> {
-    caller.require_admin()?;
-    let reason = reason(body)?;
-    let m = load(state, caller, parse_id(id)?).await?;
-    let new = NewSettings {
-        interval: None,
-        enabled: Some(enabled),
-        version: None,
-    };
-    Ok(Json(
-        apply_settings(state, caller, &m, new, action, reason).await?,
-    ))
+    let (new, why) = (NewSettings::enabled(true), reason(body.reason)?);
+    let after =
+        control::settings::apply(&state, &caller, id, new, "integration.resume", why).await?;
+    Ok(Json(after.into()))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -684,6 +485,9 @@ pub struct SyncRequest {
     /// Run even if the integration is paused or disabled.
     #[serde(default)]
     pub force: bool,
+    /// Why (kept in the audit trail), up to 1000 characters.
+    #[schema(max_length = 1000)]
+    pub reason: Option<String>,
 }
 
 /// Loads one run.
@@ -698,49 +502,15 @@ pub async fn run_view(state: &AppState, run_id: Uuid) -> Result<RunView, ApiErro
     Ok(RunView::from_row(row)?)
 }
 
-/// Triggers a manual run of `m` and pushes it.
-pub async fn trigger_run(
+/// What a manual trigger answers: the run (new or the live one it coalesced into).
+pub async fn trigger_result(
     state: &AppState,
-    caller: &Caller,
-    m: &integrations::Model,
-    force: bool,
-    action: &str,
+    t: control::runs::Triggering,
 ) -> Result<TriggerResult, ApiError> {
-    if !m.sync_enabled && !force {
-        return Err(ApiError::Conflict(format!(
-            "the integration is {}; send {{\"force\": true}} to run it anyway",
-            if m.health == entity::HealthState::Disabled {
-                "disabled"
-            } else {
-                "paused"
-            }
-        )));
-    }
-    let result = trigger::trigger(&state.db, m.id, entity::Trigger::Manual).await?;
-    let (run_id, coalesced, followup) = match result {
-        Triggered::Created(run) => {
-            if let Err(e) = state.queue.push(&[run]).await {
-                tracing::warn!(error = %e, "push of a manual run failed; the re-enqueuer will retry");
-            }
-            (run, false, false)
-        }
-        Triggered::Coalesced { run_id, followup } => (run_id, true, followup),
-        Triggered::NotFound => return Err(ApiError::NotFound("integration")),
-    };
-    audit(
-        state,
-        caller,
-        m,
-        action,
-        None,
-        None,
-        Some(json!({ "runId": run_id, "coalesced": coalesced, "force": force })),
-    )
-    .await?;
     Ok(TriggerResult {
-        run: run_view(state, run_id).await?,
-        coalesced,
-        followup_requested: followup,
+        run: run_view(state, t.run_id).await?,
+        coalesced: t.coalesced,
+        followup_requested: t.followup,
     })
 }
 
@@ -751,13 +521,10 @@ pub async fn trigger_run(
 pub async fn sync_now(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     OptionalJson(body): OptionalJson<SyncRequest>,
 ) -> Result<(StatusCode, Json<TriggerResult>), ApiError> {
-    let force = body.force;
-    let m = load(&state, &caller, parse_id(&id)?).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(trigger_run(&state, &caller, &m, force, "integration.trigger").await?),
-    ))
+    let why = reason(body.reason)?;
+    let t = control::runs::sync_now(&state, &caller, id, body.force, why).await?;
+    Ok((StatusCode::ACCEPTED, Json(trigger_result(&state, t).await?)))
 }

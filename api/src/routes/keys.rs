@@ -1,7 +1,7 @@
 //! `/api/keys`: API key management for admins. A key is shown once, at creation;
 //! only its SHA-256 hash is stored.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -14,11 +14,11 @@ use uuid::Uuid;
 use syncfleet_worker::audit;
 use syncfleet_worker::db::{self as q, Dialect};
 
-use super::common::parse_id;
 use crate::auth::{Admin, Caller};
 use crate::db::{hash_key, new_key};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::extract::PathId;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -115,6 +115,7 @@ pub async fn create(
             integration_id: None,
             workspace_id: Some(ws),
             actor: caller.actor(),
+            actor_name: Some(caller.key_name.clone()),
             action: "key.create".into(),
             reason: None,
             before: None,
@@ -172,9 +173,8 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id(&id)?;
     let ws = workspace(&state, &caller).await?;
     let scope = if caller.workspace_id.is_some() {
         " AND workspace_id = $2"
@@ -204,6 +204,7 @@ pub async fn revoke(
             integration_id: None,
             workspace_id: Some(ws),
             actor: caller.actor(),
+            actor_name: Some(caller.key_name.clone()),
             action: "key.revoke".into(),
             reason: None,
             before: None,

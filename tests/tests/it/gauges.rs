@@ -67,6 +67,7 @@ async fn assert_agree(base: &str, st: &Value) {
 #[tokio::test]
 async fn gauges_agree_with_status_on_every_production_process() {
     let Some(env) = test_env().await else { return };
+    env.leaves_work("new enabled integrations are due at once and no worker runs them");
     let a = env.spawn_app(&[]).await;
     let b = env.spawn_app(&[]).await;
     let port = tests::procs::free_port();

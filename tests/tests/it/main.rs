@@ -6,6 +6,7 @@
 mod api;
 mod cli;
 mod connectors;
+mod control;
 mod faults;
 mod foundation;
 mod gauges;

@@ -258,6 +258,7 @@ pub(crate) async fn audit_disable(
             integration_id: Some(state.id),
             workspace_id: None,
             actor: "system".into(),
+            actor_name: None,
             action: "integration.disable".into(),
             reason: Some(reason),
             before: Some(serde_json::json!({ "syncEnabled": true, "retryCount": state.retry_count })),

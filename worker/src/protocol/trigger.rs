@@ -19,6 +19,9 @@ pub enum Triggered {
         followup: bool,
     },
     NotFound,
+    /// Another run of this integration was created for the same database instant and
+    /// has already finished: the caller may simply try again.
+    SameInstant,
 }
 
 /// Creates a run of `integration_id` now, bypassing its interval but never the
@@ -28,8 +31,6 @@ pub async fn trigger<C: ConnectionTrait + TransactionTrait>(
     integration_id: Uuid,
     trigger: Trigger,
 ) -> Result<Triggered, DbErr> {
-    let d = Dialect::of(db);
-    let now = d.now();
     let txn = db.begin().await?;
     // Lock the integration first (the fleet-wide lock order: integration, then run); a
     // concurrent scheduler tick skips it (SKIP LOCKED).
@@ -39,9 +40,31 @@ pub async fn trigger<C: ConnectionTrait + TransactionTrait>(
         return Ok(Triggered::NotFound);
     };
     let retry_count: i32 = row.try_get("", "retry_count")?;
+    let t = trigger_locked(&txn, integration_id, retry_count, trigger).await;
+    match t {
+        Ok(t) => {
+            txn.commit().await?;
+            Ok(t)
+        }
+        Err(e) => {
+            txn.rollback().await?;
+            Err(e)
+        }
+    }
+}
+
+/// The trigger inside the caller's transaction, which already holds the integration's
+/// row lock (read `retry_count` under it); the caller commits.
+pub async fn trigger_locked(
+    txn: &impl ConnectionTrait,
+    integration_id: Uuid,
+    retry_count: i32,
+    trigger: Trigger,
+) -> Result<Triggered, DbErr> {
+    let now = Dialect::of(txn).now();
     let run_id = Uuid::now_v7();
     let inserted = db::query(
-        &txn,
+        txn,
         format!(
             "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, attempt, enqueued_at, created_at) \
              VALUES ($1, $2, 'PENDING', $3, {now}, $4, {now}, {now}) ON CONFLICT DO NOTHING RETURNING id"
@@ -52,38 +75,33 @@ pub async fn trigger<C: ConnectionTrait + TransactionTrait>(
     if !inserted.is_empty() {
         // The live run stands in for the scheduled one; finishing it reschedules.
         db::exec(
-            &txn,
+            txn,
             "UPDATE integrations SET next_sync_at = NULL, runs_total = runs_total + 1 WHERE id = $1",
             [integration_id.into()],
         )
         .await?;
-        txn.commit().await?;
         return Ok(Triggered::Created(run_id));
     }
     let live = db::query(
-        &txn,
+        txn,
         "SELECT id, status FROM sync_logs WHERE integration_id = $1 AND status IN ('PENDING', 'RUNNING')",
         [integration_id.into()],
     )
     .await?;
     let Some(live) = live.first() else {
-        // The insert conflicted on the slot itself (same database instant): retry later.
-        txn.rollback().await?;
-        return Err(DbErr::Custom(
-            "a run for this instant already exists; retry".into(),
-        ));
+        // The insert conflicted on the slot itself (same database instant).
+        return Ok(Triggered::SameInstant);
     };
     let live_id: Uuid = live.try_get("", "id")?;
     let running = live.try_get::<String>("", "status")? == "RUNNING";
     if running {
         db::exec(
-            &txn,
+            txn,
             "UPDATE integrations SET followup_requested = true WHERE id = $1",
             [integration_id.into()],
         )
         .await?;
     }
-    txn.commit().await?;
     Ok(Triggered::Coalesced {
         run_id: live_id,
         followup: running,

@@ -1,0 +1,86 @@
+//! The control plane's domain operations: every change a person makes to an
+//! integration, a run, a key or a workspace.
+//!
+//! Each operation is one transaction that takes the integration's row lock first (the
+//! fleet-wide lock order of the run protocol: integration, then run — see
+//! docs/architecture.md §4), writes the change and its audit event together, and returns
+//! what the caller renders. A crash or a concurrent finish can therefore never leave a
+//! change without its audit event, nor interleave with a finish in the other lock order.
+//! The HTTP handlers, the CLI and the console call these functions; apart from the run
+//! protocol's own statements, nothing else writes integration state.
+
+use entity::integrations;
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
+use uuid::Uuid;
+
+use syncfleet_worker::audit;
+use syncfleet_worker::db::{self as q, Dialect};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+pub mod integration;
+pub mod runs;
+pub mod settings;
+
+/// Locks the caller's integration `id` in `txn` and reads it; another workspace's
+/// integration is "not found", exactly as if it did not exist.
+pub async fn lock(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<integrations::Model, ApiError> {
+    if Dialect::of(txn) == Dialect::Sqlite {
+        // SQLite has no row locks: a write takes the database's write lock now, so the
+        // read below cannot go stale before this transaction commits.
+        q::exec(
+            txn,
+            "UPDATE integrations SET version = version WHERE id = $1",
+            [id.into()],
+        )
+        .await?;
+    }
+    let mut find = integrations::Entity::find_by_id(id);
+    if let Some(ws) = caller.workspace_id {
+        find = find.filter(integrations::Column::WorkspaceId.eq(ws));
+    }
+    if Dialect::of(txn) == Dialect::Postgres {
+        find = find.lock_exclusive();
+    }
+    find.one(txn)
+        .await?
+        .ok_or(ApiError::NotFound("integration"))
+}
+
+/// What one audit event says, written in the caller's transaction.
+pub struct Audit<'a> {
+    pub action: &'a str,
+    pub integration: Option<&'a integrations::Model>,
+    /// The workspace when there is no integration (keys, workspaces).
+    pub workspace_id: Option<Uuid>,
+    pub reason: Option<String>,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+pub async fn audit(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    a: Audit<'_>,
+) -> Result<(), ApiError> {
+    audit::record(
+        txn,
+        audit::Event {
+            integration_id: a.integration.map(|m| m.id),
+            workspace_id: a.integration.map(|m| m.workspace_id).or(a.workspace_id),
+            actor: caller.actor(),
+            actor_name: Some(caller.key_name.clone()),
+            action: a.action.into(),
+            reason: a.reason,
+            before: a.before,
+            after: a.after,
+        },
+    )
+    .await?;
+    Ok(())
+}
