@@ -106,11 +106,27 @@ async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
         }
     };
     if lost {
-        let n = repush_all_pending(state).await?;
-        tracing::warn!(
-            runs = n,
-            "the queue had lost its entries; every PENDING run pushed again"
-        );
+        // Failing here must not cost the rest of the pass; the marker stays unset until
+        // every PENDING run is pushed, so the next pass goes on where this one stopped.
+        match repush_all_pending(state).await {
+            // Held back by the depth bound.
+            Ok((n, false)) => tracing::warn!(
+                runs = n,
+                "the queue had lost its entries; PENDING runs pushed again up to the depth bound"
+            ),
+            Ok((n, true)) => {
+                tracing::warn!(
+                    runs = n,
+                    "the queue had lost its entries; every PENDING run pushed again"
+                );
+                if let Err(e) = state.queue.entries_restored().await {
+                    tracing::warn!(error = %e, "could not mark the queue restored; the next pass pushes again");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pushing every PENDING run again failed; the next pass retries")
+            }
+        }
     }
     let r = reaper::pass(
         &state.db,
@@ -154,9 +170,9 @@ async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Pushes every PENDING run last pushed before now, in chunks, up to the depth bound
-/// (the rest keep their old push time, so the re-enqueuer offers them on later passes).
-async fn repush_all_pending(state: &AppState) -> anyhow::Result<usize> {
+/// Pushes every PENDING run last pushed before now, in chunks, up to the depth bound;
+/// `(pushed, complete)`.
+async fn repush_all_pending(state: &AppState) -> anyhow::Result<(usize, bool)> {
     let cfg = &state.config.protocol;
     let since = reaper::db_now(&state.db).await?;
     let mut total = 0;
@@ -166,13 +182,13 @@ async fn repush_all_pending(state: &AppState) -> anyhow::Result<usize> {
             .saturating_sub(state.queue.depth().await?);
         let limit = room.min(cfg.max_runs_per_tick);
         if limit == 0 {
-            return Ok(total);
+            return Ok((total, false));
         }
         let ids = reaper::pushed_before(&state.db, since, limit).await?;
         state.queue.push(&ids).await?;
         total += ids.len();
         if (ids.len() as u64) < limit {
-            return Ok(total);
+            return Ok((total, true));
         }
     }
 }

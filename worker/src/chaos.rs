@@ -10,11 +10,18 @@ use std::time::Duration;
 fn finish_stall_ms() -> Option<Duration> {
     static STALL: OnceLock<Option<Duration>> = OnceLock::new();
     *STALL.get_or_init(|| {
-        std::env::var("SYNCFLEET_CHAOS_FINISH_STALL_MS")
+        let stall = std::env::var("SYNCFLEET_CHAOS_FINISH_STALL_MS")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|&ms| ms > 0)
-            .map(Duration::from_millis)
+            .map(Duration::from_millis);
+        if let Some(d) = stall {
+            tracing::warn!(
+                stall_ms = d.as_millis() as u64,
+                "fault injection on: every finish transaction stalls (SYNCFLEET_CHAOS_FINISH_STALL_MS); never in production"
+            );
+        }
+        stall
     })
 }
 

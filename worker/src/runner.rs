@@ -27,23 +27,31 @@ use crate::queue::backend::{RedisBackend, Source};
 async fn handle(
     job: SyncJob,
     engine: Data<Arc<Engine>>,
+    queue: Data<Queue>,
     worker: WorkerContext,
 ) -> Result<(), BoxDynError> {
     let SyncJob::V1 { run_id } = job;
     let _busy = engine.busy_guard();
     // Panics are caught here rather than with apalis' `catch_panic()` layer: that layer's
     // handler type is a higher-ranked fn pointer that makes the worker future fail the
-    // `Send` bound of `tokio::spawn`. A panic drops the run's future, whose guard releases
-    // the claim to PENDING at once (see `engine::lease::InFlight`); a run that panics every
-    // time is failed by the claim-time backstop (docs/architecture.md §4.13).
+    // `Send` bound of `tokio::spawn`. A panic inside a run's execution is caught by the
+    // engine and fails that run as `internal` under its fence; one that escapes to here
+    // (claim or finish) drops the run's future, whose guard releases the claim to PENDING
+    // at once (see `engine::lease::InFlight`).
     match AssertUnwindSafe(engine.execute(run_id, worker.name()))
         .catch_unwind()
         .await
     {
         Ok(Ok(())) => {}
-        // The run stays PENDING/RUNNING; the reaper and re-enqueuer recover it.
+        // The run stays PENDING/RUNNING for the reaper and re-enqueuer. Its hint was
+        // consumed, so hand it back now rather than after the re-enqueue timeout (a
+        // duplicate is a no-op claim). The failed claim took the pool's acquire timeout,
+        // so this cannot spin while the database is down.
         Ok(Err(e)) => {
-            tracing::warn!(sync_log.id = %run_id, error = %e, "run aborted by a database error")
+            tracing::warn!(sync_log.id = %run_id, error = %e, "run aborted by a database error; hint pushed back");
+            if let Err(e) = queue.push(&[run_id]).await {
+                tracing::debug!(error = %e, "could not push the hint back; the re-enqueuer will");
+            }
         }
         Err(_) => {
             tracing::error!(sync_log.id = %run_id, "run panicked; the reaper will recover it")
@@ -68,12 +76,13 @@ pub fn process_name() -> String {
 }
 
 macro_rules! run_one {
-    ($backend:expr, $name:expr, $engine:expr, $shutdown:expr) => {{
+    ($backend:expr, $queue:expr, $name:expr, $engine:expr, $shutdown:expr) => {{
         let worker = WorkerBuilder::new($name)
             .backend($backend)
             .enable_tracing()
             .concurrency($engine.cfg.worker_concurrency)
             .data($engine.clone())
+            .data($queue)
             .build(handle);
         let token = $shutdown.clone();
         worker
@@ -138,7 +147,7 @@ async fn supervise(
             let (engine, shutdown, name) = (engine.clone(), shutdown.clone(), name.clone());
             let queue = queue.clone();
             async move {
-                match queue {
+                match queue.clone() {
                     Queue::Redis { conn, keys, .. } => {
                         let backend = RedisBackend::new(Source {
                             conn,
@@ -147,10 +156,11 @@ async fn supervise(
                             concurrency: engine.cfg.worker_concurrency,
                             poll,
                         });
-                        run_one!(backend, name, engine, shutdown)
+                        run_one!(backend, queue, name, engine, shutdown)
                     }
                     Queue::Sqlite { storage, .. } => {
-                        run_one!(crate::poll::every(storage, poll), name, engine, shutdown)
+                        let backend = crate::poll::every(storage, poll);
+                        run_one!(backend, queue, name, engine, shutdown)
                     }
                 }
             }

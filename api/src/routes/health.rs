@@ -52,15 +52,19 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// each worker, the embedded one — reports the same fleet-wide values as
 /// `GET /api/sync/status` does for an operator key, whichever of them is scraped.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(depth) = state.queue.depth().await {
+    // Both refreshes are bounded like a readiness probe: during an outage the scrape
+    // answers with the last values instead of hanging on the pool.
+    if let Ok(Ok(depth)) = tokio::time::timeout(PROBE_TIMEOUT, state.queue.depth()).await {
         state
             .metrics
             .queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
     // Three COUNTs: two over the partial indexes of live runs, one over integrations.
-    if let Err(e) = crate::scheduler::refresh_gauges(&state).await {
-        tracing::warn!(error = %e, "could not refresh the run gauges for /metrics");
+    match tokio::time::timeout(PROBE_TIMEOUT, crate::scheduler::refresh_gauges(&state)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not refresh the run gauges for /metrics"),
+        Err(_) => tracing::warn!("the run gauges for /metrics timed out; serving the last values"),
     }
     (
         [(

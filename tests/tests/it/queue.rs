@@ -67,7 +67,7 @@ async fn queue_keys_stay_under_the_prefix() {
     let q = queue(&env).await;
     q.push(&[Uuid::now_v7()]).await.expect("push");
     q.heartbeat("proc-1").await.expect("heartbeat");
-    assert!(q.lost_entries().await.expect("epoch"));
+    q.entries_restored().await.expect("epoch");
     let mut r = env.redis().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
@@ -93,8 +93,13 @@ async fn an_emptied_queue_is_detected() {
     let q = queue(&env).await;
     assert!(
         q.lost_entries().await.expect("epoch"),
-        "a new queue has lost nothing, but has no marker"
+        "a new queue has no marker yet"
     );
+    assert!(
+        q.lost_entries().await.expect("epoch"),
+        "still lost until restored"
+    );
+    q.entries_restored().await.expect("restored");
     assert!(!q.lost_entries().await.expect("epoch"));
     let mut r = env.redis().await;
     let keys: Vec<String> = redis::cmd("KEYS")

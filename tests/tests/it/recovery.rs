@@ -324,3 +324,46 @@ async fn a_hanging_database_is_reported_fast() {
     .await;
     app.stop().await;
 }
+
+/// A run that panics fails as `internal` under its fence, once, and counts towards the
+/// integration's retries; the worker keeps serving (it used to loop through release and
+/// reclaim until a backstop quarantined it).
+#[tokio::test]
+async fn a_panicking_run_fails_as_internal() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let (stop, worker) = env.spawn_worker(&[]);
+    let id = app
+        .client
+        .create("bug", "synthetic", json!({ "panic": true }), None)
+        .await;
+    let healthy = app.client.create("ok", "synthetic", json!({}), None).await;
+    eventually(
+        Duration::from_secs(15),
+        "the panicking run failed",
+        || async { (runs(&env.db, id).await.first()?.status == "FAILED").then_some(()) },
+    )
+    .await;
+    let rs = runs(&env.db, id).await;
+    assert_eq!(
+        (rs[0].error_class.as_deref(), rs[0].claims),
+        (Some("internal"), 1)
+    );
+    eventually(
+        Duration::from_secs(15),
+        "the other integration synced",
+        || async { (runs(&env.db, healthy).await.first()?.status == "SUCCESS").then_some(()) },
+    )
+    .await;
+    let (_, _, retry_count) = crate::protocol::state(&env.db, id).await;
+    assert_eq!(retry_count, 1);
+    // The failed integration's retry is scheduled; pause it so the test ends clean.
+    let (s, _) = app
+        .client
+        .post(&format!("/api/integrations/{id}/pause"), &json!({}))
+        .await;
+    assert!(s.is_success());
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}

@@ -41,6 +41,9 @@ struct Config {
     /// worker: OOM, segfault in a driver). Used by the poison-run test.
     #[serde(default)]
     crash_process: bool,
+    /// Panic while running (simulates a bug in a connector).
+    #[serde(default)]
+    panic: bool,
 }
 
 fn default_records() -> u64 {
@@ -63,6 +66,7 @@ pub struct Synthetic {
     error_class: ErrorClass,
     retry_after: Duration,
     crash_process: bool,
+    panic: bool,
 }
 
 impl Synthetic {
@@ -115,6 +119,7 @@ impl Synthetic {
             error_class,
             retry_after: Duration::from_millis(c.retry_after_ms),
             crash_process: c.crash_process,
+            panic: c.panic,
         })
     }
 }
@@ -128,6 +133,9 @@ impl Connector for Synthetic {
     async fn fetch(&self, ctx: &FetchContext) -> Result<Fetched, FetchError> {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
+        }
+        if self.panic {
+            panic!("synthetic connector configured to panic");
         }
         if self.crash_process {
             tracing::error!(integration.id = %ctx.integration_id, "synthetic connector configured to crash its worker process");

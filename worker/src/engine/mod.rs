@@ -4,11 +4,13 @@
 //! `execute` never fails the queue task for a business outcome; every outcome is written
 //! to the database. A database error leaves the run where the reaper finds it.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use entity::{ConnectorKind, ErrorClass, SyncStatus};
+use futures::FutureExt;
 use sea_orm::{DatabaseConnection, DbErr};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -149,7 +151,7 @@ impl Engine {
         if c.claims > self.cfg.max_claims * CLAIMS_BACKSTOP {
             let msg = format!("claimed {} times without finishing; quarantined", c.claims);
             let p = Prepared::early(
-                ConnectorKind::Synthetic,
+                self.kind_of(c.integration_id).await,
                 Outcome::Failure(ErrorClass::WorkerLost),
                 msg,
             );
@@ -169,7 +171,16 @@ impl Engine {
                     return Ok((alone, None));
                 }
             }
-            let prepared = self.prepare(&c, loaded).await?;
+            // A panic inside the run is this run's internal error: it fails under its
+            // fence and counts towards the integration's retries, instead of looping
+            // through release and reclaim.
+            let prepared = match AssertUnwindSafe(self.prepare(&c, loaded))
+                .catch_unwind()
+                .await
+            {
+                Ok(p) => p?,
+                Err(panic) => Some(self.panicked(&c, panic).await),
+            };
             Ok::<_, DbErr>((alone, prepared))
         })
         .await;
@@ -187,6 +198,36 @@ impl Engine {
         };
         flight.done();
         result
+    }
+
+    /// The outcome of a run whose execution panicked.
+    async fn panicked(&self, c: &Claim, panic: Box<dyn std::any::Any + Send>) -> Prepared {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        tracing::error!(panic = %what, "run panicked; failing it as internal");
+        let kind = self.kind_of(c.integration_id).await;
+        Prepared::early(
+            kind,
+            Outcome::Failure(ErrorClass::Internal),
+            truncate(format!("the run panicked: {what}")),
+        )
+    }
+
+    /// The connector kind of an integration, for metric labels (a placeholder if it
+    /// cannot be read).
+    async fn kind_of(&self, integration_id: uuid::Uuid) -> ConnectorKind {
+        let rows = db::query(
+            &self.db,
+            "SELECT kind FROM integrations WHERE id = $1",
+            [integration_id.into()],
+        )
+        .await;
+        rows.ok()
+            .and_then(|r| r.first().and_then(|r| r.try_get("", "kind").ok()))
+            .unwrap_or(ConnectorKind::Synthetic)
     }
 
     /// Everything between the claim and the finish: the connector, the provider's

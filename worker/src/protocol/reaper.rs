@@ -158,7 +158,7 @@ async fn pending_pushed_before(
         format!(
             "UPDATE sync_logs SET enqueued_at = {now} WHERE id IN (\
                SELECT id FROM sync_logs WHERE status = 'PENDING' AND (enqueued_at IS NULL OR enqueued_at < {cutoff}) \
-               ORDER BY enqueued_at LIMIT {limit} {lock}) RETURNING id",
+               ORDER BY enqueued_at NULLS FIRST LIMIT {limit} {lock}) RETURNING id",
             now = d.now(),
             lock = d.skip_locked(),
         ),

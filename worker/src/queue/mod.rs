@@ -179,12 +179,22 @@ impl Queue {
         }
     }
 
-    /// `true` when the queue lost every entry since the last call (Redis new, restarted
-    /// empty or flushed): the caller pushes every PENDING run again at once.
+    /// `true` when the queue may have lost entries (Redis new, restarted empty or
+    /// flushed) and nobody has pushed every PENDING run again since: the caller does, then
+    /// calls [`Self::entries_restored`]. Until then every pass sees `true`, so a push that
+    /// failed halfway is completed by the next pass.
     pub async fn lost_entries(&self) -> Result<bool, QueueError> {
         match self {
-            Self::Redis { conn, keys, .. } => self::redis::epoch_created(conn, keys).await,
+            Self::Redis { conn, keys, .. } => self::redis::epoch_missing(conn, keys).await,
             Self::Sqlite { .. } => Ok(false),
+        }
+    }
+
+    /// Every PENDING run has been pushed again after [`Self::lost_entries`].
+    pub async fn entries_restored(&self) -> Result<(), QueueError> {
+        match self {
+            Self::Redis { conn, keys, .. } => self::redis::set_epoch(conn, keys).await,
+            Self::Sqlite { .. } => Ok(()),
         }
     }
 

@@ -148,16 +148,24 @@ pub async fn workers_alive(
         .await?)
 }
 
-/// `true` when this call created the epoch marker: Redis is new, was restarted empty or
+/// `true` while the epoch marker is missing: Redis is new, was restarted empty or
 /// flushed, so every entry it held is gone and every PENDING run must be pushed again.
-pub async fn epoch_created(conn: &ConnectionManager, keys: &Keys) -> Result<bool, QueueError> {
-    let set: Option<String> = redis::cmd("SET")
+pub async fn epoch_missing(conn: &ConnectionManager, keys: &Keys) -> Result<bool, QueueError> {
+    let n: i64 = redis::cmd("EXISTS")
         .arg(&keys.epoch)
-        .arg(Uuid::new_v4().to_string())
-        .arg("NX")
         .query_async(&mut conn.clone())
         .await?;
-    Ok(set.is_some())
+    Ok(n == 0)
+}
+
+/// Sets the epoch marker once every PENDING run has been pushed again.
+pub async fn set_epoch(conn: &ConnectionManager, keys: &Keys) -> Result<(), QueueError> {
+    let _: () = redis::cmd("SET")
+        .arg(&keys.epoch)
+        .arg(Uuid::new_v4().to_string())
+        .query_async(&mut conn.clone())
+        .await?;
+    Ok(())
 }
 
 pub async fn ping(conn: &ConnectionManager) -> Result<(), QueueError> {
