@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DEFAULT_SQLITE_URL};
 use crate::db::{self, AdminKey};
+use crate::keyhash::KeyHasher;
 use crate::routes;
 use crate::scheduler;
 use crate::state::AppState;
@@ -111,7 +112,13 @@ async fn serve(
     Ok(())
 }
 
-fn state(db: DatabaseConnection, queue: Queue, config: Config, metrics: Metrics) -> AppState {
+fn state(
+    db: DatabaseConnection,
+    queue: Queue,
+    config: Config,
+    metrics: Metrics,
+    key_hasher: Option<KeyHasher>,
+) -> AppState {
     let config_rate = (config.api_rate_per_sec, config.api_rate_burst);
     AppState {
         db,
@@ -121,7 +128,14 @@ fn state(db: DatabaseConnection, queue: Queue, config: Config, metrics: Metrics)
         scheduler_wake: Arc::new(Notify::new()),
         limiter: crate::state::key_limiter(config_rate.0, config_rate.1),
         auth_cache: Arc::default(),
+        key_hasher: key_hasher.map(Arc::new),
     }
+}
+
+/// The API key hasher of a process that authenticates requests (it needs the key for
+/// secrets at rest, which seals the hashing key in the database).
+async fn key_hasher(db: &DatabaseConnection, config: &Config) -> anyhow::Result<KeyHasher> {
+    crate::keyhash::load_or_create(db, config.require_secret_key()?).await
 }
 
 /// The embedded default: one process, SQLite file, embedded queue; migrates itself.
@@ -156,9 +170,15 @@ pub async fn run_standalone(
             .context("setting up the embedded queue")?,
         (None, false) => anyhow::bail!("REDIS_URL is required when DATABASE_URL is not SQLite"),
     };
-    let admin = db::bootstrap_admin(&db, config.admin_token.as_ref().map(|s| s.expose())).await?;
+    let hasher = key_hasher(&db, &config).await?;
+    let admin = db::bootstrap_admin(
+        &db,
+        config.admin_token.as_ref().map(|s| s.expose()),
+        &hasher,
+    )
+    .await?;
     serve(
-        state(db, queue, config, Metrics::new()),
+        state(db, queue, config, Metrics::new(), Some(hasher)),
         listener,
         shutdown,
         true,
@@ -180,9 +200,15 @@ pub async fn run_api(
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
     db::ensure_migrated(&db).await?;
     let queue = redis_queue(&config).await?;
-    let admin = db::bootstrap_admin(&db, config.admin_token.as_ref().map(|s| s.expose())).await?;
+    let hasher = key_hasher(&db, &config).await?;
+    let admin = db::bootstrap_admin(
+        &db,
+        config.admin_token.as_ref().map(|s| s.expose()),
+        &hasher,
+    )
+    .await?;
     serve(
-        state(db, queue, config, Metrics::new()),
+        state(db, queue, config, Metrics::new(), Some(hasher)),
         listener,
         shutdown,
         false,
@@ -220,7 +246,7 @@ pub async fn run_worker(config: Config, shutdown: CancellationToken) -> anyhow::
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        let st = state(db, queue.clone(), config.clone(), metrics);
+        let st = state(db, queue.clone(), config.clone(), metrics, None);
         let token = shutdown.clone();
         let router = axum::Router::new()
             .merge(routes::health::router())
@@ -274,6 +300,11 @@ pub async fn run_rotate_key(config: Config, new_key: &str) -> anyhow::Result<u64
     db::ensure_migrated(&db).await?;
     use sea_orm::{EntityTrait, TransactionTrait};
     let txn = db.begin().await?;
+    // The API key hashing key is sealed by the same key: re-seal it, or every API key
+    // would stop working with the new one.
+    crate::keyhash::reseal(&txn, &old, &new)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
     let mut rewritten = 0;
     for m in entity::integrations::Entity::find().all(&txn).await? {
         let fields = syncfleet_worker::connectors::secret_fields(m.kind);

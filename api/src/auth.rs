@@ -1,4 +1,5 @@
-//! Bearer API keys: looked up by SHA-256 hash; roles `admin` (writes) and `viewer` (reads).
+//! Bearer API keys: looked up by their keyed hash (see `keyhash`); roles `admin`
+//! (writes) and `viewer` (reads).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -7,8 +8,8 @@ use uuid::Uuid;
 
 use syncfleet_worker::db as q;
 
-use crate::db::hash_key;
 use crate::error::ApiError;
+use crate::keyhash;
 use crate::state::AppState;
 
 /// The authenticated caller.
@@ -51,14 +52,24 @@ impl FromRequestParts<AppState> for Caller {
         else {
             return Err(ApiError::Unauthorized);
         };
-        let hash = hash_key(key);
+        let Some(hasher) = &state.key_hasher else {
+            return Err(ApiError::Unauthorized);
+        };
+        let hash = hasher.hash(key);
         let caller = match state.auth_cache.get(&hash) {
             Some(c) => c,
             None => {
+                // One statement finds a key stored either way; a legacy row is
+                // rewritten under the keyed hash on this first use.
                 let rows = q::query(
                     &state.db,
-                    "SELECT id, workspace_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-                    [hash.clone().into()],
+                    format!(
+                        "SELECT id, workspace_id, role, hash_version FROM api_keys WHERE revoked_at IS NULL \
+                         AND ((key_hash = $1 AND hash_version = {}) OR (key_hash = $2 AND hash_version = {}))",
+                        keyhash::HMAC_VERSION,
+                        keyhash::LEGACY_VERSION
+                    ),
+                    [hash.clone().into(), keyhash::legacy_hash(key).into()],
                 )
                 .await?;
                 let Some(r) = rows.first() else {
@@ -69,6 +80,19 @@ impl FromRequestParts<AppState> for Caller {
                     workspace_id: r.try_get("", "workspace_id")?,
                     role: r.try_get("", "role")?,
                 };
+                let version: i16 = r.try_get("", "hash_version")?;
+                if version == keyhash::LEGACY_VERSION {
+                    q::exec(
+                        &state.db,
+                        format!(
+                            "UPDATE api_keys SET key_hash = $1, hash_version = {} WHERE id = $2 AND hash_version = {}",
+                            keyhash::HMAC_VERSION,
+                            keyhash::LEGACY_VERSION
+                        ),
+                        [hash.clone().into(), c.key_id.into()],
+                    )
+                    .await?;
+                }
                 state.auth_cache.put(hash, c.clone());
                 c
             }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod keyhash;
 pub mod routes;
 pub mod scheduler;
 pub mod state;

@@ -26,6 +26,9 @@ pub struct AppState {
     /// Per-API-key request limiter (GCRA, in process).
     pub limiter: Arc<KeyLimiter>,
     pub auth_cache: Arc<crate::auth_cache::AuthCache>,
+    /// Hashes API keys for lookup (`None` in a worker's side server, which serves no
+    /// authenticated route).
+    pub key_hasher: Option<Arc<crate::keyhash::KeyHasher>>,
 }
 
 pub type KeyLimiter = RateLimiter<Uuid, DefaultKeyedStateStore<Uuid>, DefaultClock>;

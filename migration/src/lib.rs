@@ -14,6 +14,7 @@ mod m20261122_000006_create_api_keys;
 mod m20261122_000007_history_indexes;
 mod m20261122_000008_runs_total;
 mod m20261122_000009_drop_started_history_index;
+mod m20261202_000010_keyed_api_key_hashes;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000007_history_indexes::Migration),
             Box::new(m20261122_000008_runs_total::Migration),
             Box::new(m20261122_000009_drop_started_history_index::Migration),
+            Box::new(m20261202_000010_keyed_api_key_hashes::Migration),
         ]
     }
 }

@@ -1,5 +1,6 @@
 //! `/api/keys`: API key management for admins. A key is shown once, at creation;
-//! only its SHA-256 hash is stored.
+//! only its keyed hash (HMAC-SHA256 under a server key) and its non-secret id are
+//! stored.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -16,7 +17,7 @@ use syncfleet_worker::db::{self as q, Dialect};
 
 use super::common::parse_id;
 use crate::auth::{Admin, Caller};
-use crate::db::{hash_key, new_key};
+use crate::db::new_key;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -53,8 +54,9 @@ pub struct KeyView {
     pub id: Uuid,
     pub name: String,
     pub role: String,
-    /// The first characters of the key, to recognise it.
-    pub prefix: String,
+    /// The key's non-secret id, the start of the key (`sf_` and 8 hex characters), to
+    /// recognise it; `null` for the bootstrap token and keys made before key ids.
+    pub prefix: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -92,11 +94,17 @@ pub async fn create(
         return Err(ApiError::Validation(errors));
     }
     let ws = workspace(&state, &caller).await?;
-    let (id, key) = (Uuid::now_v7(), new_key());
+    let hasher = state
+        .key_hasher
+        .as_ref()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no API key hasher")))?;
+    let (id, (key, key_id)) = (Uuid::now_v7(), new_key());
     q::exec(
         &state.db,
         format!(
-            "INSERT INTO api_keys (id, workspace_id, name, role, key_hash, key_prefix, created_at) VALUES ($1, $2, $3, $4, $5, $6, {})",
+            "INSERT INTO api_keys (id, workspace_id, name, role, key_hash, key_prefix, hash_version, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, {}, {})",
+            crate::keyhash::HMAC_VERSION,
             Dialect::of(&state.db).now()
         ),
         [
@@ -104,8 +112,8 @@ pub async fn create(
             ws.into(),
             body.name.trim().to_owned().into(),
             body.role.clone().into(),
-            hash_key(&key).into(),
-            key.chars().take(10).collect::<String>().into(),
+            hasher.hash(&key).into(),
+            key_id.into(),
         ],
     )
     .await?;
@@ -157,7 +165,7 @@ pub async fn list(
             id: r.try_get("", "id")?,
             name: r.try_get("", "name")?,
             role: r.try_get("", "role")?,
-            prefix: r.try_get("", "key_prefix")?,
+            prefix: Some(r.try_get::<String>("", "key_prefix")?).filter(|p| !p.is_empty()),
             created_at: r.try_get("", "created_at")?,
             last_used_at: r.try_get("", "last_used_at")?,
             revoked_at: r.try_get("", "revoked_at")?,
