@@ -104,9 +104,13 @@ async fn serve(
         admin_key,
     });
     let token = shutdown.clone();
-    axum::serve(listener, routes::app(state))
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await?;
+    // With the client's address: unknown keys are rate limited by it.
+    axum::serve(
+        listener,
+        routes::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { token.cancelled().await })
+    .await?;
     // The HTTP side has drained; the background loops stop on the same token.
     while tasks.join_next().await.is_some() {}
     Ok(())
@@ -119,7 +123,12 @@ fn state(
     metrics: Metrics,
     key_hasher: Option<KeyHasher>,
 ) -> AppState {
-    let config_rate = (config.api_rate_per_sec, config.api_rate_burst);
+    let config_rate = (
+        config.api_rate_per_sec,
+        config.api_rate_burst,
+        config.auth_failures_per_sec,
+        config.auth_failures_burst,
+    );
     AppState {
         db,
         queue,
@@ -129,6 +138,10 @@ fn state(
         limiter: crate::state::key_limiter(config_rate.0, config_rate.1),
         auth_cache: Arc::default(),
         key_hasher: key_hasher.map(Arc::new),
+        address_guard: Arc::new(crate::state::AddressGuard::new(
+            config_rate.2,
+            config_rate.3,
+        )),
     }
 }
 

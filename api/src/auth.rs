@@ -12,6 +12,11 @@ use crate::error::ApiError;
 use crate::keyhash;
 use crate::state::AppState;
 
+/// Whole seconds for `Retry-After`, at least 1.
+fn wait_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -56,9 +61,17 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::Unauthorized);
         };
         let hash = hasher.hash(key);
+        let address = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
         let caller = match state.auth_cache.get(&hash) {
             Some(c) => c,
             None => {
+                // An address that sent too many unknown keys gets no more lookups.
+                if let Some(wait) = address.and_then(|ip| state.address_guard.blocked(ip)) {
+                    return Err(ApiError::RateLimited(wait_secs(wait)));
+                }
                 // One statement finds a key stored either way; a legacy row is
                 // rewritten under the keyed hash on this first use.
                 let rows = q::query(
@@ -73,6 +86,9 @@ impl FromRequestParts<AppState> for Caller {
                 )
                 .await?;
                 let Some(r) = rows.first() else {
+                    if let Some(wait) = address.and_then(|ip| state.address_guard.failed(ip)) {
+                        return Err(ApiError::RateLimited(wait_secs(wait)));
+                    }
                     return Err(ApiError::Unauthorized);
                 };
                 let c = Caller {

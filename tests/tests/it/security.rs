@@ -174,3 +174,40 @@ async fn api_keys_survive_a_secret_key_rotation() {
     assert_eq!(viewer.get("/api/integrations").await.0, 200);
     app.stop().await;
 }
+
+/// Requests with unknown keys cost a database lookup each: past a small budget per
+/// client address they get 429 (with `Retry-After`) before any lookup, while a valid
+/// key from the same address keeps working.
+#[tokio::test]
+async fn unknown_keys_are_rate_limited_by_client_address() {
+    let Some(env) = tests::env::test_env().await else {
+        return;
+    };
+    let app = env
+        .spawn_app(&[
+            ("SYNCFLEET_AUTH_FAILURES_PER_SEC", "1"),
+            ("SYNCFLEET_AUTH_FAILURES_BURST", "3"),
+        ])
+        .await;
+    assert_eq!(app.client.get("/api/integrations").await.0, 200);
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for i in 0..10 {
+        let r = reqwest::Client::new()
+            .get(format!("{}/api/integrations", app.url))
+            .bearer_auth(format!("sf_guess{i:04}_{}", "0".repeat(40)))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            retry_after = r.headers().get("retry-after").cloned();
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], &[401, 401, 401], "{statuses:?}");
+    assert!(statuses[4..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(retry_after.is_some(), "429 without Retry-After");
+    // The admin key (already verified) still works from this address.
+    assert_eq!(app.client.get("/api/integrations").await.0, 200);
+    app.stop().await;
+}
