@@ -81,6 +81,13 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let mut tasks = tokio::task::JoinSet::new();
+    if syncfleet_worker::db::Dialect::of(&state.db) == syncfleet_worker::db::Dialect::Postgres {
+        tasks.spawn(crate::auth_cache::listen(
+            state.auth_cache.clone(),
+            state.db.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(scheduler::run_scheduler(state.clone(), shutdown.clone()));
     tasks.spawn(scheduler::run_maintenance(state.clone(), shutdown.clone()));
     if with_worker {
@@ -129,6 +136,8 @@ fn state(
         config.auth_failures_per_sec,
         config.auth_failures_burst,
     );
+    let single_process =
+        syncfleet_worker::db::Dialect::of(&db) != syncfleet_worker::db::Dialect::Postgres;
     AppState {
         db,
         queue,
@@ -136,7 +145,9 @@ fn state(
         config: Arc::new(config),
         scheduler_wake: Arc::new(Notify::new()),
         limiter: crate::state::key_limiter(config_rate.0, config_rate.1),
-        auth_cache: Arc::default(),
+        // On PostgreSQL (several replicas) cached keys are served only while the
+        // revocation listener is up; one SQLite process revokes in its own cache.
+        auth_cache: Arc::new(crate::auth_cache::AuthCache::new(single_process)),
         key_hasher: key_hasher.map(Arc::new),
         address_guard: Arc::new(crate::state::AddressGuard::new(
             config_rate.2,

@@ -72,6 +72,7 @@ impl FromRequestParts<AppState> for Caller {
                 if let Some(wait) = address.and_then(|ip| state.address_guard.blocked(ip)) {
                     return Err(ApiError::RateLimited(wait_secs(wait)));
                 }
+                let generation = state.auth_cache.generation();
                 // One statement finds a key stored either way; a legacy row is
                 // rewritten under the keyed hash on this first use.
                 let rows = q::query(
@@ -109,7 +110,7 @@ impl FromRequestParts<AppState> for Caller {
                     )
                     .await?;
                 }
-                state.auth_cache.put(hash, c.clone());
+                state.auth_cache.put(hash, c.clone(), generation);
                 c
             }
         };

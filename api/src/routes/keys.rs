@@ -12,6 +12,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use sea_orm::TransactionTrait;
 use syncfleet_worker::audit;
 use syncfleet_worker::db::{self as q, Dialect};
 
@@ -174,7 +175,7 @@ pub async fn list(
     Ok(Json(out))
 }
 
-/// Revoke an API key; it stops working at once.
+/// Revoke an API key; it stops working at once, on every API replica.
 #[utoipa::path(delete, path = "/api/keys/{id}", params(("id" = Uuid, Path)), tag = "keys",
     responses((status = 204, description = "revoked"), (status = 404, description = "not found")))]
 pub async fn revoke(
@@ -193,11 +194,13 @@ pub async fn revoke(
     if caller.workspace_id.is_some() {
         values.push(ws.into());
     }
+    let d = Dialect::of(&state.db);
+    let txn = state.db.begin().await?;
     let r = q::exec(
-        &state.db,
+        &txn,
         format!(
             "UPDATE api_keys SET revoked_at = {} WHERE id = $1 AND revoked_at IS NULL{scope}",
-            Dialect::of(&state.db).now()
+            d.now()
         ),
         values,
     )
@@ -205,6 +208,16 @@ pub async fn revoke(
     if r.rows_affected() == 0 {
         return Err(ApiError::NotFound("key"));
     }
+    if d == Dialect::Postgres {
+        // Delivered at commit to every replica's listener, which drops its cached keys.
+        q::query(
+            &txn,
+            "SELECT pg_notify($1, '')",
+            [crate::auth_cache::CHANNEL.into()],
+        )
+        .await?;
+    }
+    txn.commit().await?;
     state.auth_cache.clear();
     audit::record(
         &state.db,

@@ -211,3 +211,50 @@ async fn unknown_keys_are_rate_limited_by_client_address() {
     assert_eq!(app.client.get("/api/integrations").await.0, 200);
     app.stop().await;
 }
+
+/// A key revoked through one API replica stops working on every other one at once (they
+/// cache verified keys, and drop them when PostgreSQL notifies the revocation), not
+/// after the cache's lifetime.
+#[tokio::test]
+async fn revocation_reaches_every_replica_at_once() {
+    let Some(env) = tests::env::test_env().await else {
+        return;
+    };
+    let a = env.spawn_app(&[]).await;
+    let b = env.spawn_app(&[]).await;
+    let (_, k) = a
+        .client
+        .post(
+            "/api/keys",
+            &serde_json::json!({ "name": "v", "role": "viewer" }),
+        )
+        .await;
+    let key = k["key"].as_str().unwrap().to_owned();
+    let on_b = tests::ApiClient::new(&b.url, &key);
+    // B has verified (and cached) the key.
+    for _ in 0..3 {
+        assert_eq!(on_b.get("/api/integrations").await.0, 200);
+    }
+    let r = a
+        .client
+        .http
+        .delete(format!("{}/api/keys/{}", a.url, k["id"].as_str().unwrap()))
+        .bearer_auth(&a.client.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let revoked = std::time::Instant::now();
+    crate::util::eventually(
+        std::time::Duration::from_millis(250),
+        "the revoked key refused by the other replica",
+        || async { (on_b.get("/api/integrations").await.0 == 401).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "revocation reached the other replica in {:?}",
+        revoked.elapsed()
+    );
+    a.stop().await;
+    b.stop().await;
+}
