@@ -54,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DEFAULT_SQLITE_URL};
 use crate::db::{self, AdminKey};
+use crate::keyhash::KeyHasher;
 use crate::routes;
 use crate::scheduler;
 use crate::state::AppState;
@@ -83,6 +84,13 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let mut tasks = tokio::task::JoinSet::new();
+    if syncfleet_worker::db::Dialect::of(&state.db) == syncfleet_worker::db::Dialect::Postgres {
+        tasks.spawn(crate::auth_cache::listen(
+            state.auth_cache.clone(),
+            state.db.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(scheduler::run_scheduler(state.clone(), shutdown.clone()));
     tasks.spawn(scheduler::run_maintenance(state.clone(), shutdown.clone()));
     if with_worker {
@@ -106,16 +114,33 @@ async fn serve(
         admin_key,
     });
     let token = shutdown.clone();
-    axum::serve(listener, routes::app(state))
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await?;
+    // With the client's address: unknown keys are rate limited by it.
+    axum::serve(
+        listener,
+        routes::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { token.cancelled().await })
+    .await?;
     // The HTTP side has drained; the background loops stop on the same token.
     while tasks.join_next().await.is_some() {}
     Ok(())
 }
 
-fn state(db: DatabaseConnection, queue: Queue, config: Config, metrics: Metrics) -> AppState {
-    let config_rate = (config.api_rate_per_sec, config.api_rate_burst);
+fn state(
+    db: DatabaseConnection,
+    queue: Queue,
+    config: Config,
+    metrics: Metrics,
+    key_hasher: Option<KeyHasher>,
+) -> AppState {
+    let config_rate = (
+        config.api_rate_per_sec,
+        config.api_rate_burst,
+        config.auth_failures_per_sec,
+        config.auth_failures_burst,
+    );
+    let single_process =
+        syncfleet_worker::db::Dialect::of(&db) != syncfleet_worker::db::Dialect::Postgres;
     AppState {
         db,
         queue,
@@ -123,8 +148,21 @@ fn state(db: DatabaseConnection, queue: Queue, config: Config, metrics: Metrics)
         config: Arc::new(config),
         scheduler_wake: Arc::new(Notify::new()),
         limiter: crate::state::key_limiter(config_rate.0, config_rate.1),
-        auth_cache: Arc::default(),
+        // On PostgreSQL (several replicas) cached keys are served only while the
+        // revocation listener is up; one SQLite process revokes in its own cache.
+        auth_cache: Arc::new(crate::auth_cache::AuthCache::new(single_process)),
+        key_hasher: key_hasher.map(Arc::new),
+        address_guard: Arc::new(crate::state::AddressGuard::new(
+            config_rate.2,
+            config_rate.3,
+        )),
     }
+}
+
+/// The API key hasher of a process that authenticates requests (it needs the key for
+/// secrets at rest, which seals the hashing key in the database).
+async fn key_hasher(db: &DatabaseConnection, config: &Config) -> anyhow::Result<KeyHasher> {
+    crate::keyhash::load_or_create(db, config.require_secret_key()?).await
 }
 
 /// The embedded default: one process, SQLite file, embedded queue; migrates itself.
@@ -160,9 +198,15 @@ pub async fn run_standalone(
             .context("setting up the embedded queue")?,
         (None, false) => anyhow::bail!("REDIS_URL is required when DATABASE_URL is not SQLite"),
     };
-    let admin = db::bootstrap_admin(&db, config.admin_token.as_ref().map(|s| s.expose())).await?;
+    let hasher = key_hasher(&db, &config).await?;
+    let admin = db::bootstrap_admin(
+        &db,
+        config.admin_token.as_ref().map(|s| s.expose()),
+        &hasher,
+    )
+    .await?;
     serve(
-        state(db, queue, config, Metrics::new()),
+        state(db, queue, config, Metrics::new(), Some(hasher)),
         listener,
         shutdown,
         true,
@@ -187,9 +231,15 @@ pub async fn run_api(
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
     db::ensure_migrated(&db).await?;
     let queue = redis_queue(&config).await?;
-    let admin = db::bootstrap_admin(&db, config.admin_token.as_ref().map(|s| s.expose())).await?;
+    let hasher = key_hasher(&db, &config).await?;
+    let admin = db::bootstrap_admin(
+        &db,
+        config.admin_token.as_ref().map(|s| s.expose()),
+        &hasher,
+    )
+    .await?;
     serve(
-        state(db, queue, config, Metrics::new()),
+        state(db, queue, config, Metrics::new(), Some(hasher)),
         listener,
         shutdown,
         false,
@@ -228,7 +278,7 @@ pub async fn run_worker(config: Config, shutdown: CancellationToken) -> anyhow::
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        let st = state(db, queue.clone(), config.clone(), metrics);
+        let st = state(db, queue.clone(), config.clone(), metrics, None);
         let token = shutdown.clone();
         let router = axum::Router::new()
             .merge(routes::health::router())
@@ -282,6 +332,11 @@ pub async fn run_rotate_key(config: Config, new_key: &str) -> anyhow::Result<u64
     db::ensure_migrated(&db).await?;
     use sea_orm::{EntityTrait, TransactionTrait};
     let txn = db.begin().await?;
+    // The API key hashing key is sealed by the same key: re-seal it, or every API key
+    // would stop working with the new one.
+    crate::keyhash::reseal(&txn, &old, &new)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
     let mut rewritten = 0;
     for m in entity::integrations::Entity::find().all(&txn).await? {
         let fields = syncfleet_worker::connectors::secret_fields(m.kind);

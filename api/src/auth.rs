@@ -1,4 +1,5 @@
-//! Bearer API keys: looked up by SHA-256 hash; roles `admin` (writes) and `viewer` (reads).
+//! Bearer API keys: looked up by their keyed hash (see `keyhash`); roles `admin`
+//! (writes) and `viewer` (reads).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -7,9 +8,14 @@ use uuid::Uuid;
 
 use syncfleet_worker::db as q;
 
-use crate::db::hash_key;
 use crate::error::ApiError;
+use crate::keyhash;
 use crate::state::AppState;
+
+/// Whole seconds for `Retry-After`, at least 1.
+fn wait_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -53,17 +59,39 @@ impl FromRequestParts<AppState> for Caller {
         else {
             return Err(ApiError::Unauthorized);
         };
-        let hash = hash_key(key);
+        let Some(hasher) = &state.key_hasher else {
+            return Err(ApiError::Unauthorized);
+        };
+        let hash = hasher.hash(key);
+        let address = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
         let caller = match state.auth_cache.get(&hash) {
             Some(c) => c,
             None => {
+                // An address that sent too many unknown keys gets no more lookups.
+                if let Some(wait) = address.and_then(|ip| state.address_guard.blocked(ip)) {
+                    return Err(ApiError::RateLimited(wait_secs(wait)));
+                }
+                let generation = state.auth_cache.generation();
+                // One statement finds a key stored either way; a legacy row is
+                // rewritten under the keyed hash on this first use.
                 let rows = q::query(
                     &state.db,
-                    "SELECT id, name, workspace_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-                    [hash.clone().into()],
+                    format!(
+                        "SELECT id, name, workspace_id, role, hash_version FROM api_keys WHERE revoked_at IS NULL \
+                         AND ((key_hash = $1 AND hash_version = {}) OR (key_hash = $2 AND hash_version = {}))",
+                        keyhash::HMAC_VERSION,
+                        keyhash::LEGACY_VERSION
+                    ),
+                    [hash.clone().into(), keyhash::legacy_hash(key).into()],
                 )
                 .await?;
                 let Some(r) = rows.first() else {
+                    if let Some(wait) = address.and_then(|ip| state.address_guard.failed(ip)) {
+                        return Err(ApiError::RateLimited(wait_secs(wait)));
+                    }
                     return Err(ApiError::Unauthorized);
                 };
                 let c = Caller {
@@ -72,7 +100,20 @@ impl FromRequestParts<AppState> for Caller {
                     workspace_id: r.try_get("", "workspace_id")?,
                     role: r.try_get("", "role")?,
                 };
-                state.auth_cache.put(hash, c.clone());
+                let version: i16 = r.try_get("", "hash_version")?;
+                if version == keyhash::LEGACY_VERSION {
+                    q::exec(
+                        &state.db,
+                        format!(
+                            "UPDATE api_keys SET key_hash = $1, hash_version = {} WHERE id = $2 AND hash_version = {}",
+                            keyhash::HMAC_VERSION,
+                            keyhash::LEGACY_VERSION
+                        ),
+                        [hash.clone().into(), c.key_id.into()],
+                    )
+                    .await?;
+                }
+                state.auth_cache.put(hash, c.clone(), generation);
                 c
             }
         };

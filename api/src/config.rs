@@ -83,6 +83,10 @@ pub struct Config {
     /// Sustained API requests per second per key, and the burst above it.
     pub api_rate_per_sec: u32,
     pub api_rate_burst: u32,
+    /// Requests with an unknown key (each a database lookup) per second and client
+    /// address, and the burst above it.
+    pub auth_failures_per_sec: u32,
+    pub auth_failures_burst: u32,
     pub protocol: ProtocolConfig,
 }
 
@@ -257,6 +261,10 @@ impl Config {
                 .map_err(|_| ConfigError::new("SYNCFLEET_API_RATE_PER_SEC", "is too large"))?,
             api_rate_burst: u32::try_from(positive("SYNCFLEET_API_RATE_BURST", 200)?)
                 .map_err(|_| ConfigError::new("SYNCFLEET_API_RATE_BURST", "is too large"))?,
+            auth_failures_per_sec: u32::try_from(positive("SYNCFLEET_AUTH_FAILURES_PER_SEC", 10)?)
+                .map_err(|_| ConfigError::new("SYNCFLEET_AUTH_FAILURES_PER_SEC", "is too large"))?,
+            auth_failures_burst: u32::try_from(positive("SYNCFLEET_AUTH_FAILURES_BURST", 20)?)
+                .map_err(|_| ConfigError::new("SYNCFLEET_AUTH_FAILURES_BURST", "is too large"))?,
             protocol,
         })
     }

@@ -6,10 +6,11 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use rand::RngCore;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use syncfleet_worker::db::{self as q, Dialect};
+
+use crate::keyhash::{self, KeyHasher};
 
 /// How a role's pool behaves.
 #[derive(Debug, Clone, Copy)]
@@ -144,19 +145,16 @@ pub async fn ensure_migrated(db: &DatabaseConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn hash_key(key: &str) -> String {
-    let d = Sha256::digest(key.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A new random API key (`sf_` + 40 hex characters).
-pub fn new_key() -> String {
-    let mut bytes = [0u8; 20];
-    rand::rng().fill_bytes(&mut bytes);
-    format!(
-        "sf_{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+/// A new random API key, `sf_<id>_<secret>`: 8 hex characters of non-secret id (shown
+/// in listings, to recognise the key) and 40 of secret (160 bits). Returns the key and
+/// its id (`sf_<id>`).
+pub fn new_key() -> (String, String) {
+    let mut id = [0u8; 4];
+    let mut secret = [0u8; 20];
+    rand::rng().fill_bytes(&mut id);
+    rand::rng().fill_bytes(&mut secret);
+    let id = format!("sf_{}", hex::encode(id));
+    (format!("{id}_{}", hex::encode(secret)), id)
 }
 
 /// Creates the default workspace if there is none; returns its id.
@@ -196,15 +194,29 @@ pub enum AdminKey {
 pub async fn bootstrap_admin(
     db: &impl ConnectionTrait,
     token: Option<&str>,
+    hasher: &KeyHasher,
 ) -> Result<AdminKey, DbErr> {
     let ws = default_workspace(db).await?;
     let d = Dialect::of(db);
     let insert = format!(
-        "INSERT INTO api_keys (id, workspace_id, name, role, key_hash, key_prefix, created_at) \
-         VALUES ($1, $2, $3, 'admin', $4, $5, {}) ON CONFLICT DO NOTHING",
+        "INSERT INTO api_keys (id, workspace_id, name, role, key_hash, key_prefix, hash_version, created_at) \
+         VALUES ($1, $2, $3, 'admin', $4, $5, {}, {}) ON CONFLICT DO NOTHING",
+        keyhash::HMAC_VERSION,
         d.now()
     );
     if let Some(t) = token {
+        // Registered the old way by an earlier start: rehash that row.
+        q::exec(
+            db,
+            format!(
+                "UPDATE api_keys SET key_hash = $1, hash_version = {} WHERE key_hash = $2 AND hash_version = {}",
+                keyhash::HMAC_VERSION,
+                keyhash::LEGACY_VERSION
+            ),
+            [hasher.hash(t).into(), keyhash::legacy_hash(t).into()],
+        )
+        .await?;
+        // A token chosen by the operator has no id: nothing of it is stored in clear.
         q::exec(
             db,
             &insert,
@@ -212,8 +224,8 @@ pub async fn bootstrap_admin(
                 Uuid::now_v7().into(),
                 ws.into(),
                 "bootstrap".into(),
-                hash_key(t).into(),
-                prefix(t).into(),
+                hasher.hash(t).into(),
+                "".into(),
             ],
         )
         .await?;
@@ -228,7 +240,7 @@ pub async fn bootstrap_admin(
     if !rows.is_empty() {
         return Ok(AdminKey::Existing);
     }
-    let key = new_key();
+    let (key, key_id) = new_key();
     q::exec(
         db,
         &insert,
@@ -236,16 +248,12 @@ pub async fn bootstrap_admin(
             Uuid::now_v7().into(),
             ws.into(),
             "generated admin".into(),
-            hash_key(&key).into(),
-            prefix(&key).into(),
+            hasher.hash(&key).into(),
+            key_id.into(),
         ],
     )
     .await?;
     Ok(AdminKey::Generated(key))
-}
-
-fn prefix(key: &str) -> String {
-    key.chars().take(10).collect()
 }
 
 #[cfg(test)]
@@ -264,5 +272,13 @@ mod tests {
         assert_eq!(f("sqlite::memory:"), None);
         assert_eq!(f("sqlite://x.db?mode=memory&cache=shared"), None);
         assert_eq!(f("postgres://h/db"), None);
+    }
+
+    #[test]
+    fn new_keys_carry_a_non_secret_id() {
+        let (key, id) = new_key();
+        assert!(key.starts_with(&format!("{id}_")), "{key} {id}");
+        assert_eq!((id.len(), key.len()), (11, 52));
+        assert_ne!(new_key().0, key);
     }
 }

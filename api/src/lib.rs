@@ -12,6 +12,7 @@ pub mod control;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod keyhash;
 pub mod routes;
 pub mod scheduler;
 pub mod state;

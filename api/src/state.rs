@@ -1,7 +1,10 @@
 //! What every handler and background loop shares.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use governor::clock::DefaultClock;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -26,6 +29,66 @@ pub struct AppState {
     /// Per-API-key request limiter (GCRA, in process).
     pub limiter: Arc<KeyLimiter>,
     pub auth_cache: Arc<crate::auth_cache::AuthCache>,
+    /// Hashes API keys for lookup (`None` in a worker's side server, which serves no
+    /// authenticated route).
+    pub key_hasher: Option<Arc<crate::keyhash::KeyHasher>>,
+    /// Budget of unknown-key requests per client address.
+    pub address_guard: Arc<AddressGuard>,
+}
+
+/// Limits the requests with unknown keys per client address: each costs a database
+/// lookup, so past the budget an address gets 429 *before* any lookup, until its wait
+/// is over. Known keys (verified, cached) are never limited by it.
+pub struct AddressGuard {
+    limiter: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>,
+    // A std mutex: held only for a map lookup or insert, never across `.await`.
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+/// Bound on the addresses remembered (forgotten wholesale beyond it).
+const MAX_ADDRESSES: usize = 100_000;
+
+impl AddressGuard {
+    pub fn new(per_sec: u32, burst: u32) -> Self {
+        let per_sec = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(per_sec);
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
+            blocked: Mutex::default(),
+        }
+    }
+
+    /// How long `ip` must still wait, if it is blocked.
+    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        let mut map = self.blocked.lock().ok()?;
+        let until = *map.get(&ip)?;
+        match until.checked_duration_since(Instant::now()) {
+            Some(wait) if !wait.is_zero() => Some(wait),
+            _ => {
+                map.remove(&ip);
+                None
+            }
+        }
+    }
+
+    /// Counts a request of `ip` with an unknown key; past the budget, blocks the
+    /// address and returns how long it must wait.
+    pub fn failed(&self, ip: IpAddr) -> Option<Duration> {
+        if self.limiter.len() > MAX_ADDRESSES {
+            self.limiter.retain_recent();
+        }
+        let not_until = self.limiter.check_key(&ip).err()?;
+        let wait = not_until
+            .wait_time_from(governor::clock::Clock::now(&DefaultClock::default()))
+            .max(Duration::from_millis(1));
+        if let Ok(mut map) = self.blocked.lock() {
+            if map.len() >= MAX_ADDRESSES {
+                map.clear();
+            }
+            map.insert(ip, Instant::now() + wait);
+        }
+        Some(wait)
+    }
 }
 
 pub type KeyLimiter = RateLimiter<Uuid, DefaultKeyedStateStore<Uuid>, DefaultClock>;

@@ -1,4 +1,5 @@
-//! API keys, stored as SHA-256 hashes; the plain key is shown once at creation.
+//! API keys, stored as keyed hashes (HMAC-SHA256 under a server key); the plain key is
+//! shown once at creation.
 
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -16,8 +17,12 @@ pub struct Model {
     pub role: Role,
     #[sea_orm(unique)]
     pub key_hash: String,
-    /// First characters of the key, to recognise it in listings.
+    /// The key's non-secret id (`sf_` + 8 hex characters, the start of the key), to
+    /// recognise it in listings; empty for keys without one (the bootstrap token, keys
+    /// made before key ids).
     pub key_prefix: String,
+    /// 1 = unsalted SHA-256 (legacy, rehashed on first use), 2 = HMAC-SHA256.
+    pub hash_version: i16,
     pub created_at: DateTimeUtc,
     pub last_used_at: Option<DateTimeUtc>,
     pub revoked_at: Option<DateTimeUtc>,

@@ -16,6 +16,7 @@ mod m20261122_000008_runs_total;
 mod m20261122_000009_drop_started_history_index;
 mod m20261202_000010_solo_claims;
 mod m20261202_000011_audit_actor_name;
+mod m20261202_000012_keyed_api_key_hashes;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000009_drop_started_history_index::Migration),
             Box::new(m20261202_000010_solo_claims::Migration),
             Box::new(m20261202_000011_audit_actor_name::Migration),
+            Box::new(m20261202_000012_keyed_api_key_hashes::Migration),
         ]
     }
 }

@@ -1,5 +1,6 @@
 //! `/api/keys`: API key management for admins. A key is shown once, at creation;
-//! only its SHA-256 hash is stored.
+//! only its keyed hash (HMAC-SHA256 under a server key) and its non-secret id are
+//! stored.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,11 +12,12 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use sea_orm::TransactionTrait;
 use syncfleet_worker::audit;
 use syncfleet_worker::db::{self as q, Dialect};
 
 use crate::auth::{Admin, Caller};
-use crate::db::{hash_key, new_key};
+use crate::db::new_key;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::extract::PathId;
@@ -53,8 +55,9 @@ pub struct KeyView {
     pub id: Uuid,
     pub name: String,
     pub role: String,
-    /// The first characters of the key, to recognise it.
-    pub prefix: String,
+    /// The key's non-secret id, the start of the key (`sf_` and 8 hex characters), to
+    /// recognise it; `null` for the bootstrap token and keys made before key ids.
+    pub prefix: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -92,11 +95,17 @@ pub async fn create(
         return Err(ApiError::Validation(errors));
     }
     let ws = workspace(&state, &caller).await?;
-    let (id, key) = (Uuid::now_v7(), new_key());
+    let hasher = state
+        .key_hasher
+        .as_ref()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no API key hasher")))?;
+    let (id, (key, key_id)) = (Uuid::now_v7(), new_key());
     q::exec(
         &state.db,
         format!(
-            "INSERT INTO api_keys (id, workspace_id, name, role, key_hash, key_prefix, created_at) VALUES ($1, $2, $3, $4, $5, $6, {})",
+            "INSERT INTO api_keys (id, workspace_id, name, role, key_hash, key_prefix, hash_version, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, {}, {})",
+            crate::keyhash::HMAC_VERSION,
             Dialect::of(&state.db).now()
         ),
         [
@@ -104,8 +113,8 @@ pub async fn create(
             ws.into(),
             body.name.trim().to_owned().into(),
             body.role.clone().into(),
-            hash_key(&key).into(),
-            key.chars().take(10).collect::<String>().into(),
+            hasher.hash(&key).into(),
+            key_id.into(),
         ],
     )
     .await?;
@@ -158,7 +167,7 @@ pub async fn list(
             id: r.try_get("", "id")?,
             name: r.try_get("", "name")?,
             role: r.try_get("", "role")?,
-            prefix: r.try_get("", "key_prefix")?,
+            prefix: Some(r.try_get::<String>("", "key_prefix")?).filter(|p| !p.is_empty()),
             created_at: r.try_get("", "created_at")?,
             last_used_at: r.try_get("", "last_used_at")?,
             revoked_at: r.try_get("", "revoked_at")?,
@@ -167,7 +176,7 @@ pub async fn list(
     Ok(Json(out))
 }
 
-/// Revoke an API key; it stops working at once.
+/// Revoke an API key; it stops working at once, on every API replica.
 #[utoipa::path(delete, path = "/api/keys/{id}", params(("id" = Uuid, Path)), tag = "keys",
     responses((status = 204, description = "revoked"), (status = 404, description = "not found")))]
 pub async fn revoke(
@@ -185,11 +194,13 @@ pub async fn revoke(
     if caller.workspace_id.is_some() {
         values.push(ws.into());
     }
+    let d = Dialect::of(&state.db);
+    let txn = state.db.begin().await?;
     let r = q::exec(
-        &state.db,
+        &txn,
         format!(
             "UPDATE api_keys SET revoked_at = {} WHERE id = $1 AND revoked_at IS NULL{scope}",
-            Dialect::of(&state.db).now()
+            d.now()
         ),
         values,
     )
@@ -197,6 +208,16 @@ pub async fn revoke(
     if r.rows_affected() == 0 {
         return Err(ApiError::NotFound("key"));
     }
+    if d == Dialect::Postgres {
+        // Delivered at commit to every replica's listener, which drops its cached keys.
+        q::query(
+            &txn,
+            "SELECT pg_notify($1, '')",
+            [crate::auth_cache::CHANNEL.into()],
+        )
+        .await?;
+    }
+    txn.commit().await?;
     state.auth_cache.clear();
     audit::record(
         &state.db,
