@@ -34,7 +34,7 @@ impl Caller {
     }
 
     pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.role == Role::Admin {
+        if matches!(self.role, Role::Admin | Role::Operator) {
             Ok(())
         } else {
             Err(ApiError::Forbidden)
@@ -94,11 +94,16 @@ impl FromRequestParts<AppState> for Caller {
                     }
                     return Err(ApiError::Unauthorized);
                 };
+                let role: Role = r.try_get("", "role")?;
                 let c = Caller {
                     key_id: r.try_get("", "id")?,
                     key_name: r.try_get("", "name")?,
-                    workspace_id: r.try_get("", "workspace_id")?,
-                    role: r.try_get("", "role")?,
+                    // An operator spans every workspace, whatever its home workspace.
+                    workspace_id: match role {
+                        Role::Operator => None,
+                        _ => r.try_get("", "workspace_id")?,
+                    },
+                    role,
                 };
                 let version: i16 = r.try_get("", "hash_version")?;
                 if version == keyhash::LEGACY_VERSION {
@@ -141,6 +146,25 @@ impl FromRequestParts<AppState> for Admin {
     ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require_admin()?;
+        Ok(Self(caller))
+    }
+}
+
+/// An authenticated caller with the `operator` role (spans workspaces).
+#[derive(Debug, Clone)]
+pub struct Operator(pub Caller);
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.role != Role::Operator {
+            return Err(ApiError::Forbidden);
+        }
         Ok(Self(caller))
     }
 }

@@ -200,7 +200,7 @@ pub async fn bootstrap_admin(
     let d = Dialect::of(db);
     let insert = format!(
         "INSERT INTO api_keys (id, workspace_id, name, role, key_hash, key_prefix, hash_version, created_at) \
-         VALUES ($1, $2, $3, 'admin', $4, $5, {}, {}) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, 'operator', $4, $5, {}, {}) ON CONFLICT DO NOTHING",
         keyhash::HMAC_VERSION,
         d.now()
     );
@@ -233,7 +233,7 @@ pub async fn bootstrap_admin(
     }
     let rows = q::query(
         db,
-        "SELECT id FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL LIMIT 1",
+        "SELECT id FROM api_keys WHERE role IN ('operator', 'admin') AND revoked_at IS NULL LIMIT 1",
         [],
     )
     .await?;

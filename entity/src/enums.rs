@@ -186,6 +186,11 @@ impl ErrorClass {
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Spans every workspace: manages workspaces and keys of any workspace, and can do
+    /// whatever an admin can. The bootstrap key of a fresh install is one.
+    #[sea_orm(string_value = "operator")]
+    Operator,
+    /// Writes within one workspace.
     #[sea_orm(string_value = "admin")]
     Admin,
     #[sea_orm(string_value = "viewer")]

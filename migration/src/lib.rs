@@ -17,6 +17,7 @@ mod m20261122_000009_drop_started_history_index;
 mod m20261202_000010_solo_claims;
 mod m20261202_000011_audit_actor_name;
 mod m20261202_000012_keyed_api_key_hashes;
+mod m20261202_000013_operator_role;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_solo_claims::Migration),
             Box::new(m20261202_000011_audit_actor_name::Migration),
             Box::new(m20261202_000012_keyed_api_key_hashes::Migration),
+            Box::new(m20261202_000013_operator_role::Migration),
         ]
     }
 }

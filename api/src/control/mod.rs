@@ -20,8 +20,10 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 
 pub mod integration;
+pub mod keys;
 pub mod runs;
 pub mod settings;
+pub mod workspaces;
 
 /// Locks the caller's integration `id` in `txn` and reads it; another workspace's
 /// integration is "not found", exactly as if it did not exist.

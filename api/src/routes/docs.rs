@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use super::{fleet, history, integrations, keys};
+use super::{fleet, history, integrations, keys, workspaces};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -23,6 +23,7 @@ use crate::state::AppState;
         history::history, history::records, history::audit,
         fleet::status, fleet::stats, fleet::queue, fleet::retry,
         keys::create, keys::list, keys::revoke,
+        workspaces::create, workspaces::list, workspaces::read, workspaces::update, workspaces::remove,
     ),
     components(schemas(Problem, FieldProblemSchema)),
     modifiers(&BearerAuth),

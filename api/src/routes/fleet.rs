@@ -33,10 +33,10 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FleetStatus {
-    /// Queue workers that sent a heartbeat recently.
-    pub workers_alive: u64,
-    /// Hints waiting in the queue.
-    pub queue_depth: u64,
+    /// Queue workers that sent a heartbeat recently (operator keys only: a fleet-wide fact).
+    pub workers_alive: Option<u64>,
+    /// Hints waiting in the queue (operator keys only: a fleet-wide fact).
+    pub queue_depth: Option<u64>,
     pub runs_pending: i64,
     pub runs_running: i64,
     pub failed_last_hour: i64,
@@ -86,17 +86,31 @@ pub async fn status(
         .first()
         .map(|r| r.try_get("", "last_success_at"))
         .transpose()?;
+    // Fleet-wide facts are an operator's; a workspace key sees its own workspace only.
+    let fleet = caller.workspace_id.is_none();
+    let (workers_alive, queue_depth) = if fleet {
+        (
+            Some(
+                state
+                    .queue
+                    .workers_alive()
+                    .await
+                    .map_err(|e| ApiError::Internal(e.into()))?,
+            ),
+            Some(
+                state
+                    .queue
+                    .depth()
+                    .await
+                    .map_err(|e| ApiError::Internal(e.into()))?,
+            ),
+        )
+    } else {
+        (None, None)
+    };
     Ok(Json(FleetStatus {
-        workers_alive: state
-            .queue
-            .workers_alive()
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?,
-        queue_depth: state
-            .queue
-            .depth()
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?,
+        workers_alive,
+        queue_depth,
         runs_pending: r.try_get("", "pending")?,
         runs_running: r.try_get("", "running")?,
         failed_last_hour: r.try_get("", "failed")?,

@@ -8,16 +8,14 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use sea_orm::TransactionTrait;
-use syncfleet_worker::audit;
-use syncfleet_worker::db::{self as q, Dialect};
+use entity::Role;
+use syncfleet_worker::db as q;
 
 use crate::auth::{Admin, Caller};
-use crate::db::new_key;
+use crate::control;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::extract::PathId;
@@ -30,13 +28,17 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateKey {
     /// 1 to 200 characters, one line, not blank.
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
-    /// `admin` (all writes) or `viewer` (reads only).
+    /// `admin` (all writes) or `viewer` (reads only) in one workspace; an operator key
+    /// may also create `operator` keys (span every workspace).
     pub role: String,
+    /// The workspace of the new key (operator callers only; default: the caller's own,
+    /// or for an operator the install's first workspace).
+    pub workspace_id: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -85,60 +87,46 @@ pub async fn create(
             message,
         });
     }
-    if !["admin", "viewer"].contains(&body.role.as_str()) {
+    let operator = caller.role == Role::Operator;
+    let role = match body.role.as_str() {
+        "admin" => Some(Role::Admin),
+        "viewer" => Some(Role::Viewer),
+        "operator" if operator => Some(Role::Operator),
+        _ => None,
+    };
+    if role.is_none() {
         errors.push(crate::error::FieldProblem {
             field: "role".into(),
-            message: "must be `admin` or `viewer`".into(),
+            message: if operator {
+                "must be `admin`, `viewer` or `operator`"
+            } else {
+                "must be `admin` or `viewer`"
+            }
+            .into(),
         });
     }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
+    if body.workspace_id.is_some() && !operator {
+        errors.push(crate::error::FieldProblem {
+            field: "workspaceId".into(),
+            message: "only an operator key chooses the workspace of a new key".into(),
+        });
     }
-    let ws = workspace(&state, &caller).await?;
-    let hasher = state
-        .key_hasher
-        .as_ref()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no API key hasher")))?;
-    let (id, (key, key_id)) = (Uuid::now_v7(), new_key());
-    q::exec(
-        &state.db,
-        format!(
-            "INSERT INTO api_keys (id, workspace_id, name, role, key_hash, key_prefix, hash_version, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, {}, {})",
-            crate::keyhash::HMAC_VERSION,
-            Dialect::of(&state.db).now()
-        ),
-        [
-            id.into(),
-            ws.into(),
-            body.name.trim().to_owned().into(),
-            body.role.clone().into(),
-            hasher.hash(&key).into(),
-            key_id.into(),
-        ],
-    )
-    .await?;
-    audit::record(
-        &state.db,
-        audit::Event {
-            integration_id: None,
-            workspace_id: Some(ws),
-            actor: caller.actor(),
-            actor_name: Some(caller.key_name.clone()),
-            action: "key.create".into(),
-            reason: None,
-            before: None,
-            after: Some(json!({ "id": id, "name": body.name, "role": body.role })),
-        },
-    )
-    .await?;
+    let (Some(role), true) = (role, errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let ws = match body.workspace_id {
+        Some(ws) => ws,
+        None => workspace(&state, &caller).await?,
+    };
+    let name = body.name.trim().to_owned();
+    let k = control::keys::create(&state, &caller, ws, &name, role).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {
-            id,
-            name: body.name.trim().to_owned(),
+            id: k.id,
+            name,
             role: body.role,
-            key,
+            key: k.key,
         }),
     ))
 }
@@ -184,54 +172,6 @@ pub async fn revoke(
     Admin(caller): Admin,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    let ws = workspace(&state, &caller).await?;
-    let scope = if caller.workspace_id.is_some() {
-        " AND workspace_id = $2"
-    } else {
-        ""
-    };
-    let mut values = vec![sea_orm::Value::from(id)];
-    if caller.workspace_id.is_some() {
-        values.push(ws.into());
-    }
-    let d = Dialect::of(&state.db);
-    let txn = state.db.begin().await?;
-    let r = q::exec(
-        &txn,
-        format!(
-            "UPDATE api_keys SET revoked_at = {} WHERE id = $1 AND revoked_at IS NULL{scope}",
-            d.now()
-        ),
-        values,
-    )
-    .await?;
-    if r.rows_affected() == 0 {
-        return Err(ApiError::NotFound("key"));
-    }
-    if d == Dialect::Postgres {
-        // Delivered at commit to every replica's listener, which drops its cached keys.
-        q::query(
-            &txn,
-            "SELECT pg_notify($1, '')",
-            [crate::auth_cache::CHANNEL.into()],
-        )
-        .await?;
-    }
-    txn.commit().await?;
-    state.auth_cache.clear();
-    audit::record(
-        &state.db,
-        audit::Event {
-            integration_id: None,
-            workspace_id: Some(ws),
-            actor: caller.actor(),
-            actor_name: Some(caller.key_name.clone()),
-            action: "key.revoke".into(),
-            reason: None,
-            before: None,
-            after: Some(json!({ "id": id })),
-        },
-    )
-    .await?;
+    control::keys::revoke(&state, &caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

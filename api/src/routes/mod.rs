@@ -7,6 +7,7 @@ pub mod health;
 pub mod history;
 pub mod integrations;
 pub mod keys;
+pub mod workspaces;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -23,6 +24,7 @@ pub fn app(state: AppState) -> Router {
         .merge(history::router())
         .merge(fleet::router())
         .merge(keys::router())
+        .merge(workspaces::router())
         .merge(docs::router())
         .fallback(|| async { crate::error::ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -17,3 +17,4 @@ mod security;
 mod spec;
 mod util;
 mod validation;
+mod workspaces;
