@@ -71,7 +71,7 @@ impl FromRequestParts<AppState> for Caller {
             Some(c) => c,
             None => {
                 // An address that sent too many unknown keys gets no more lookups.
-                if let Some(wait) = address.and_then(|ip| state.address_guard.blocked(ip)) {
+                if let Some(wait) = address.and_then(|ip| state.address_guard.refused(ip, &hash)) {
                     return Err(ApiError::RateLimited(wait_secs(wait)));
                 }
                 let generation = state.auth_cache.generation();
@@ -105,6 +105,7 @@ impl FromRequestParts<AppState> for Caller {
                     },
                     role,
                 };
+                state.address_guard.verified(&hash);
                 let version: i16 = r.try_get("", "hash_version")?;
                 if version == keyhash::LEGACY_VERSION {
                     q::exec(

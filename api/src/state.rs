@@ -37,13 +37,20 @@ pub struct AppState {
 }
 
 /// Limits the requests with unknown keys per client address: each costs a database
-/// lookup, so past the budget an address gets 429 *before* any lookup, until its wait
-/// is over. Known keys (verified, cached) are never limited by it.
+/// lookup, so past the budget an address gets 429 *before* any lookup of a key it has
+/// not verified recently, until its wait is over. Keys verified recently are never
+/// limited by it.
 pub struct AddressGuard {
     limiter: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>,
-    // A std mutex: held only for a map lookup or insert, never across `.await`.
+    // std mutexes: held only for a map lookup or insert, never across `.await`.
     blocked: Mutex<HashMap<IpAddr, Instant>>,
+    /// Hashes of keys verified recently: still looked up from a blocked address (a
+    /// client sharing an address with a guesser keeps working; a guess never gets in).
+    known: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a verified key stays exempt from its address's block.
+const KNOWN_FOR: Duration = Duration::from_secs(3600);
 
 /// Bound on the addresses remembered (forgotten wholesale beyond it).
 const MAX_ADDRESSES: usize = 100_000;
@@ -55,11 +62,35 @@ impl AddressGuard {
         Self {
             limiter: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
             blocked: Mutex::default(),
+            known: Mutex::default(),
+        }
+    }
+
+    /// How long a lookup of `key_hash` from `ip` must wait, if it may not be made now:
+    /// the address is blocked and the key was not verified recently.
+    pub fn refused(&self, ip: IpAddr, key_hash: &str) -> Option<Duration> {
+        let wait = self.blocked(ip)?;
+        let known = self
+            .known
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key_hash).copied())
+            .is_some_and(|at| at.elapsed() < KNOWN_FOR);
+        (!known).then_some(wait)
+    }
+
+    /// Remembers a key that was just verified.
+    pub fn verified(&self, key_hash: &str) {
+        if let Ok(mut map) = self.known.lock() {
+            if map.len() >= MAX_ADDRESSES {
+                map.clear();
+            }
+            map.insert(key_hash.to_owned(), Instant::now());
         }
     }
 
     /// How long `ip` must still wait, if it is blocked.
-    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+    fn blocked(&self, ip: IpAddr) -> Option<Duration> {
         let mut map = self.blocked.lock().ok()?;
         let until = *map.get(&ip)?;
         match until.checked_duration_since(Instant::now()) {

@@ -207,8 +207,19 @@ async fn unknown_keys_are_rate_limited_by_client_address() {
     assert_eq!(&statuses[..3], &[401, 401, 401], "{statuses:?}");
     assert!(statuses[4..].iter().all(|s| *s == 429), "{statuses:?}");
     assert!(retry_after.is_some(), "429 without Retry-After");
-    // The admin key (already verified) still works from this address.
+    // The admin key (verified before) still works from this address, also once its
+    // cache entry has expired and it must be looked up again.
     assert_eq!(app.client.get("/api/integrations").await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(app.client.get("/api/integrations").await.0, 200);
+    // A new guess from the blocked address is still refused without a lookup.
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/integrations", app.url))
+        .bearer_auth("sf_other000_guess")
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(r.status().as_u16(), 401 | 429), "{}", r.status());
     app.stop().await;
 }
 
