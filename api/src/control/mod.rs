@@ -3,9 +3,10 @@
 //!
 //! Each operation is one transaction that takes the integration's row lock first (the
 //! fleet-wide lock order of the run protocol: integration, then run — see
-//! docs/architecture.md §4), writes the change and its audit event together, and returns
-//! what the caller renders. A crash or a concurrent finish can therefore never leave a
-//! change without its audit event, nor interleave with a finish in the other lock order.
+//! docs/architecture.md §4.1, §4.14), writes the change and its audit event together,
+//! and returns what the caller renders. A crash or a concurrent finish can therefore
+//! never leave a change without its audit event, nor interleave with a finish in the
+//! other lock order.
 //! The HTTP handlers, the CLI and the console call these functions; apart from the run
 //! protocol's own statements, nothing else writes integration state.
 
