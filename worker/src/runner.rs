@@ -23,6 +23,10 @@ use crate::job::SyncJob;
 use crate::queue::Queue;
 use crate::queue::backend::{RedisBackend, Source};
 
+/// How long a handler whose run failed on a database error waits before it hands the
+/// run's hint back to the queue.
+const PUSH_BACK_AFTER: Duration = Duration::from_secs(1);
+
 /// The handler: claim and run; business outcomes are written, never returned.
 async fn handle(
     job: SyncJob,
@@ -45,16 +49,17 @@ async fn handle(
         Ok(Ok(())) => {}
         // The run stays PENDING/RUNNING for the reaper and re-enqueuer. Its hint was
         // consumed, so hand it back now rather than after the re-enqueue timeout (a
-        // duplicate is a no-op claim). The failed claim took the pool's acquire timeout,
-        // so this cannot spin while the database is down.
+        // duplicate is a no-op claim). A pause first keeps a database that fails at once
+        // (refused logins, DNS) from turning this into a loop.
         Ok(Err(e)) => {
             tracing::warn!(sync_log.id = %run_id, error = %e, "run aborted by a database error; hint pushed back");
+            tokio::time::sleep(PUSH_BACK_AFTER).await;
             if let Err(e) = queue.push(&[run_id]).await {
                 tracing::debug!(error = %e, "could not push the hint back; the re-enqueuer will");
             }
         }
         Err(_) => {
-            tracing::error!(sync_log.id = %run_id, "run panicked; the reaper will recover it")
+            tracing::error!(sync_log.id = %run_id, "run panicked outside its execution; its claim was released")
         }
     }
     Ok(())

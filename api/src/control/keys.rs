@@ -88,7 +88,8 @@ pub async fn revoke(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), A
     let scope = match caller.workspace_id {
         Some(ws) => {
             values.push(ws.into());
-            " AND workspace_id = $2"
+            // An operator key is revoked by an operator, not by the workspace it is homed in.
+            " AND workspace_id = $2 AND role <> 'operator'"
         }
         None => "",
     };

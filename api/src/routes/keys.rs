@@ -138,7 +138,11 @@ pub async fn list(
     Admin(caller): Admin,
 ) -> Result<Json<Vec<KeyView>>, ApiError> {
     let (filter, values) = match caller.workspace_id {
-        Some(ws) => (" WHERE workspace_id = $1", vec![sea_orm::Value::from(ws)]),
+        // Operator keys homed in a workspace are not that workspace's to see.
+        Some(ws) => (
+            " WHERE workspace_id = $1 AND role <> 'operator'",
+            vec![sea_orm::Value::from(ws)],
+        ),
         None => ("", Vec::new()),
     };
     let rows = q::query(

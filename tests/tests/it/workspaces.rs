@@ -159,6 +159,11 @@ async fn a_workspace_sees_nothing_of_another() {
     .await
     .expect("failed run of A");
     let a_keys = a.get("/api/keys").await.1;
+    let listed = a_keys.as_array().cloned().unwrap_or_default();
+    assert!(
+        listed.iter().all(|k| k["role"] != "operator"),
+        "a workspace admin sees the operator key homed there: {a_keys}"
+    );
     let a_key = a_keys[0]["id"].as_str().expect("key id").to_owned();
     let b_int = b.create("mine", "synthetic", json!({}), Some(60)).await;
     let (s, spec) = op.get("/api/openapi.json").await;

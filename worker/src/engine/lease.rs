@@ -110,12 +110,15 @@ impl Drop for InFlight {
 
 /// Runs that lost a worker before run alone in their process.
 ///
-/// A run reclaimed after a lost lease may be the one that killed its last worker, or may
-/// only have shared that worker with it. So a reclaimed run ("suspect") takes this lock
-/// exclusively: nothing else runs beside it in this process, and if the process dies now
-/// the run alone is to blame — which is when it counts towards its quarantine
-/// (`solo_claims`, see [`crate::protocol::claim::mark_solo`]). Ordinary runs share the
-/// lock. tokio's `RwLock` is fair, so a waiting suspect is not starved by new runs.
+/// A run whose lease expired under it may be the one that killed its worker, or may only
+/// have shared that worker with it. Every run of a crashed process is lost once, so one
+/// loss proves nothing; a run lost twice ("suspect": `lost_leases ≥ 2`) is rare unless it
+/// is the culprit, and takes this lock exclusively: nothing else runs beside it in this
+/// process, and if the process dies now the run alone is to blame — which is when it
+/// counts towards its quarantine (`solo_claims`, see
+/// [`crate::protocol::claim::mark_solo`]). Released runs (a drain, a dropped future) lost
+/// nothing and are not suspects. Ordinary runs share the lock; tokio's `RwLock` is fair,
+/// so a waiting suspect is not starved by new runs.
 #[derive(Default)]
 pub struct Isolation(RwLock<()>);
 

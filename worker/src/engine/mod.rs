@@ -34,6 +34,11 @@ use lease::{InFlight, Isolation, Tracked, with_lease};
 
 /// Longest error message stored in a SyncLog row.
 const MAX_ERROR_LEN: usize = 2000;
+/// A run whose lease expired under this many earlier claims runs alone in its process
+/// (see `lease::Isolation`). One loss is what every run in a crashed process shares; a
+/// second one while running beside others singles out few besides the culprit, so the
+/// fleet pays for isolation only there.
+const SUSPECT_AFTER: i32 = 2;
 /// A run claimed this many times `max_claims` without finishing is quarantined whatever
 /// its solo claims say (a backstop; the solo count normally decides first).
 const CLAIMS_BACKSTOP: i32 = 3;
@@ -162,7 +167,7 @@ impl Engine {
         let flight = InFlight::new(&self.db, &self.inflight, c.fence);
         // The integration read with the claim moves into the run instead of being copied.
         let loaded = c.source.take();
-        let suspect = c.claims > 1;
+        let suspect = c.lost_leases >= SUSPECT_AFTER;
         let leased = with_lease(&self.db, c.fence, self.cfg.lease, async {
             let alone = self.isolation.enter(suspect).await;
             if suspect {

@@ -88,6 +88,7 @@ pub async fn claim_many(
                 },
                 integration_id,
                 claims: r.try_get("", "claims")?,
+                lost_leases: r.try_get("", "lost_leases")?,
                 trigger: r.try_get::<Trigger>("", "trigger")?,
                 attempt: r.try_get("", "attempt")?,
                 scheduled_for: r.try_get("", "scheduled_for")?,

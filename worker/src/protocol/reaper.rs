@@ -69,8 +69,8 @@ pub async fn requeue_expired(
     let rows = db::query(
         db,
         format!(
-            "UPDATE sync_logs SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = {now} \
-             WHERE id IN (SELECT id FROM sync_logs WHERE status = 'RUNNING' AND lease_until < {now} \
+            "UPDATE sync_logs SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = {now}, \
+             lost_leases = lost_leases + 1 WHERE id IN (SELECT id FROM sync_logs WHERE status = 'RUNNING' AND lease_until < {now} \
                AND solo_claims < $1 LIMIT {limit} {lock}) \
              AND status = 'RUNNING' AND lease_until < {now} RETURNING id",
             lock = d.skip_locked(),
