@@ -9,6 +9,7 @@
 pub mod client;
 pub mod embedded;
 pub mod env;
+pub mod fleet;
 pub mod procs;
 pub mod proxy;
 
