@@ -26,6 +26,13 @@ pub async fn run(ctx: &Ctx) -> Report {
         )
         .await;
     f.add_api(&[]).await;
+    // The fleet was up, then every worker stops (a bad deploy, a cluster drain).
+    for i in 0..3 {
+        f.add_worker(&format!("hd{i}"), &[]).await;
+    }
+    for m in &mut f.workers {
+        m.proc.terminate(Duration::from_secs(10));
+    }
     let keys = harness::sample_redis(f.redis.url(), Duration::from_millis(500));
     f.seed_group(
         "hd",
@@ -41,10 +48,11 @@ pub async fn run(ctx: &Ctx) -> Report {
         .n("SELECT count(*) AS n FROM sync_logs WHERE status = 'PENDING'")
         .await;
     let (during, _) = keys.peek().await;
-    for i in 0..3 {
-        f.add_worker(&format!("hd{i}"), &[]).await;
-    }
     let back = Instant::now();
+    for i in 0..f.workers.len() {
+        let m = f.respawn(&f.workers[i]);
+        f.workers[i] = m;
+    }
     // Generous for a debug build on two cores: 10 s plus 100 runs/s.
     let bound = Duration::from_secs(10 + n / 100);
     let fresh = harness::until_n(

@@ -182,10 +182,9 @@ pub async fn run(ctx: &Ctx) -> Report {
     r.note(format!(
         "Ledger: {worker_kills} worker kills and {api_kills} api kills in {} over {n} integrations \
          (runs of 100–500 ms every second); the killed workers held {held} runs; {runs} runs \
-         finished, {quarantined} of them quarantined as worker_lost (killed {} times); recovery \
-         bound {} = lease + 2 reaper periods + re-enqueue + latency + 3 s.",
+         finished, {quarantined} of them quarantined as worker_lost (killed under their run \
+         at every claim); recovery bound {} = lease + 2 reaper periods + re-enqueue + latency + 3 s.",
         secs(storm),
-        3,
         secs(bound)
     ));
     f.stop(Duration::from_secs(10)).await;

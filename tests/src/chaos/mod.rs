@@ -129,8 +129,9 @@ fn preflight() -> Result<(), String> {
     }
 }
 
-/// On SIGINT/SIGTERM no destructor runs: stop exactly what the battery started.
-fn on_signal_cleanup() {
+/// On SIGINT/SIGTERM no destructor runs: stop exactly what the battery started and
+/// remove its scratch directory (`scratch`, when it made one).
+fn on_signal_cleanup(scratch: Option<std::path::PathBuf>) {
     tokio::spawn(async {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut int), Ok(mut term)) = (
@@ -146,6 +147,9 @@ fn on_signal_cleanup() {
         eprintln!("chaos: interrupted; stopping every process it started");
         crate::procs::kill_live_children();
         pg::emergency_stop_all();
+        if let Some(d) = scratch {
+            let _ = std::fs::remove_dir_all(d);
+        }
         std::process::exit(130);
     });
 }
@@ -164,7 +168,13 @@ pub async fn main(args: Vec<String>) -> i32 {
         eprintln!("chaos: {e}");
         return 2;
     }
-    on_signal_cleanup();
+    let scratch = tempfile::Builder::new()
+        .prefix("syncfleet-chaos-logs-")
+        .tempdir();
+    on_signal_cleanup(match (&a.logs, &scratch) {
+        (None, Ok(t)) => Some(t.path().to_owned()),
+        _ => None,
+    });
     let began = Instant::now();
     let pg = match pg::PgCluster::start() {
         Ok(pg) => pg,
@@ -173,9 +183,6 @@ pub async fn main(args: Vec<String>) -> i32 {
             return 2;
         }
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("syncfleet-chaos-logs-")
-        .tempdir();
     let logs = match (&a.logs, &scratch) {
         (Some(d), _) => d.clone(),
         (None, Ok(t)) => t.path().to_owned(),

@@ -1,6 +1,8 @@
-//! The size of a fleet's Redis state, key by key: `SCAN` under the prefix, `TYPE`, then
+//! The size of a fleet's Redis state, key by key: `SCAN` for the prefix, `TYPE`, then
 //! the cardinality of each (`ZCARD`, `LLEN`, `SCARD`, `HLEN`; 1 for a string). Whatever
-//! the queue backend keeps, a key that grows without bound shows up here.
+//! the queue backend keeps, a key that grows without bound shows up here. A key belongs
+//! to the prefix when it contains `<prefix>:` anywhere, so hash-tagged keys
+//! (`{<prefix>:queue}:ready`) count as well as plain ones (`<prefix>:queue:…`).
 
 use redis::aio::MultiplexedConnection;
 
@@ -15,7 +17,7 @@ pub struct KeySample {
     pub total_card: u64,
 }
 
-/// Samples every key matching `<prefix>:*`.
+/// Samples every key containing `<prefix>:`.
 pub async fn sample(
     c: &mut MultiplexedConnection,
     prefix: &str,
@@ -26,7 +28,7 @@ pub async fn sample(
         let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(format!("{prefix}:*"))
+            .arg(format!("*{prefix}:*"))
             .arg("COUNT")
             .arg(2000)
             .query_async(c)
