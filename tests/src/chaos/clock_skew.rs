@@ -1,33 +1,17 @@
 //! `clock-skew`: one worker's wall clock 5 minutes behind, one 5 minutes ahead, beside a
-//! normal one (libfaketime, preloaded into the worker itself so the PID we hold is the
-//! worker's: the `faketime` wrapper would fork).
+//! normal one (Debian's libfaketime, `procs::libfaketime`, preloaded into the worker
+//! itself so the PID we hold is the worker's: the `faketime` wrapper would fork).
 //!
 //! Every protocol timestamp is the database's, so a skewed worker must be an ordinary
 //! member of the fleet: it gets a fair share of the runs, steals no lease, brings no
 //! retry forward, and its queue connection does not keep restarting.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::harness::{Ctx, RETRY_BASE_MS, RETRY_CAP_MS, env};
 use super::report::Report;
 use crate::fleet::scrape;
-
-/// The libfaketime shared object of the Debian `faketime` package.
-pub fn libfaketime() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("faketime").exists()));
-    if !on_path {
-        return None;
-    }
-    let mut dirs = vec![PathBuf::from("/usr/lib/faketime")];
-    if let Ok(rd) = std::fs::read_dir("/usr/lib") {
-        dirs.extend(rd.filter_map(Result::ok).map(|e| e.path().join("faketime")));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("libfaketime.so.1"))
-        .find(|p| p.exists())
-}
+use crate::procs;
 
 /// The worker's wall clock minus ours, from the `Date` header of its `/metrics`.
 async fn observed_skew(port: u16) -> Option<i64> {
@@ -41,7 +25,7 @@ async fn observed_skew(port: u16) -> Option<i64> {
 
 pub async fn run(ctx: &Ctx) -> Report {
     let mut r = Report::new("clock-skew");
-    let Some(lib) = libfaketime() else {
+    let Some(lib) = procs::libfaketime() else {
         return Report::aborted(
             "clock-skew",
             "faketime is not installed (apt-get install faketime)",
