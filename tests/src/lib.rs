@@ -6,9 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod chaos;
 pub mod client;
 pub mod embedded;
 pub mod env;
+pub mod fleet;
 pub mod procs;
 pub mod proxy;
 

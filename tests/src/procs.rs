@@ -1,10 +1,38 @@
 //! Real processes: `syncfleet` roles and private `redis-server`s. Tests only ever
 //! signal processes they started, by PID.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// PIDs of the children started through this module that have not been dropped yet, so
+/// a harness interrupted by a signal (where no `Drop` runs) can still stop exactly them.
+static LIVE: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn track(child: Child) -> Proc {
+    let p = Proc { child };
+    if let Ok(mut live) = LIVE.lock() {
+        live.insert(p.pid());
+    }
+    p
+}
+
+/// SIGKILLs every child started through this module that is still tracked (for a
+/// signal handler: the harness is going away without unwinding).
+pub fn kill_live_children() {
+    let pids: Vec<i32> = LIVE
+        .lock()
+        .map(|l| l.iter().copied().collect())
+        .unwrap_or_default();
+    for pid in pids {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status();
+    }
+}
 
 /// The `syncfleet` binary built beside this test binary.
 pub fn syncfleet_bin() -> PathBuf {
@@ -37,6 +65,7 @@ impl Proc {
         let _ = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.pid().to_string())
+            .stderr(Stdio::null())
             .status();
     }
 
@@ -60,18 +89,35 @@ impl Drop for Proc {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+        if let Ok(mut live) = LIVE.lock() {
+            live.remove(&self.pid());
+        }
     }
 }
 
 /// Starts `syncfleet <role>` with exactly `vars` (plus PATH).
 pub fn syncfleet(role: &str, vars: &HashMap<String, String>) -> Proc {
+    syncfleet_logged(role, vars, None)
+}
+
+/// [`syncfleet`], appending the process's stderr (its log) to `log` when given.
+pub fn syncfleet_logged(role: &str, vars: &HashMap<String, String>, log: Option<&Path>) -> Proc {
     let mut cmd = Command::new(syncfleet_bin());
     cmd.arg(role)
         .env_clear()
         .envs(vars)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    if std::env::var("SYNCFLEET_TEST_LOGS").is_ok() {
+    let file = log.and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
+    if let Some(f) = file {
+        cmd.stderr(Stdio::from(f));
+    } else if std::env::var("SYNCFLEET_TEST_LOGS").is_ok() {
         cmd.stderr(Stdio::inherit());
     } else {
         cmd.stderr(Stdio::null());
@@ -79,9 +125,7 @@ pub fn syncfleet(role: &str, vars: &HashMap<String, String>) -> Proc {
     if let Ok(path) = std::env::var("PATH") {
         cmd.env("PATH", path);
     }
-    Proc {
-        child: cmd.spawn().expect("spawn syncfleet"),
-    }
+    track(cmd.spawn().expect("spawn syncfleet"))
 }
 
 /// Debian's libfaketime (multithreaded variant), for a process whose wall clock is
@@ -136,7 +180,7 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
-        let p = Proc { child };
+        let p = track(child);
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return Some(p);

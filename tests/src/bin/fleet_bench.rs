@@ -24,11 +24,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, QueryResult, Statement};
-use tests::procs::{self, Proc, RedisServer};
-
-const TOKEN: &str = "bench-admin-token-0123456789";
-const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use tests::fleet::sys::{cpu_secs, cpu_secs_named};
+use tests::fleet::{self, Fleet};
+use tests::procs::RedisServer;
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -119,16 +118,26 @@ fn opts() -> Opts {
 }
 
 // ---------------------------------------------------------------------------------------
-// The fleet under test
+// The fleet under test: `tests::fleet` on a fresh database of the machine's PostgreSQL
 
-struct Fleet {
+/// A [`Fleet`] on a database of its own, dropped by [`BenchFleet::stop`].
+struct BenchFleet {
+    fleet: Fleet,
     admin: DatabaseConnection,
-    db: DatabaseConnection,
     db_name: String,
-    redis: RedisServer,
-    vars: HashMap<String, String>,
-    api: Proc,
-    workers: Vec<(Proc, u16)>,
+}
+
+impl std::ops::Deref for BenchFleet {
+    type Target = Fleet;
+    fn deref(&self) -> &Fleet {
+        &self.fleet
+    }
+}
+
+impl std::ops::DerefMut for BenchFleet {
+    fn deref_mut(&mut self) -> &mut Fleet {
+        &mut self.fleet
+    }
 }
 
 fn admin_url() -> String {
@@ -136,7 +145,7 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-impl Fleet {
+impl BenchFleet {
     async fn start(o: &Opts, extra: &[(&str, String)]) -> Self {
         let admin = Database::connect(admin_url()).await.expect("PostgreSQL");
         let db_name = format!(
@@ -151,10 +160,11 @@ impl Fleet {
         let mut url = url::Url::parse(&admin_url()).unwrap();
         url.set_path(&db_name);
         let db_url = url.to_string();
-        let db = Database::connect(&db_url).await.unwrap();
         {
+            let db = Database::connect(&db_url).await.unwrap();
             use migration::MigratorTrait;
             migration::Migrator::up(&db, None).await.unwrap();
+            let _ = db.close().await;
         }
         // `FLEET_BENCH_EXPLAIN=<ms>`: the server logs the plan of every slower statement.
         if let Ok(ms) = std::env::var("FLEET_BENCH_EXPLAIN") {
@@ -170,168 +180,31 @@ impl Fleet {
             }
         }
         let redis = RedisServer::start().expect("redis-server");
-        let api_port = procs::free_port();
-        let mut vars: HashMap<String, String> = [
-            ("DATABASE_URL", db_url.clone()),
-            ("REDIS_URL", redis.url()),
-            ("SYNCFLEET_REDIS_PREFIX", "bench".to_owned()),
-            ("SYNCFLEET_ADMIN_TOKEN", TOKEN.to_owned()),
-            ("SYNCFLEET_SECRET_KEY", KEY.to_owned()),
+        let mut vars = fleet::base_vars(&db_url, &redis.url());
+        for (k, v) in [
             ("SYNCFLEET_WORKER_CONCURRENCY", o.concurrency.to_string()),
             ("SYNCFLEET_RETRY_BASE_MS", o.retry_base_ms.to_string()),
             ("SYNCFLEET_QUEUE_RETENTION_MS", o.retention_ms.to_string()),
-            ("SYNCFLEET_MIN_INTERVAL_SECS", "1".to_owned()),
-            ("RUST_LOG", "warn".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        ] {
+            vars.insert(k.to_owned(), v);
+        }
         for (k, v) in extra {
             vars.insert((*k).to_owned(), v.clone());
         }
         for (k, v) in &o.env {
             vars.insert(k.clone(), v.clone());
         }
-        let mut api_vars = vars.clone();
-        api_vars.insert("SYNCFLEET_LISTEN".into(), format!("127.0.0.1:{api_port}"));
-        let api = procs::syncfleet("api", &api_vars);
-        let fleet = Self {
+        let mut fleet = Fleet::new(&db_url, redis, vars).await;
+        fleet.add_api(&[]).await;
+        Self {
+            fleet,
             admin,
-            db,
             db_name,
-            redis,
-            vars,
-            api,
-            workers: Vec::new(),
-        };
-        fleet.wait_http(api_port, "/readyz").await;
-        fleet
-    }
-
-    async fn wait_http(&self, port: u16, path: &str) {
-        for _ in 0..400 {
-            if reqwest::get(format!("http://127.0.0.1:{port}{path}"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("process on port {port} did not become ready");
-    }
-
-    async fn add_workers(&mut self, n: usize) {
-        for _ in 0..n {
-            let port = procs::free_port();
-            let mut v = self.vars.clone();
-            v.insert(
-                "SYNCFLEET_WORKER_LISTEN".into(),
-                format!("127.0.0.1:{port}"),
-            );
-            self.workers.push((procs::syncfleet("worker", &v), port));
-            self.wait_http(port, "/metrics").await;
-        }
-    }
-
-    async fn rows(&self, sql: &str) -> Vec<QueryResult> {
-        self.db
-            .query_all_raw(Statement::from_string(
-                sea_orm::DatabaseBackend::Postgres,
-                sql.to_owned(),
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
-    async fn one<T: sea_orm::TryGetable>(&self, sql: &str, col: &str) -> T {
-        self.rows(sql).await[0].try_get("", col).unwrap()
-    }
-
-    async fn exec(&self, sql: &str) {
-        self.db
-            .execute_unprepared(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    /// Seeds `n` synthetic integrations: `config`, `next_sync_at` and `last_success_at`
-    /// are SQL expressions over `g` (1..=n) and `t0` (a timestamptz).
-    async fn seed(&self, n: u64, interval: u64, config: &str, next: &str, last_success: &str) {
-        let ws: uuid::Uuid = self
-            .one(
-                "SELECT id FROM workspaces ORDER BY created_at LIMIT 1",
-                "id",
-            )
-            .await;
-        self.exec(&format!(
-            "INSERT INTO integrations (id, workspace_id, name, kind, config, sync_interval_secs, sync_enabled, \
-               health, next_sync_at, last_success_at, created_at, updated_at) \
-             SELECT md5('i' || g)::uuid, '{ws}', 'bench ' || g, 'synthetic', {config}, {interval}, true, \
-               'healthy', {next}, {last_success}, now(), now() \
-             FROM generate_series(1, {n}) g, (SELECT now() AS t0) t"
-        ))
-        .await;
-        self.exec("ANALYZE integrations").await;
-    }
-
-    fn rss(&self) -> (f64, Vec<f64>) {
-        (
-            rss_mb(self.api.pid(), "VmRSS"),
-            self.workers
-                .iter()
-                .map(|(p, _)| rss_mb(p.pid(), "VmRSS"))
-                .collect(),
-        )
-    }
-
-    fn peak_rss(&self) -> (f64, Vec<f64>) {
-        (
-            rss_mb(self.api.pid(), "VmHWM"),
-            self.workers
-                .iter()
-                .map(|(p, _)| rss_mb(p.pid(), "VmHWM"))
-                .collect(),
-        )
-    }
-
-    /// Sum of a counter over the workers' `/metrics`.
-    async fn worker_counter(&self, name: &str) -> f64 {
-        let mut sum = 0.0;
-        for (_, port) in &self.workers {
-            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await
-                && let Ok(text) = r.text().await
-            {
-                sum += text
-                    .lines()
-                    .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>();
-            }
-        }
-        sum
-    }
-
-    async fn redis_used_memory(&self) -> u64 {
-        let client = redis::Client::open(self.redis.url()).unwrap();
-        let mut c = client.get_multiplexed_async_connection().await.unwrap();
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
     }
 
     async fn stop(mut self) {
-        for (w, _) in &mut self.workers {
-            w.terminate(Duration::from_secs(30));
-        }
-        self.api.terminate(Duration::from_secs(30));
-        let _ = self.db.close_by_ref().await;
+        self.fleet.stop(Duration::from_secs(30)).await;
         let _ = self
             .admin
             .execute_unprepared(&format!(
@@ -339,54 +212,14 @@ impl Fleet {
                 self.db_name
             ))
             .await;
-        self.redis.stop();
     }
-}
-
-fn rss_mb(pid: i32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// CPU seconds (user + system) a process has used.
-fn cpu_secs(pid: i32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (which may hold spaces) end with ')'.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(0.0)
-}
-
-/// CPU seconds of every process named `name` (all PostgreSQL backends, say).
-fn cpu_secs_named(name: &str) -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
-        })
-        .map(cpu_secs)
-        .sum()
 }
 
 /// CPU seconds of api, workers (summed), Redis and PostgreSQL.
 fn cpu_split(f: &Fleet) -> [f64; 4] {
     [
-        cpu_secs(f.api.pid()),
-        f.workers.iter().map(|(p, _)| cpu_secs(p.pid())).sum(),
+        cpu_secs(f.api().pid()),
+        f.workers.iter().map(|m| cpu_secs(m.pid())).sum(),
         f.redis.proc.as_ref().map_or(0.0, |p| cpu_secs(p.pid())),
         cpu_secs_named("postgres"),
     ]
@@ -418,7 +251,7 @@ async fn throughput(o: &Opts) {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut cpu: Vec<Vec<f64>> = Vec::new();
         for round in 0..o.rounds {
-            let mut f = Fleet::start(o, &[]).await;
+            let mut f = BenchFleet::start(o, &[]).await;
             f.add_workers(w).await;
             let n = o.integrations;
             f.seed(
@@ -550,7 +383,7 @@ async fn lag(o: &Opts) {
     let step_us = 1_000_000 / o.rate.max(1);
     let (mut p50s, mut p99s, mut maxs) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..o.rounds {
-        let mut f = Fleet::start(o, &[]).await;
+        let mut f = BenchFleet::start(o, &[]).await;
         f.add_workers(w).await;
         f.seed(
             o.integrations,
@@ -628,7 +461,7 @@ async fn freshness(o: &Opts) {
     let (mut p99s, mut maxes, mut bad_gaps, mut undisabled) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..o.rounds {
-        let mut f = Fleet::start(o, &[]).await;
+        let mut f = BenchFleet::start(o, &[]).await;
         f.add_workers(w).await;
         // Each integration's first slot is spread over one interval, and its last success
         // one interval before that: the fleet starts in steady state.
@@ -747,7 +580,7 @@ async fn freshness(o: &Opts) {
 /// after the retention window.
 async fn footprint(o: &Opts) {
     let w = o.workers.first().copied().unwrap_or(2);
-    let mut f = Fleet::start(o, &[("SYNCFLEET_REAPER_PERIOD_MS", "2000".to_owned())]).await;
+    let mut f = BenchFleet::start(o, &[("SYNCFLEET_REAPER_PERIOD_MS", "2000".to_owned())]).await;
     f.add_workers(w).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (idle_api, idle_workers) = f.rss();
