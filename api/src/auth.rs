@@ -1,5 +1,5 @@
-//! Bearer API keys: looked up by their keyed hash (see `keyhash`); roles `admin`
-//! (writes) and `viewer` (reads).
+//! Bearer API keys: looked up by their keyed hash (see `keyhash`); roles `operator`
+//! (spans every workspace), `admin` (writes one workspace) and `viewer` (reads one).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -133,39 +133,38 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// An authenticated caller with the `admin` role. As an extractor it runs before the
-/// body is read, so a viewer gets 403 whatever it sent (not 400 for a malformed body).
-#[derive(Debug, Clone)]
-pub struct Admin(pub Caller);
+/// Extractors for a caller with at least a given role. They run before the body is read,
+/// so a caller without the role gets 403 whatever it sent (not 400 for a malformed body).
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, $allowed:pat) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Caller);
 
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require_admin()?;
-        Ok(Self(caller))
-    }
-}
-
-/// An authenticated caller with the `operator` role (spans workspaces).
-#[derive(Debug, Clone)]
-pub struct Operator(pub Caller);
-
-impl FromRequestParts<AppState> for Operator {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        if caller.role != Role::Operator {
-            return Err(ApiError::Forbidden);
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, Self::Rejection> {
+                let caller = Caller::from_request_parts(parts, state).await?;
+                if !matches!(caller.role, $allowed) {
+                    return Err(ApiError::Forbidden);
+                }
+                Ok(Self(caller))
+            }
         }
-        Ok(Self(caller))
-    }
+    };
 }
+
+role_extractor!(
+    /// A caller that may write: an `admin` of its workspace, or an `operator`.
+    Admin,
+    Role::Admin | Role::Operator
+);
+role_extractor!(
+    /// A caller with the `operator` role (spans workspaces).
+    Operator,
+    Role::Operator
+);

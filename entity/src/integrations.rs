@@ -26,6 +26,9 @@ pub struct Model {
     pub followup_requested: bool,
     /// Consecutive failures.
     pub retry_count: i32,
+    /// Times the reaper took this integration's runs back after their lease expired,
+    /// since its last success; at 2 its runs run alone in their process (a suspect).
+    pub lost_leases: i32,
     pub max_retries: i32,
     pub health: HealthState,
     pub last_sync_at: Option<DateTimeUtc>,

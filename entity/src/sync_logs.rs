@@ -19,9 +19,6 @@ pub struct Model {
     pub attempt: i32,
     /// How many times a worker claimed this run (crash recoveries).
     pub claims: i32,
-    /// Times the reaper took this run back after its lease expired (its worker died,
-    /// froze or lost the database); a run lost twice runs alone in its process.
-    pub lost_leases: i32,
     /// Claims executed alone in their process; a run that lost its worker this way
     /// `max_claims` times is a poison run.
     pub solo_claims: i32,

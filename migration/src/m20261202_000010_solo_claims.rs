@@ -1,8 +1,9 @@
-//! `sync_logs.lost_leases` and `sync_logs.solo_claims`: how often a run's lease expired
-//! under it (the reaper took it back), and how many of its claims ran alone in their
-//! process. A run lost twice runs alone from then on; it is quarantined as a poison run
-//! when it lost its worker `max_claims` times while nothing else ran beside it, so
-//! healthy runs that only shared a process with a crash are never blamed.
+//! `integrations.lost_leases` and `sync_logs.solo_claims`: how often the reaper took an
+//! integration's runs back after their lease expired since its last success, and how
+//! many of a run's claims ran alone in their process. Runs of an integration lost twice
+//! run alone; a run is quarantined as a poison run when it lost its worker `max_claims`
+//! times while nothing else ran beside it, so healthy runs that only shared a process
+//! with a crash are never blamed.
 
 use sea_orm_migration::prelude::*;
 
@@ -12,8 +13,13 @@ pub struct Migration;
 #[derive(DeriveIden)]
 enum SyncLogs {
     Table,
-    LostLeases,
     SoloClaims,
+}
+
+#[derive(DeriveIden)]
+enum Integrations {
+    Table,
+    LostLeases,
 }
 
 #[async_trait::async_trait]
@@ -24,13 +30,20 @@ impl MigrationTrait for Migration {
                 Table::alter()
                     .table(SyncLogs::Table)
                     .add_column(
-                        ColumnDef::new(SyncLogs::LostLeases)
+                        ColumnDef::new(SyncLogs::SoloClaims)
                             .integer()
                             .not_null()
                             .default(0),
                     )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Integrations::Table)
                     .add_column(
-                        ColumnDef::new(SyncLogs::SoloClaims)
+                        ColumnDef::new(Integrations::LostLeases)
                             .integer()
                             .not_null()
                             .default(0),
@@ -46,7 +59,14 @@ impl MigrationTrait for Migration {
                 Table::alter()
                     .table(SyncLogs::Table)
                     .drop_column(SyncLogs::SoloClaims)
-                    .drop_column(SyncLogs::LostLeases)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Integrations::Table)
+                    .drop_column(Integrations::LostLeases)
                     .to_owned(),
             )
             .await

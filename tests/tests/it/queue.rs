@@ -24,6 +24,21 @@ fn parts(q: &Queue) -> (redis::aio::ConnectionManager, rq::Keys) {
     }
 }
 
+/// Deletes every key of the test's queue, as a Redis restart or `FLUSHALL` would.
+async fn flush_queue(env: &tests::env::TestEnv) {
+    let mut r = env.redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{}:sync}}:*", env.prefix))
+        .query_async(&mut r)
+        .await
+        .expect("keys");
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut r)
+        .await
+        .expect("flush");
+}
+
 /// Pushing a run again while its entry waits changes nothing: a re-enqueuer on a timer
 /// cannot grow the queue (the wedge after a long worker outage).
 #[tokio::test]
@@ -101,17 +116,7 @@ async fn an_emptied_queue_is_detected() {
     );
     q.entries_restored().await.expect("restored");
     assert!(!q.lost_entries().await.expect("epoch"));
-    let mut r = env.redis().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{}:sync}}:*", env.prefix))
-        .query_async(&mut r)
-        .await
-        .expect("keys");
-    let _: () = redis::cmd("DEL")
-        .arg(&keys)
-        .query_async(&mut r)
-        .await
-        .expect("del");
+    flush_queue(&env).await;
     assert!(q.lost_entries().await.expect("epoch"));
 }
 
@@ -135,17 +140,7 @@ async fn a_flushed_queue_is_refilled_at_once() {
         (q.depth().await.ok()? == 20).then_some(())
     })
     .await;
-    let mut r = env.redis().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{}:sync}}:*", env.prefix))
-        .query_async(&mut r)
-        .await
-        .expect("keys");
-    let _: () = redis::cmd("DEL")
-        .arg(&keys)
-        .query_async(&mut r)
-        .await
-        .expect("flush");
+    flush_queue(&env).await;
     let flushed = std::time::Instant::now();
     eventually(Duration::from_secs(3), "the queue refilled", || async {
         (q.depth().await.ok()? == 20).then_some(())

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -119,20 +120,46 @@ impl Drop for InFlight {
 /// [`crate::protocol::claim::mark_solo`]). Released runs (a drain, a dropped future) lost
 /// nothing and are not suspects. Ordinary runs share the lock; tokio's `RwLock` is fair,
 /// so a waiting suspect is not starved by new runs.
+/// While a suspect waits for or holds the process, the process takes no new runs: its
+/// fetcher pops nothing and a hint that arrives anyway goes back to the queue unclaimed
+/// (see `runner`), so no other run is claimed into a process that may be about to die
+/// with the suspect.
 #[derive(Default)]
-pub struct Isolation(RwLock<()>);
+pub struct Isolation {
+    lock: RwLock<()>,
+    suspects: Arc<AtomicUsize>,
+}
 
 pub enum Isolated<'a> {
     Shared(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
-    Alone(#[allow(dead_code)] RwLockWriteGuard<'a, ()>),
+    Alone(
+        #[allow(dead_code)] RwLockWriteGuard<'a, ()>,
+        #[allow(dead_code)] Suspect,
+    ),
+}
+
+/// Counts one suspect waiting for or holding the process while it lives.
+pub struct Suspect(Arc<AtomicUsize>);
+
+impl Drop for Suspect {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Isolation {
     pub async fn enter(&self, suspect: bool) -> Isolated<'_> {
         if suspect {
-            Isolated::Alone(self.0.write().await)
+            self.suspects.fetch_add(1, Ordering::Relaxed);
+            let counted = Suspect(self.suspects.clone());
+            Isolated::Alone(self.lock.write().await, counted)
         } else {
-            Isolated::Shared(self.0.read().await)
+            Isolated::Shared(self.lock.read().await)
         }
+    }
+
+    /// Suspects waiting for or holding this process (the fetcher stops while any do).
+    pub fn suspects(&self) -> Arc<AtomicUsize> {
+        self.suspects.clone()
     }
 }

@@ -34,10 +34,11 @@ use lease::{InFlight, Isolation, Tracked, with_lease};
 
 /// Longest error message stored in a SyncLog row.
 const MAX_ERROR_LEN: usize = 2000;
-/// A run whose lease expired under this many earlier claims runs alone in its process
-/// (see `lease::Isolation`). One loss is what every run in a crashed process shares; a
-/// second one while running beside others singles out few besides the culprit, so the
-/// fleet pays for isolation only there.
+/// The runs of an integration whose runs lost their lease this many times since its last
+/// success run alone in their process (see `lease::Isolation`). One loss is what every
+/// run in a crashed process shares; a second one singles out few besides the culprit, so
+/// the fleet pays for isolation only there. The count lives on the integration, so a
+/// poison integration's retry runs start as suspects instead of taking neighbours down.
 const SUSPECT_AFTER: i32 = 2;
 /// A run claimed this many times `max_claims` without finishing is quarantined whatever
 /// its solo claims say (a backstop; the solo count normally decides first).
@@ -120,6 +121,16 @@ impl Engine {
         self.busy.clone()
     }
 
+    /// Suspects waiting for or holding this process (see `lease::Isolation`).
+    pub fn suspects(&self) -> Arc<AtomicUsize> {
+        self.isolation.suspects()
+    }
+
+    /// `true` while a suspect waits for or holds this process: new runs go elsewhere.
+    pub fn isolating(&self) -> bool {
+        self.isolation.suspects().load(Ordering::Relaxed) > 0
+    }
+
     /// Marks one handler call in flight until the guard drops.
     pub fn busy_guard(&self) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
@@ -167,8 +178,14 @@ impl Engine {
         let flight = InFlight::new(&self.db, &self.inflight, c.fence);
         // The integration read with the claim moves into the run instead of being copied.
         let loaded = c.source.take();
-        let suspect = c.lost_leases >= SUSPECT_AFTER;
         let leased = with_lease(&self.db, c.fence, self.cfg.lease, async {
+            let source = match loaded {
+                Some(s) => s,
+                None => self.load_source(c.integration_id).await?,
+            };
+            let suspect = source
+                .as_ref()
+                .is_some_and(|s| s.lost_leases >= SUSPECT_AFTER);
             let alone = self.isolation.enter(suspect).await;
             if suspect {
                 self.metrics.isolated_runs.inc();
@@ -179,7 +196,7 @@ impl Engine {
             // A panic inside the run is this run's internal error: it fails under its
             // fence and counts towards the integration's retries, instead of looping
             // through release and reclaim.
-            let prepared = match AssertUnwindSafe(self.prepare(&c, loaded))
+            let prepared = match AssertUnwindSafe(self.prepare(&c, source))
                 .catch_unwind()
                 .await
             {
@@ -221,6 +238,26 @@ impl Engine {
         )
     }
 
+    /// What a run needs of its integration; `None` = the integration is gone.
+    async fn load_source(&self, integration_id: uuid::Uuid) -> Result<Option<Source>, DbErr> {
+        let rows = db::query(
+            &self.db,
+            "SELECT kind, config, watermark, lost_leases FROM integrations WHERE id = $1",
+            [integration_id.into()],
+        )
+        .await?;
+        rows.first()
+            .map(|row| {
+                Ok(Source {
+                    kind: row.try_get("", "kind")?,
+                    config: row.try_get("", "config")?,
+                    watermark: row.try_get("", "watermark")?,
+                    lost_leases: row.try_get("", "lost_leases")?,
+                })
+            })
+            .transpose()
+    }
+
     /// The connector kind of an integration, for metric labels (a placeholder if it
     /// cannot be read).
     async fn kind_of(&self, integration_id: uuid::Uuid) -> ConnectorKind {
@@ -237,35 +274,13 @@ impl Engine {
 
     /// Everything between the claim and the finish: the connector, the provider's
     /// limits, the fetch under the run timeout, and the plan of record writes.
-    async fn prepare(
-        &self,
-        c: &Claim,
-        loaded: Option<Option<Source>>,
-    ) -> Result<Option<Prepared>, DbErr> {
-        let source = match loaded {
-            Some(s) => s,
-            None => {
-                let rows = db::query(
-                    &self.db,
-                    "SELECT kind, config, watermark FROM integrations WHERE id = $1",
-                    [c.integration_id.into()],
-                )
-                .await?;
-                match rows.first() {
-                    Some(row) => Some(Source {
-                        kind: row.try_get("", "kind")?,
-                        config: row.try_get("", "config")?,
-                        watermark: row.try_get("", "watermark")?,
-                    }),
-                    None => None,
-                }
-            }
-        };
+    async fn prepare(&self, c: &Claim, source: Option<Source>) -> Result<Option<Prepared>, DbErr> {
         // The integration was deleted: its runs went with it.
         let Some(Source {
             kind,
             config,
             watermark,
+            ..
         }) = source
         else {
             return Ok(None);

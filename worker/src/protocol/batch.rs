@@ -62,7 +62,7 @@ pub async fn claim_many(
     );
     let sql = format!(
         "WITH c AS ({claim}) \
-         SELECT c.*, i.kind, i.config, i.watermark FROM c LEFT JOIN integrations i ON i.id = c.integration_id"
+         SELECT c.*, i.kind, i.config, i.watermark, i.lost_leases FROM c LEFT JOIN integrations i ON i.id = c.integration_id"
     );
     let rows = db::query(db, sql, values).await?;
     let mut out = HashMap::with_capacity(rows.len());
@@ -75,6 +75,7 @@ pub async fn claim_many(
                 kind,
                 config: r.try_get("", "config")?,
                 watermark: r.try_get("", "watermark")?,
+                lost_leases: r.try_get("", "lost_leases")?,
             }),
             None => None,
         };
@@ -88,7 +89,6 @@ pub async fn claim_many(
                 },
                 integration_id,
                 claims: r.try_get("", "claims")?,
-                lost_leases: r.try_get("", "lost_leases")?,
                 trigger: r.try_get::<Trigger>("", "trigger")?,
                 attempt: r.try_get("", "attempt")?,
                 scheduled_for: r.try_get("", "scheduled_for")?,
@@ -299,6 +299,7 @@ pub async fn finish_many<C: ConnectionTrait + TransactionTrait>(
                last_success_at = CASE WHEN v.ok THEN now() ELSE i.last_success_at END, \
                last_error = CASE WHEN v.ok THEN NULL ELSE v.err END, \
                watermark = CASE WHEN v.ok AND v.wm IS NOT NULL THEN v.wm ELSE i.watermark END, \
+               lost_leases = CASE WHEN v.ok THEN 0 ELSE i.lost_leases END, \
                updated_at = now() \
              FROM (VALUES {}) AS v(id, rc, en, h, nt, next_ms, ok, err, wm) WHERE i.id = v.id",
             tuples.join(", ")

@@ -18,8 +18,6 @@ pub struct Claim {
     pub integration_id: Uuid,
     /// Times this run has been claimed, this claim included.
     pub claims: i32,
-    /// Times its lease expired under an earlier claim (see `engine::lease::Isolation`).
-    pub lost_leases: i32,
     pub trigger: Trigger,
     pub attempt: i32,
     pub scheduled_for: DateTime<Utc>,
@@ -35,6 +33,8 @@ pub struct Source {
     pub kind: ConnectorKind,
     pub config: serde_json::Value,
     pub watermark: Option<String>,
+    /// `integrations.lost_leases`: its runs' lost leases since its last success.
+    pub lost_leases: i32,
 }
 
 /// The claim's compare-and-set over the runs selected by `target`: a PENDING run, or a
@@ -46,7 +46,7 @@ pub(crate) fn claim_sql(d: Dialect, target: &str, owner: &str, lease_ms: &str) -
         "UPDATE sync_logs SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
          lease_owner = {owner}, worker_id = {owner}, lease_until = {until}, started_at = COALESCE(started_at, {now}) \
          WHERE {target} AND (status = 'PENDING' OR (status = 'RUNNING' AND lease_until < {now})) \
-         RETURNING id, integration_id, fence, claims, lost_leases, \"trigger\", attempt, scheduled_for, started_at",
+         RETURNING id, integration_id, fence, claims, \"trigger\", attempt, scheduled_for, started_at",
         until = d.now_plus_ms(lease_ms),
     )
 }
@@ -72,7 +72,6 @@ pub async fn claim(
         },
         integration_id: r.try_get("", "integration_id")?,
         claims: r.try_get("", "claims")?,
-        lost_leases: r.try_get("", "lost_leases")?,
         trigger: r.try_get("", "trigger")?,
         attempt: r.try_get("", "attempt")?,
         scheduled_for: r.try_get("", "scheduled_for")?,

@@ -188,10 +188,16 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
         "watermark"
     };
     let last_error = if decision.success { "NULL" } else { "$7" };
+    // A success clears the integration's count of lost leases (`engine::lease`).
+    let lost = if decision.success {
+        ", lost_leases = 0"
+    } else {
+        ""
+    };
     let sql = format!(
         "UPDATE integrations SET retry_count = $2, sync_enabled = $3, health = $4, next_trigger = $5, \
          next_sync_at = {next}, followup_requested = false, last_sync_at = {now}, \
-         last_success_at = {success_at}, last_error = {last_error}, watermark = {watermark}, updated_at = {now} \
+         last_success_at = {success_at}, last_error = {last_error}, watermark = {watermark}, updated_at = {now}{lost} \
          WHERE id = $1"
     );
     let next_ms = decision.next_in.map(ms).unwrap_or(0);

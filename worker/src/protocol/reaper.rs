@@ -58,7 +58,9 @@ pub async fn pass<C: ConnectionTrait + TransactionTrait>(
     }
 }
 
-/// RUNNING runs whose lease expired and that are not poison become PENDING.
+/// RUNNING runs whose lease expired and that are not poison become PENDING; each one's
+/// integration counts a lost lease (`integrations.lost_leases`, see
+/// `engine::lease::Isolation`).
 pub async fn requeue_expired(
     db: &impl ConnectionTrait,
     max_claims: i32,
@@ -69,15 +71,32 @@ pub async fn requeue_expired(
     let rows = db::query(
         db,
         format!(
-            "UPDATE sync_logs SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = {now}, \
-             lost_leases = lost_leases + 1 WHERE id IN (SELECT id FROM sync_logs WHERE status = 'RUNNING' AND lease_until < {now} \
+            "UPDATE sync_logs SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = {now} \
+             WHERE id IN (SELECT id FROM sync_logs WHERE status = 'RUNNING' AND lease_until < {now} \
                AND solo_claims < $1 LIMIT {limit} {lock}) \
-             AND status = 'RUNNING' AND lease_until < {now} RETURNING id",
+             AND status = 'RUNNING' AND lease_until < {now} RETURNING id, integration_id",
             lock = d.skip_locked(),
         ),
         [max_claims.into()],
     )
     .await?;
+    let integrations = ids(&rows, "integration_id")?;
+    if !integrations.is_empty() {
+        // Its own statement, after the run rows are released (the lock order is
+        // integration, then run); a row held right now misses one count, never waits.
+        let list: Vec<String> = (1..=integrations.len()).map(|k| format!("${k}")).collect();
+        db::exec(
+            db,
+            format!(
+                "UPDATE integrations SET lost_leases = lost_leases + 1 WHERE id IN \
+                 (SELECT id FROM integrations WHERE id IN ({}) {lock})",
+                list.join(", "),
+                lock = d.skip_locked(),
+            ),
+            integrations.into_iter().map(Into::into),
+        )
+        .await?;
+    }
     ids(&rows, "id")
 }
 

@@ -36,6 +36,9 @@ pub struct Source {
     pub keys: Keys,
     /// Handler calls in flight in this worker (see [`crate::Engine::busy`]).
     pub busy: Arc<AtomicUsize>,
+    /// Suspects waiting for or holding this process: while any do, fetch nothing (see
+    /// [`crate::Engine::suspects`]).
+    pub suspects: Arc<AtomicUsize>,
     pub concurrency: usize,
     /// Sleep between fetches that found nothing.
     pub poll: Duration,
@@ -122,6 +125,10 @@ fn stream_of(src: Source) -> BoxStream<'static, Task<SyncJob>> {
                     .task_id(TaskId::from_string(run_id.to_string()))
                     .build();
                 return Some((task, st));
+            }
+            if st.src.suspects.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(st.src.poll).await;
+                continue;
             }
             let free = st
                 .src
