@@ -33,14 +33,13 @@ async fn set_roles(manager: &SchemaManager<'_>, from: &str, to: &str) -> Result<
                 "CREATE TABLE \"api_keys_rebuilt\"",
                 1,
             );
-            for stmt in [
-                rebuilt.as_str(),
-                "INSERT INTO api_keys_rebuilt SELECT * FROM api_keys",
-                "DROP TABLE api_keys",
-                "ALTER TABLE api_keys_rebuilt RENAME TO api_keys",
-            ] {
-                db.execute_unprepared(stmt).await?;
-            }
+            // One call, so every statement runs on one connection of the pool in order
+            // (spread over connections, a rename could meet a stale view of the schema).
+            db.execute_unprepared(&format!(
+                "{rebuilt}; INSERT INTO api_keys_rebuilt SELECT * FROM api_keys; DROP TABLE api_keys; \
+                 ALTER TABLE api_keys_rebuilt RENAME TO api_keys;"
+            ))
+            .await?;
         }
         _ => {
             db.execute_unprepared(

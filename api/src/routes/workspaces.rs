@@ -83,7 +83,8 @@ pub async fn list(
 
 /// One workspace (operator keys only).
 #[utoipa::path(get, path = "/api/workspaces/{id}", params(("id" = Uuid, Path)), tag = "workspaces",
-    responses((status = 200, body = WorkspaceView), (status = 404, description = "not found")))]
+    responses((status = 200, body = WorkspaceView), (status = 403, description = "not an operator key"),
+        (status = 404, description = "not found")))]
 pub async fn read(
     State(state): State<AppState>,
     Operator(_): Operator,
@@ -94,7 +95,8 @@ pub async fn read(
 
 /// Rename a workspace (operator keys only).
 #[utoipa::path(patch, path = "/api/workspaces/{id}", params(("id" = Uuid, Path)), request_body = WorkspaceBody,
-    tag = "workspaces", responses((status = 200, body = WorkspaceView), (status = 404, description = "not found")))]
+    tag = "workspaces", responses((status = 200, body = WorkspaceView), (status = 403, description = "not an operator key"),
+        (status = 404, description = "not found"), (status = 422, description = "validation failed")))]
 pub async fn update(
     State(state): State<AppState>,
     Operator(caller): Operator,
@@ -108,8 +110,8 @@ pub async fn update(
 /// Delete an empty workspace (operator keys only); one with integrations or active keys
 /// is a conflict.
 #[utoipa::path(delete, path = "/api/workspaces/{id}", params(("id" = Uuid, Path)), tag = "workspaces",
-    responses((status = 204, description = "deleted"), (status = 404, description = "not found"),
-        (status = 409, description = "not empty")))]
+    responses((status = 204, description = "deleted"), (status = 403, description = "not an operator key"),
+        (status = 404, description = "not found"), (status = 409, description = "not empty")))]
 pub async fn remove(
     State(state): State<AppState>,
     Operator(caller): Operator,
