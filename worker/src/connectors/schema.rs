@@ -146,14 +146,14 @@ const HTTP_JSON: &[ConfigField] = &[
         "HTTP method.",
         "GET",
     ),
-    f(
+    secret(f(
         "headers",
         "Headers",
         Json,
         false,
-        "Extra request headers, as a JSON object.",
+        "Extra request headers (credentials too), as a JSON object.",
         "{\"Accept\": \"application/json\"}",
-    ),
+    )),
     secret(f(
         "auth",
         "Authentication",
