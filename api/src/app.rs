@@ -93,6 +93,7 @@ async fn serve(
     }
     tasks.spawn(scheduler::run_scheduler(state.clone(), shutdown.clone()));
     tasks.spawn(scheduler::run_maintenance(state.clone(), shutdown.clone()));
+    tasks.spawn(crate::console::live::run(state.clone(), shutdown.clone()));
     if with_worker {
         let engine = Engine::new(
             state.db.clone(),
@@ -156,6 +157,7 @@ fn state(
             config_rate.2,
             config_rate.3,
         )),
+        live: Arc::default(),
     }
 }
 

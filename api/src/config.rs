@@ -88,6 +88,13 @@ pub struct Config {
     pub auth_failures_per_sec: u32,
     pub auth_failures_burst: u32,
     pub protocol: ProtocolConfig,
+    /// The console's public address (`SYNCFLEET_PUBLIC_URL`); `https://` makes its
+    /// session cookie `Secure`.
+    pub public_url: Option<url::Url>,
+    /// A console session ends after this long without a request…
+    pub console_idle_timeout: Duration,
+    /// …and this long after login, whatever happens.
+    pub console_session_lifetime: Duration,
 }
 
 /// The default embedded database.
@@ -235,7 +242,29 @@ impl Config {
                 "must be at least 30",
             ));
         }
+        let public_url = get("SYNCFLEET_PUBLIC_URL")
+            .map(|v| {
+                url::Url::parse(&v)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "SYNCFLEET_PUBLIC_URL",
+                            format!("`{v}` is not an http:// or https:// URL"),
+                        )
+                    })
+            })
+            .transpose()?;
+        let console_idle_timeout =
+            Duration::from_secs(positive("SYNCFLEET_CONSOLE_IDLE_TIMEOUT_SECS", 30 * 60)?);
+        let console_session_lifetime = Duration::from_secs(positive(
+            "SYNCFLEET_CONSOLE_SESSION_LIFETIME_SECS",
+            12 * 3600,
+        )?);
         Ok(Self {
+            public_url,
+            console_idle_timeout,
+            console_session_lifetime,
             database_url,
             redis_url,
             redis_prefix,

@@ -34,6 +34,8 @@ pub struct AppState {
     pub key_hasher: Option<Arc<crate::keyhash::KeyHasher>>,
     /// Budget of unknown-key requests per client address.
     pub address_guard: Arc<AddressGuard>,
+    /// The web console's change feed (server-sent events).
+    pub live: Arc<crate::console::live::Live>,
 }
 
 /// Limits the requests with unknown keys per client address: each costs a database

@@ -18,6 +18,7 @@ mod m20261202_000010_solo_claims;
 mod m20261202_000011_audit_actor_name;
 mod m20261202_000012_keyed_api_key_hashes;
 mod m20261202_000013_operator_role;
+mod m20261202_000014_console;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000011_audit_actor_name::Migration),
             Box::new(m20261202_000012_keyed_api_key_hashes::Migration),
             Box::new(m20261202_000013_operator_role::Migration),
+            Box::new(m20261202_000014_console::Migration),
         ]
     }
 }

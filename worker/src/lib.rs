@@ -13,6 +13,7 @@ pub mod engine;
 pub mod job;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod poll;
 pub mod protocol;
 pub mod queue;

@@ -187,6 +187,7 @@ pub async fn run(cli: Cli) -> i32 {
             };
             let banner = |s: app::Started| {
                 println!("syncfleet listening on {}", s.url);
+                println!("console: open {}/ and log in with an API key", s.url);
                 match s.admin_key {
                     AdminKey::Generated(k) => {
                         println!("admin API key (shown once, store it now): {k}")

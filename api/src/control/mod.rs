@@ -93,5 +93,9 @@ pub async fn audit(
         },
     )
     .await?;
+    // Open consoles hear of the change when this transaction commits (§12.3).
+    if let Some(m) = a.integration {
+        syncfleet_worker::notify::changed(txn, [m.id]).await?;
+    }
     Ok(())
 }

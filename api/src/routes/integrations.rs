@@ -109,7 +109,7 @@ fn validate_fields(
 }
 
 /// Replaces secret fields sent back as the mask with their stored (decrypted) values.
-fn unmask(
+pub(crate) fn unmask(
     state: &AppState,
     kind: ConnectorKind,
     id: Uuid,
@@ -139,7 +139,7 @@ fn unmask(
 /// Checks every URL of a config against the SSRF guard (422 when refused) and seals its
 /// secret fields for storage. `stored` is the current config on an update: a secret
 /// sent back masked keeps its stored value.
-async fn protect_config(
+pub(crate) async fn protect_config(
     state: &AppState,
     kind: ConnectorKind,
     id: Uuid,
@@ -174,7 +174,7 @@ async fn protect_config(
     Ok(config)
 }
 
-fn parse_kind(raw: &str) -> Option<ConnectorKind> {
+pub(crate) fn parse_kind(raw: &str) -> Option<ConnectorKind> {
     serde_json::from_value::<ConnectorKind>(Value::String(raw.to_owned())).ok()
 }
 
@@ -186,6 +186,17 @@ pub async fn create(
     Admin(caller): Admin,
     ApiJson(body): ApiJson<CreateIntegration>,
 ) -> Result<(StatusCode, Json<IntegrationView>), ApiError> {
+    let view = create_integration(&state, &caller, body).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// The body of [`create`] after the role check, shared with the web console.
+pub(crate) async fn create_integration(
+    state: &AppState,
+    caller: &Caller,
+    body: CreateIntegration,
+) -> Result<IntegrationView, ApiError> {
+    let (state, caller) = (state.clone(), caller.clone());
     let mut errors = Vec::new();
     let kind = parse_kind(&body.kind);
     if kind.is_none() {
@@ -230,7 +241,7 @@ pub async fn create(
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(IntegrationView::from(m))))
+    Ok(IntegrationView::from(m))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -335,6 +346,17 @@ pub async fn update(
     PathId(id): PathId,
     ApiJson(body): ApiJson<UpdateIntegration>,
 ) -> Result<Json<IntegrationView>, ApiError> {
+    Ok(Json(update_integration(&state, &caller, id, body).await?))
+}
+
+/// The body of [`update`] after the role check, shared with the web console.
+pub(crate) async fn update_integration(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    body: UpdateIntegration,
+) -> Result<IntegrationView, ApiError> {
+    let (state, caller) = (state.clone(), caller.clone());
     let m = load(&state, &caller, id).await?;
     // A client echoing the config it read sends secrets masked: put the stored values
     // back before validating, so the connector sees the real shape.
@@ -366,7 +388,7 @@ pub async fn update(
         reason: None,
     };
     let after = control::integration::update(&state, &caller, m.id, changes).await?;
-    Ok(Json(IntegrationView::from(after)))
+    Ok(IntegrationView::from(after))
 }
 
 /// Delete an integration with its runs and records (the audit trail stays).
@@ -404,6 +426,17 @@ pub async fn sync_settings(
     PathId(id): PathId,
     ApiJson(body): ApiJson<SyncSettings>,
 ) -> Result<Json<IntegrationView>, ApiError> {
+    Ok(Json(change_sync_settings(&state, &caller, id, body).await?))
+}
+
+/// The body of [`sync_settings`] after the role check, shared with the web console.
+pub(crate) async fn change_sync_settings(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    body: SyncSettings,
+) -> Result<IntegrationView, ApiError> {
+    let (state, caller) = (state.clone(), caller.clone());
     let interval = match &body.sync_interval {
         None => None,
         Some(v) => Some(
@@ -424,7 +457,7 @@ pub async fn sync_settings(
     };
     let after =
         control::settings::apply(&state, &caller, id, new, "integration.settings", None).await?;
-    Ok(Json(after.into()))
+    Ok(after.into())
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -26,6 +26,7 @@ pub fn app(state: AppState) -> Router {
         .merge(keys::router())
         .merge(workspaces::router())
         .merge(docs::router())
+        .merge(crate::console::router(state.clone()))
         .fallback(|| async { crate::error::ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -6,6 +6,7 @@
 mod api;
 mod cli;
 mod connectors;
+mod console;
 mod control;
 mod faults;
 mod foundation;

@@ -10,6 +10,7 @@ pub mod google_sheets;
 pub mod http;
 pub mod http_json;
 mod record;
+pub mod schema;
 pub mod sql;
 pub mod synthetic;
 pub mod watermark;

@@ -314,6 +314,13 @@ pub async fn finish_many<C: ConnectionTrait + TransactionTrait>(
             finish::audit_disable(&txn, state, d, reqs[*k].outcome).await?;
         }
     }
+    crate::notify::changed(
+        &txn,
+        decisions
+            .iter()
+            .map(|(k, _, _)| reqs[*k].fence.integration_id),
+    )
+    .await?;
     txn.commit().await?;
 
     for (k, _, d) in decisions {

@@ -217,6 +217,7 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
     if decision.disabled_now {
         audit_disable(&txn, &state, &decision, outcome).await?;
     }
+    crate::notify::changed(&txn, [integration_id]).await?;
     txn.commit().await?;
     Ok(Finished::Applied {
         status,

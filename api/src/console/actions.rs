@@ -1,0 +1,303 @@
+//! Every write the console makes, in one place: a thin adapter onto the control plane's
+//! domain operations (`crate::control`, one transaction with the audit event each) and
+//! the HTTP handlers' own validation (`routes::integrations`), so the console gets the
+//! API's validation, messages, scoping, role checks and audit events, and has no
+//! second implementation of any control action.
+
+use std::time::Duration;
+
+use entity::ConnectorKind;
+use sea_orm::TransactionTrait;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use syncfleet_worker::connectors::{self, ConnectorEnv, FetchContext};
+use syncfleet_worker::db as q;
+
+use super::Session;
+use crate::control::{self, Audit, settings::NewSettings};
+use crate::error::ApiError;
+use crate::routes::integrations::{
+    self as api, CreateIntegration, SyncSettings, UpdateIntegration, reason as checked_reason,
+    trigger_result,
+};
+use crate::state::AppState;
+use crate::views::{IntegrationView, TriggerResult};
+
+/// `POST /api/integrations`.
+pub async fn create(
+    state: &AppState,
+    s: &Session,
+    body: CreateIntegration,
+) -> Result<IntegrationView, ApiError> {
+    s.caller.require_admin()?;
+    let v = api::create_integration(state, &s.caller, body).await?;
+    state.live.changed(v.id);
+    Ok(v)
+}
+
+/// `PATCH /api/integrations/{id}`.
+pub async fn update(
+    state: &AppState,
+    s: &Session,
+    id: Uuid,
+    body: UpdateIntegration,
+) -> Result<IntegrationView, ApiError> {
+    s.caller.require_admin()?;
+    let v = api::update_integration(state, &s.caller, id, body).await?;
+    state.live.changed(id);
+    Ok(v)
+}
+
+/// `PATCH /api/integrations/{id}/sync-settings`.
+pub async fn settings(
+    state: &AppState,
+    s: &Session,
+    id: Uuid,
+    body: SyncSettings,
+) -> Result<IntegrationView, ApiError> {
+    s.caller.require_admin()?;
+    let v = api::change_sync_settings(state, &s.caller, id, body).await?;
+    state.live.changed(id);
+    Ok(v)
+}
+
+/// `POST /api/integrations/{id}/pause` and `…/resume` (resume also re-enables a
+/// disabled integration).
+async fn set_enabled(
+    state: &AppState,
+    s: &Session,
+    id: Uuid,
+    on: bool,
+    reason: Option<String>,
+) -> Result<IntegrationView, ApiError> {
+    s.caller.require_admin()?;
+    let why = checked_reason(reason)?;
+    let action = if on {
+        "integration.resume"
+    } else {
+        "integration.pause"
+    };
+    let m = control::settings::apply(state, &s.caller, id, NewSettings::enabled(on), action, why)
+        .await?;
+    state.live.changed(id);
+    Ok(m.into())
+}
+
+pub async fn pause(
+    state: &AppState,
+    s: &Session,
+    id: Uuid,
+    reason: Option<String>,
+) -> Result<IntegrationView, ApiError> {
+    set_enabled(state, s, id, false, reason).await
+}
+
+pub async fn resume(
+    state: &AppState,
+    s: &Session,
+    id: Uuid,
+    reason: Option<String>,
+) -> Result<IntegrationView, ApiError> {
+    set_enabled(state, s, id, true, reason).await
+}
+
+/// `POST /api/integrations/{id}/sync` without `force`.
+pub async fn sync_now(state: &AppState, s: &Session, id: Uuid) -> Result<TriggerResult, ApiError> {
+    s.caller.require_admin()?;
+    let t = control::runs::sync_now(state, &s.caller, id, false, None).await?;
+    state.live.changed(id);
+    trigger_result(state, t).await
+}
+
+/// `DELETE /api/integrations/{id}`.
+pub async fn delete(state: &AppState, s: &Session, id: Uuid) -> Result<(), ApiError> {
+    s.caller.require_admin()?;
+    control::integration::delete(state, &s.caller, id, None).await
+}
+
+/// `POST /api/sync/retry/{logId}`.
+pub async fn retry(state: &AppState, s: &Session, log_id: Uuid) -> Result<TriggerResult, ApiError> {
+    s.caller.require_admin()?;
+    let t = control::runs::retry(state, &s.caller, log_id, None).await?;
+    let r = trigger_result(state, t).await?;
+    state.live.changed(r.run.integration_id);
+    Ok(r)
+}
+
+/// What a bulk action did.
+#[derive(Debug, Default)]
+pub struct Bulk {
+    pub done: usize,
+    pub failed: usize,
+}
+
+/// `POST /api/sync/retry/{logId}` for the latest failed run of every failing
+/// integration of the caller's workspace (at most 500 per call).
+pub async fn retry_all_failed(state: &AppState, s: &Session) -> Result<Bulk, ApiError> {
+    s.caller.require_admin()?;
+    let (scope, values) = scope(s);
+    let rows = q::query(
+        &state.db,
+        format!(
+            "SELECT (SELECT l.id FROM sync_logs l WHERE l.integration_id = i.id AND l.status = 'FAILED' \
+               ORDER BY l.id DESC LIMIT 1) AS log_id \
+             FROM integrations i WHERE i.health IN ('degraded', 'at_risk', 'disabled'){scope} \
+             ORDER BY i.last_sync_at DESC LIMIT 500"
+        ),
+        values,
+    )
+    .await?;
+    let mut out = Bulk::default();
+    for r in rows {
+        let Some(log_id) = r.try_get::<Option<Uuid>>("", "log_id")? else {
+            continue;
+        };
+        match retry(state, s, log_id).await {
+            Ok(_) => out.done += 1,
+            Err(ApiError::Forbidden) => return Err(ApiError::Forbidden),
+            Err(e) => {
+                tracing::warn!(error = %e, run = %log_id, "console retry-all: one retry failed");
+                out.failed += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The audit action that clears an integration from the Failures page until it
+/// fails again.
+pub const ACKNOWLEDGE: &str = "failure.acknowledge";
+
+/// Clears (acknowledges) an integration's failure: an audit event by the caller; the
+/// Failures page hides integrations acknowledged since their last run.
+pub async fn acknowledge(
+    state: &AppState,
+    s: &Session,
+    id: Uuid,
+    reason: Option<String>,
+) -> Result<(), ApiError> {
+    s.caller.require_admin()?;
+    let why = checked_reason(reason)?;
+    // A control action like the others: one transaction with its audit event.
+    let txn = state.db.begin().await?;
+    let m = control::lock(&txn, &s.caller, id).await?;
+    control::audit(
+        &txn,
+        &s.caller,
+        Audit {
+            action: ACKNOWLEDGE,
+            integration: Some(&m),
+            workspace_id: None,
+            reason: why,
+            before: None,
+            after: Some(json!({ "health": m.health, "lastError": m.last_error })),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    state.live.changed(id);
+    Ok(())
+}
+
+/// The outcome of a test fetch.
+pub enum Tested {
+    Fetched {
+        count: usize,
+        sample: Vec<(String, Value)>,
+    },
+    Failed {
+        class: String,
+        message: String,
+    },
+}
+
+/// How long a test fetch may take.
+const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Test connection: validates the config exactly as a create would (the connector's
+/// field errors, the SSRF guard), then fetches once and stores nothing. `existing`
+/// is the integration being edited: its stored secrets stand in for masked ones.
+pub async fn test_connection(
+    state: &AppState,
+    s: &Session,
+    kind: ConnectorKind,
+    config: Value,
+    existing: Option<Uuid>,
+) -> Result<Tested, ApiError> {
+    s.caller.require_admin()?;
+    let (id, config) = match existing {
+        Some(id) => {
+            let m = crate::routes::common::load(state, &s.caller, id).await?;
+            (m.id, api::unmask(state, m.kind, m.id, config, &m.config))
+        }
+        None => (Uuid::nil(), config),
+    };
+    if let Err(errs) = connectors::validate(kind, &config) {
+        return Err(ApiError::Validation(
+            errs.into_iter()
+                .map(|e| crate::error::FieldProblem {
+                    field: e.field,
+                    message: e.message,
+                })
+                .collect(),
+        ));
+    }
+    // The SSRF check of a save; the connector's own resolver checks again at fetch.
+    api::protect_config(state, kind, id, config.clone(), None).await?;
+    let env = ConnectorEnv {
+        net: state.config.net.clone(),
+    };
+    let connector = connectors::build(kind, &config, &env).map_err(|errs| {
+        ApiError::Validation(
+            errs.into_iter()
+                .map(|e| crate::error::FieldProblem {
+                    field: e.field,
+                    message: e.message,
+                })
+                .collect(),
+        )
+    })?;
+    let ctx = FetchContext {
+        integration_id: id,
+        run_id: Uuid::now_v7(),
+        attempt: 1,
+        previous_runs: 0,
+        watermark: None,
+        gate: None,
+    };
+    Ok(
+        match tokio::time::timeout(TEST_TIMEOUT, connector.fetch(&ctx)).await {
+            Ok(Ok(fetched)) => Tested::Fetched {
+                count: fetched.records.len(),
+                sample: fetched
+                    .records
+                    .iter()
+                    .take(5)
+                    .map(|r| {
+                        (
+                            r.external_id.clone(),
+                            r.data.to_value().unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect(),
+            },
+            Ok(Err(e)) => Tested::Failed {
+                class: e.class.as_str().to_owned(),
+                message: e.message,
+            },
+            Err(_) => Tested::Failed {
+                class: "timeout".into(),
+                message: format!("no answer within {} s", TEST_TIMEOUT.as_secs()),
+            },
+        },
+    )
+}
+
+/// `AND i.workspace_id = $1` for a workspace key (the API's scoping).
+pub fn scope(s: &Session) -> (String, Vec<sea_orm::Value>) {
+    match s.caller.workspace_id {
+        Some(ws) => (" AND i.workspace_id = $1".into(), vec![ws.into()]),
+        None => (String::new(), Vec::new()),
+    }
+}
