@@ -197,8 +197,8 @@ async fn repush_all_pending(state: &AppState) -> anyhow::Result<(usize, bool)> {
 pub async fn refresh_gauges(state: &AppState) -> anyhow::Result<(u64, u64)> {
     let rows = q::query(
         &state.db,
-        "SELECT (SELECT COUNT(*) FROM sync_logs WHERE status = 'PENDING') AS pending, \
-                (SELECT COUNT(*) FROM sync_logs WHERE status = 'RUNNING') AS running, \
+        "SELECT (SELECT COUNT(*) FROM live_runs WHERE status = 'PENDING') AS pending, \
+                (SELECT COUNT(*) FROM live_runs WHERE status = 'RUNNING') AS running, \
                 (SELECT COUNT(*) FROM integrations WHERE health = 'disabled') AS disabled",
         [],
     )

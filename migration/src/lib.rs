@@ -19,6 +19,7 @@ mod m20261202_000011_audit_actor_name;
 mod m20261202_000012_keyed_api_key_hashes;
 mod m20261202_000013_operator_role;
 mod m20261202_000014_console;
+mod m20261202_000015_live_runs;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000012_keyed_api_key_hashes::Migration),
             Box::new(m20261202_000013_operator_role::Migration),
             Box::new(m20261202_000014_console::Migration),
+            Box::new(m20261202_000015_live_runs::Migration),
         ]
     }
 }

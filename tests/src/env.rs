@@ -206,8 +206,8 @@ async fn leftovers_of(db: &DatabaseConnection, redis_url: &str, prefix: &str) ->
         let rows = db
             .query_all_raw(sea_orm::Statement::from_string(
                 sea_orm::DatabaseBackend::Postgres,
-                "SELECT (SELECT COUNT(*) FROM sync_logs WHERE status = 'PENDING') AS p, \
-                        (SELECT COUNT(*) FROM sync_logs WHERE status = 'RUNNING') AS r",
+                "SELECT (SELECT COUNT(*) FROM live_runs WHERE status = 'PENDING') AS p, \
+                        (SELECT COUNT(*) FROM live_runs WHERE status = 'RUNNING') AS r",
             ))
             .await
             .ok()?;

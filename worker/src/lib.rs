@@ -21,6 +21,7 @@ pub mod ratelimit;
 pub mod runner;
 pub mod secrets;
 pub mod store;
+pub mod work;
 
 pub use config::ProtocolConfig;
 pub use engine::Engine;

@@ -40,6 +40,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Rows this plan writes.
+    pub fn writes(&self) -> usize {
+        self.upserts.len() + self.deletes.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.upserts.is_empty() && self.deletes.is_empty()
     }
@@ -160,37 +165,42 @@ pub async fn plan(
     })
 }
 
-/// Applies a plan. Call only inside the finish transaction, after the fence check.
-pub async fn apply(
-    db: &impl ConnectionTrait,
-    integration_id: Uuid,
-    plan: Plan,
-) -> Result<(), DbErr> {
+/// Applies the plans of many runs (one per integration) in shared statements: the
+/// upserts of all of them in chunks, sorted by `(integration_id, external_id)` so
+/// concurrent writers lock rows in one order. Call only inside the finish transaction,
+/// after the fence check.
+pub async fn apply_many(db: &impl ConnectionTrait, plans: &[(Uuid, &Plan)]) -> Result<(), DbErr> {
+    if plans.is_empty() {
+        return Ok(());
+    }
     let d = Dialect::of(db);
     let now = d.now();
-    // The records are moved into the statement's binds, so each chunk's text is freed
-    // once it is written.
-    let mut upserts = plan.upserts.into_iter().peekable();
-    while upserts.peek().is_some() {
+    let mut sorted: Vec<&(Uuid, &Plan)> = plans.iter().collect();
+    sorted.sort_by_key(|(id, _)| *id);
+    let mut rows: Vec<(Uuid, &SourceRecord)> = Vec::new();
+    for (id, plan) in &sorted {
+        rows.extend(plan.upserts.iter().map(|r| (*id, r)));
+    }
+    for chunk in rows.chunks(CHUNK) {
         let mut sql = String::from(
             "INSERT INTO records (integration_id, external_id, data, content_hash, version, deleted_at, synced_at) VALUES ",
         );
-        let mut values: Vec<Value> = Vec::with_capacity(CHUNK * 3 + 1);
-        values.push(integration_id.into());
-        for (i, rec) in upserts.by_ref().take(CHUNK).enumerate() {
-            let p = 2 + i * 3;
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
+        for (i, (id, rec)) in chunk.iter().enumerate() {
+            let p = 1 + i * 4;
             if i > 0 {
                 sql.push(',');
             }
             sql.push_str(&format!(
-                "($1, ${p}, {}, ${}, 1, NULL, {now})",
-                d.json_from_text(&format!("${}", p + 1)),
-                p + 2
+                "(${p}, ${}, {}, ${}, 1, NULL, {now})",
+                p + 1,
+                d.json_from_text(&format!("${}", p + 2)),
+                p + 3
             ));
-            let hash = rec.data.content_hash_hex();
-            values.push(rec.external_id.into());
-            values.push(rec.data.into_string().into());
-            values.push(hash.into());
+            values.push((*id).into());
+            values.push(rec.external_id.clone().into());
+            values.push(rec.data.as_str().to_owned().into());
+            values.push(rec.data.content_hash_hex().into());
         }
         sql.push_str(
             " ON CONFLICT (integration_id, external_id) DO UPDATE SET data = excluded.data, \
@@ -199,16 +209,47 @@ pub async fn apply(
         );
         db::exec(db, sql, values).await?;
     }
-    for chunk in plan.deletes.chunks(CHUNK) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!(
-            "UPDATE records SET deleted_at = {now}, synced_at = {now} \
-             WHERE integration_id = $1 AND deleted_at IS NULL AND external_id IN ({})",
-            placeholders.join(",")
-        );
-        let mut values: Vec<Value> = vec![integration_id.into()];
-        values.extend(chunk.iter().map(|id| Value::from(id.clone())));
-        db::exec(db, sql, values).await?;
+    for (id, plan) in sorted {
+        for chunk in plan.deletes.chunks(CHUNK) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE records SET deleted_at = {now}, synced_at = {now} \
+                 WHERE integration_id = $1 AND deleted_at IS NULL AND external_id IN ({})",
+                placeholders.join(",")
+            );
+            let mut values: Vec<Value> = vec![(*id).into()];
+            values.extend(chunk.iter().map(|id| Value::from(id.clone())));
+            db::exec(db, sql, values).await?;
+        }
     }
     Ok(())
+}
+
+/// Soft-deletes every stored record of the integrations `ids` (full syncs that returned
+/// nothing); returns how many each lost.
+pub async fn delete_all(
+    db: &impl ConnectionTrait,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, i64>, DbErr> {
+    let mut deleted = HashMap::new();
+    if ids.is_empty() {
+        return Ok(deleted);
+    }
+    let now = Dialect::of(db).now();
+    let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let rows = db::query(
+        db,
+        format!(
+            "UPDATE records SET deleted_at = {now}, synced_at = {now} \
+             WHERE deleted_at IS NULL AND integration_id IN ({}) RETURNING integration_id",
+            list.join(", ")
+        ),
+        ids.iter().map(|id| Value::from(*id)),
+    )
+    .await?;
+    for r in rows {
+        *deleted.entry(r.try_get("", "integration_id")?).or_default() += 1;
+    }
+    Ok(deleted)
 }

@@ -140,7 +140,7 @@ pub async fn retry_all_failed(state: &AppState, s: &Session) -> Result<Bulk, Api
     let rows = q::query(
         &state.db,
         format!(
-            "SELECT (SELECT l.id FROM sync_logs l WHERE l.integration_id = i.id AND l.status = 'FAILED' \
+            "SELECT (SELECT l.id FROM run_history l WHERE l.integration_id = i.id AND l.status = 'FAILED' \
                ORDER BY l.id DESC LIMIT 1) AS log_id \
              FROM integrations i WHERE i.health IN ('degraded', 'at_risk', 'disabled'){scope} \
              ORDER BY i.last_sync_at DESC LIMIT 500"

@@ -147,7 +147,7 @@ async fn live_region(state: &AppState, s: &Session, id: Uuid) -> Result<Markup, 
     let (class, label) = tone(&v.health, v.last_sync_at.is_some());
     let live_run = q::query(
         &state.db,
-        "SELECT status FROM sync_logs WHERE integration_id = $1 AND status IN ('PENDING', 'RUNNING') LIMIT 1",
+        "SELECT status FROM live_runs WHERE integration_id = $1 LIMIT 1",
         [id.into()],
     )
     .await?
@@ -265,7 +265,7 @@ async fn live_region(state: &AppState, s: &Session, id: Uuid) -> Result<Markup, 
 async fn chart_data(state: &AppState, id: Uuid) -> Result<Vec<Value>, ApiError> {
     let rows = q::query(
         &state.db,
-        "SELECT completed_at, duration_ms, status FROM sync_logs WHERE integration_id = $1 \
+        "SELECT completed_at, duration_ms, status FROM run_history WHERE integration_id = $1 \
          AND status IN ('SUCCESS', 'FAILED', 'RATE_LIMITED') ORDER BY id DESC LIMIT 200",
         [id.into()],
     )

@@ -47,7 +47,7 @@ async fn failing(state: &AppState, s: &Session) -> Result<Vec<Failing>, ApiError
             "SELECT i.id, i.name, i.kind, i.health, i.retry_count, i.max_retries, i.last_sync_at, i.last_error, \
                l.id AS log_id, l.error_class, l.error_message \
              FROM integrations i \
-             LEFT JOIN sync_logs l ON l.id = (SELECT f.id FROM sync_logs f WHERE f.integration_id = i.id \
+             LEFT JOIN run_history l ON l.id = (SELECT f.id FROM run_history f WHERE f.integration_id = i.id \
                AND f.status = 'FAILED' ORDER BY f.id DESC LIMIT 1) \
              WHERE i.health IN ('degraded', 'at_risk', 'disabled'){scope} \
                AND NOT EXISTS (SELECT 1 FROM audit_events a WHERE a.integration_id = i.id AND a.action = '{ack}' \

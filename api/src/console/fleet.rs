@@ -53,7 +53,7 @@ async fn scheduler_lag(
     let rows = q::query(
         &state.db,
         format!(
-            "SELECT s.scheduled_for, s.started_at FROM sync_logs s JOIN integrations i ON i.id = s.integration_id \
+            "SELECT s.scheduled_for, s.started_at FROM run_history s JOIN integrations i ON i.id = s.integration_id \
              WHERE s.completed_at >= {since} AND s.\"trigger\" = 'schedule' AND s.claims = 1 AND s.started_at IS NOT NULL{scope} \
              ORDER BY s.completed_at DESC LIMIT 2000"
         ),

@@ -6,7 +6,7 @@
 //!   every control action (`control::audit`) send `NOTIFY` inside their transaction
 //!   (`syncfleet_worker::notify`), so the change is heard exactly when it commits.
 //! - SQLite (embedded, one process): control actions directly, finished runs from a
-//!   poll of `sync_logs.completed_at` (one indexed query per 250 ms).
+//!   poll of `run_history.completed_at` (one indexed query per 250 ms).
 //!
 //! A change is rendered once per replica (one query for a batch of changed
 //! integrations), not once per console, so open consoles add no database load beyond
@@ -411,7 +411,7 @@ async fn poll_sqlite(
             Some(s) => {
                 q::query(
                     &state.db,
-                    "SELECT integration_id, CAST(completed_at AS TEXT) AS t FROM sync_logs WHERE completed_at > $1 ORDER BY completed_at",
+                    "SELECT integration_id, CAST(completed_at AS TEXT) AS t FROM run_history WHERE completed_at > $1 ORDER BY completed_at",
                     [s.clone().into()],
                 )
                 .await

@@ -78,8 +78,8 @@ fn card_select(inner: &str, order: &str) -> String {
     format!(
         "SELECT i.id, i.workspace_id, i.name, i.kind, i.health, i.sync_enabled, i.sync_interval_secs, \
          i.next_sync_at, i.last_sync_at, i.last_error, \
-         (SELECT s.status FROM sync_logs s WHERE s.integration_id = i.id AND s.status IN ('PENDING', 'RUNNING') LIMIT 1) AS live_status, \
-         (SELECT s.records_count FROM sync_logs s WHERE s.integration_id = i.id AND s.status = 'SUCCESS' ORDER BY s.id DESC LIMIT 1) AS held \
+         (SELECT s.status FROM live_runs s WHERE s.integration_id = i.id LIMIT 1) AS live_status, \
+         (SELECT s.records_count FROM run_history s WHERE s.integration_id = i.id AND s.status = 'SUCCESS' ORDER BY s.id DESC LIMIT 1) AS held \
          FROM ({inner}) i{order}"
     )
 }

@@ -75,8 +75,7 @@ pub async fn apply(
         ),
         // From the last sync (or now), never in the past; no slot while a run is live.
         Change::Reschedule => format!(
-            "next_sync_at = CASE WHEN $2 IS NULL OR EXISTS (SELECT 1 FROM sync_logs s WHERE s.integration_id = integrations.id \
-             AND s.status IN ('PENDING', 'RUNNING')) THEN NULL ELSE {} END",
+            "next_sync_at = CASE WHEN $2 IS NULL OR EXISTS (SELECT 1 FROM live_runs s WHERE s.integration_id = integrations.id) THEN NULL ELSE {} END",
             d.greatest(
                 now,
                 &d.plus_ms(&format!("COALESCE(last_sync_at, {now})"), "($2 * 1000)")
@@ -94,13 +93,10 @@ pub async fn apply(
     .await?;
     if matches!(change, Change::Pause) {
         // The run row after the integration row: the protocol's lock order.
-        q::exec(
+        syncfleet_worker::protocol::finish::cancel_pending(
             &txn,
-            format!(
-                "UPDATE sync_logs SET status = 'CANCELLED', completed_at = {now}, error_message = 'cancelled: integration paused' \
-                 WHERE integration_id = $1 AND status = 'PENDING'"
-            ),
-            [id.into()],
+            id,
+            "cancelled: integration paused",
         )
         .await?;
     }

@@ -58,9 +58,9 @@ pub async fn status(
         &state.db,
         format!(
             "SELECT \
-               (SELECT COUNT(*) FROM sync_logs s JOIN integrations i ON i.id = s.integration_id WHERE s.status = 'PENDING'{scope}) AS pending, \
-               (SELECT COUNT(*) FROM sync_logs s JOIN integrations i ON i.id = s.integration_id WHERE s.status = 'RUNNING'{scope}) AS running, \
-               (SELECT COUNT(*) FROM sync_logs s JOIN integrations i ON i.id = s.integration_id WHERE s.status = 'FAILED' \
+               (SELECT COUNT(*) FROM live_runs s JOIN integrations i ON i.id = s.integration_id WHERE s.status = 'PENDING'{scope}) AS pending, \
+               (SELECT COUNT(*) FROM live_runs s JOIN integrations i ON i.id = s.integration_id WHERE s.status = 'RUNNING'{scope}) AS running, \
+               (SELECT COUNT(*) FROM run_history s JOIN integrations i ON i.id = s.integration_id WHERE s.status = 'FAILED' \
                   AND s.completed_at >= {hour_ago}{scope}) AS failed, \
                (SELECT COUNT(*) FROM integrations i WHERE 1 = 1{scope}) AS total, \
                (SELECT COUNT(*) FROM integrations i WHERE i.health = 'disabled'{scope}) AS disabled, \
@@ -308,7 +308,7 @@ pub async fn queue(
         let rows = q::query(
             &state.db,
             format!(
-                "SELECT {cols}, i.name AS integration_name, s.lease_owner, s.lease_until FROM sync_logs s \
+                "SELECT {cols}, i.name AS integration_name, s.lease_owner, s.lease_until FROM live_sync_logs s \
                  JOIN integrations i ON i.id = s.integration_id WHERE s.status = '{status}'{scope} \
                  ORDER BY s.created_at LIMIT 500"
             ),

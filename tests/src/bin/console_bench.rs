@@ -98,7 +98,7 @@ async fn seed(db: &DatabaseConnection) {
     .await
     .unwrap();
     db.execute_unprepared(
-        "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, fence, \
+        "INSERT INTO run_history (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, fence, \
            started_at, completed_at, duration_ms, records_count, records_inserted, created_at) \
          SELECT (lpad(to_hex((extract(epoch FROM i.created_at) * 1000)::bigint), 12, '0') || '7' || substr(md5(i.id::text), 1, 3) || '8' || substr(md5(i.id::text), 4, 15))::uuid, \
            i.id, 'SUCCESS', 'schedule', i.created_at, 1, 1, 1, i.created_at, i.created_at + interval '40 ms', 40, 250, 250, i.created_at \
@@ -118,7 +118,7 @@ async fn seed(db: &DatabaseConnection) {
     while done < BIG_RUNS {
         let n = chunk.min(BIG_RUNS - done);
         db.execute_unprepared(&format!(
-            "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, fence, \
+            "INSERT INTO run_history (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, fence, \
                started_at, completed_at, duration_ms, records_count, records_inserted, error_class, error_message, created_at) \
              SELECT (lpad(to_hex((extract(epoch FROM t) * 1000)::bigint), 12, '0') || '7' || substr(h, 1, 3) || '8' || substr(h, 4, 15))::uuid, \
                '{BIG}', CASE WHEN g % 10 = 0 THEN 'FAILED' ELSE 'SUCCESS' END, 'schedule', t, 1, 1, 1, t, t + ((20 + g % 80) || ' ms')::interval, \

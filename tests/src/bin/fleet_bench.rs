@@ -623,12 +623,7 @@ async fn footprint(o: &Opts) {
     )
     .await;
     loop {
-        let live: i64 = f
-            .one(
-                "SELECT count(*) AS n FROM sync_logs WHERE status IN ('PENDING', 'RUNNING')",
-                "n",
-            )
-            .await;
+        let live: i64 = f.one("SELECT count(*) AS n FROM live_runs", "n").await;
         if live == 0 {
             break;
         }

@@ -54,7 +54,7 @@ async fn seed(db: &DatabaseConnection, rows: u64, integrations: u64) {
     while done < rows {
         let n = per_chunk.min(rows - done);
         db.execute_unprepared(&format!(
-            "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, fence, \
+            "INSERT INTO run_history (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, fence, \
                started_at, completed_at, duration_ms, records_count, records_inserted, created_at) \
              SELECT (lpad(to_hex((extract(epoch FROM t) * 1000)::bigint), 12, '0') || '7' || substr(h, 1, 3) || '8' || substr(h, 4, 15))::uuid, \
                md5('i' || (1 + g % {integrations}))::uuid, \

@@ -453,7 +453,7 @@ async fn seed_runs(env: &tests::TestEnv, id: Uuid, n: usize, offset_secs: usize)
         syncfleet_worker::db::exec(
             &env.db,
             format!(
-                "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, started_at, completed_at, created_at) \
+                "INSERT INTO run_history (id, integration_id, status, \"trigger\", scheduled_for, started_at, completed_at, created_at) \
                  VALUES ($1, $2, '{status}', 'schedule', now() - interval '{s} seconds', now(), now(), now())",
                 s = 100_000 - offset_secs - i
             ),

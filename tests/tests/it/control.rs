@@ -88,7 +88,7 @@ async fn a_control_action_without_its_audit_event_changes_nothing() {
     let failed_run = Uuid::now_v7();
     q::exec(
         &env.db,
-        "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, fence, created_at, completed_at) \
+        "INSERT INTO run_history (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, fence, created_at, completed_at) \
          VALUES ($1, $2, 'FAILED', 'schedule', now() - interval '1 hour', 1, 1, 1, now(), now())",
         [failed_run.into(), paused.into()],
     )

@@ -65,7 +65,7 @@ async fn insert_running(db: &impl ConnectionTrait, integration: Uuid, solo_claim
     let id = Uuid::now_v7();
     q::exec(
         db,
-        "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, fence, \
+        "INSERT INTO live_runs (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, fence, \
          solo_claims, lease_owner, lease_until, started_at, created_at) VALUES ($1, $2, 'RUNNING', 'schedule', \
          now(), 1, $3 + 1, $3 + 1, $3, 'gone-worker', now() - interval '1 second', now(), now())",
         [id.into(), integration.into(), solo_claims.into()],
@@ -105,7 +105,7 @@ async fn recovery_skips_rows_a_frozen_writer_holds() {
     .expect("lock integration");
     q::exec(
         &txn,
-        "UPDATE sync_logs SET duration_ms = 0 WHERE id = $1",
+        "UPDATE live_runs SET worker_id = worker_id WHERE id = $1",
         [frozen_run.into()],
     )
     .await

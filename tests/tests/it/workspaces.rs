@@ -152,7 +152,7 @@ async fn a_workspace_sees_nothing_of_another() {
     let a_run = Uuid::now_v7();
     q::exec(
         &env.db,
-        "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, fence, created_at, completed_at, error_class) \
+        "INSERT INTO run_history (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, fence, created_at, completed_at, error_class) \
          VALUES ($1, $2, 'FAILED', 'schedule', now() - interval '1 hour', 1, 1, 1, now(), now(), 'transient')",
         [a_run.into(), a_int.into()],
     )

@@ -96,9 +96,9 @@ impl Drop for InFlight {
             Ok(rt) => {
                 rt.spawn(async move {
                     match claim::release(&db, fence).await {
-                        Ok(true) => tracing::warn!(sync_log.id = %fence.run_id, "run dropped mid-flight; released to PENDING"),
+                        Ok(true) => tracing::warn!(sync_log.id = %fence.id, "run dropped mid-flight; released to PENDING"),
                         Ok(false) => {}
-                        Err(e) => tracing::warn!(sync_log.id = %fence.run_id, error = %e, "release of a dropped run failed; the reaper will recover it"),
+                        Err(e) => tracing::warn!(sync_log.id = %fence.id, error = %e, "release of a dropped run failed; the reaper will recover it"),
                     }
                     forget();
                 });

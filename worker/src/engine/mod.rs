@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::protocol::Fence;
 use crate::protocol::batch::{Batcher, FinishReq};
 use crate::protocol::claim::{self, Claim, Source};
-use crate::protocol::finish::{self, Finished, Guard, RunReport};
+use crate::protocol::finish::{self, Finished, RunReport};
 use crate::protocol::policy::Outcome;
 use crate::ratelimit::{self, Limiter};
 use crate::secrets::SecretBox;
@@ -43,6 +43,9 @@ const SUSPECT_AFTER: i32 = 2;
 /// A run claimed this many times `max_claims` without finishing is quarantined whatever
 /// its solo claims say (a backstop; the solo count normally decides first).
 const CLAIMS_BACKSTOP: i32 = 3;
+
+/// Runs writing more records than this finish in a transaction of their own.
+const ALONE_ABOVE: usize = 2_000;
 
 /// A run's outcome, ready for its fenced finish.
 struct Prepared {
@@ -73,8 +76,8 @@ pub struct Engine {
     pub secrets: Option<SecretBox>,
     pub env: ConnectorEnv,
     pub limiter: Limiter,
-    /// Group commit of claims and finishes (PostgreSQL); SQLite runs one by one.
-    batcher: Option<Arc<Batcher>>,
+    /// Group commit of claims and finishes.
+    batcher: Arc<Batcher>,
     /// Claims being executed now, so a bounded shutdown can release them.
     inflight: Tracked,
     /// Handler calls in flight (claimed or not): the queue fetches only for free slots.
@@ -100,8 +103,7 @@ impl Engine {
         env: ConnectorEnv,
         limiter: Limiter,
     ) -> Arc<Self> {
-        let batcher = (db::Dialect::of(&db) == db::Dialect::Postgres)
-            .then(|| Batcher::start(db.clone(), cfg.retry, cfg.lease));
+        let batcher = Batcher::start(db.clone(), cfg.retry, cfg.lease);
         Arc::new(Self {
             batcher,
             db,
@@ -139,10 +141,7 @@ impl Engine {
 
     /// Runs `run_id` as `owner` (the unique worker name).
     pub async fn execute(&self, run_id: Uuid, owner: &str) -> Result<(), DbErr> {
-        let claimed = match &self.batcher {
-            Some(b) => b.claim(run_id, owner).await?,
-            None => claim::claim(&self.db, run_id, owner, self.cfg.lease).await?,
-        };
+        let claimed = self.batcher.claim(run_id, owner).await?;
         let Some(c) = claimed else {
             self.metrics.duplicate_deliveries.inc();
             tracing::debug!(sync_log.id = %run_id, "claim found nothing: duplicate delivery");
@@ -374,9 +373,9 @@ impl Engine {
         let previous_runs = if connector.wants_run_count() {
             let r = db::query(
                 &self.db,
-                "SELECT COUNT(*) AS n FROM sync_logs WHERE integration_id = $1 AND id <> $2 \
+                "SELECT COUNT(*) AS n FROM run_history WHERE integration_id = $1 AND id <> $2 \
                  AND status IN ('SUCCESS', 'FAILED', 'RATE_LIMITED')",
-                [c.integration_id.into(), c.fence.run_id.into()],
+                [c.integration_id.into(), c.fence.id.into()],
             )
             .await?;
             r.first()
@@ -388,7 +387,7 @@ impl Engine {
         };
         let ctx = FetchContext {
             integration_id: c.integration_id,
-            run_id: c.fence.run_id,
+            run_id: c.fence.id,
             attempt: c.attempt,
             previous_runs,
             watermark,
@@ -464,17 +463,20 @@ impl Engine {
             outcome,
             report,
         } = p;
-        let res = match &self.batcher {
-            // Runs with records to write keep their own transaction (see `batch`).
-            Some(b) if report.plan.is_empty() => {
-                b.finish(FinishReq {
-                    fence: f,
-                    outcome,
-                    report,
-                })
+        let req = FinishReq {
+            fence: f,
+            outcome,
+            report,
+        };
+        // A run with many records to write is a batch of its own: its cost is the
+        // records, and it must not hold a batch's locks while they are written.
+        let res = if req.report.plan.writes() > ALONE_ABOVE {
+            finish::finish_many(&self.db, self.cfg.retry, std::slice::from_ref(&req))
                 .await?
-            }
-            _ => finish::finish(&self.db, self.cfg.retry, f, outcome, report, Guard::Owner).await?,
+                .pop()
+                .unwrap_or(Finished::Stale)
+        } else {
+            self.batcher.finish(req).await?
         };
         match res {
             Finished::Stale => {
@@ -531,7 +533,7 @@ impl Engine {
                 Ok(true) => n += 1,
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(sync_log.id = %f.run_id, error = %e, "release failed; the reaper will recover it")
+                    tracing::warn!(sync_log.id = %f.id, error = %e, "release failed; the reaper will recover it")
                 }
             }
         }

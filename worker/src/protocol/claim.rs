@@ -1,15 +1,17 @@
-//! Claiming a run (compare-and-set) and keeping its lease.
+//! Claiming runs (compare-and-set) and keeping their lease: the sync kind's side of
+//! [`crate::work`]. A single claim is a batch of one.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::{ConnectorKind, Trigger};
-use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm::{ConnectionTrait, DbErr, QueryResult, Value};
 use uuid::Uuid;
 
-use super::Fence;
-use crate::config::ms;
+use super::{Fence, RUNS};
 use crate::db::{self, Dialect};
+use crate::work;
 
 /// A successful claim.
 #[derive(Debug, Clone)]
@@ -37,18 +39,87 @@ pub struct Source {
     pub lost_leases: i32,
 }
 
-/// The claim's compare-and-set over the runs selected by `target`: a PENDING run, or a
-/// RUNNING one whose lease expired, becomes RUNNING for `owner` with the next fence.
-/// `owner` and `lease_ms` are placeholders. Shared by the single and the batched claim.
-pub(crate) fn claim_sql(d: Dialect, target: &str, owner: &str, lease_ms: &str) -> String {
-    let now = d.now();
-    format!(
-        "UPDATE sync_logs SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
-         lease_owner = {owner}, worker_id = {owner}, lease_until = {until}, started_at = COALESCE(started_at, {now}) \
-         WHERE {target} AND (status = 'PENDING' OR (status = 'RUNNING' AND lease_until < {now})) \
-         RETURNING id, integration_id, fence, claims, \"trigger\", attempt, scheduled_for, started_at",
-        until = d.now_plus_ms(lease_ms),
+/// The integration columns a run reads with its claim.
+const SOURCE: &str = "i.kind, i.config, i.watermark, i.lost_leases";
+
+fn source_of(r: &QueryResult) -> Result<Option<Source>, DbErr> {
+    let kind: Option<ConnectorKind> = r.try_get("", "kind")?;
+    kind.map(|kind| {
+        Ok(Source {
+            kind,
+            config: r.try_get("", "config")?,
+            watermark: r.try_get("", "watermark")?,
+            lost_leases: r.try_get("", "lost_leases")?,
+        })
+    })
+    .transpose()
+}
+
+/// Claims `ids` for `owner` in one statement and reads each claimed run's integration
+/// (kind, config, watermark) with it. Ids missing from the result were not claimable.
+pub async fn claim_many(
+    db: &impl ConnectionTrait,
+    owner: &str,
+    ids: &[Uuid],
+    lease: Duration,
+) -> Result<HashMap<Uuid, Claim>, DbErr> {
+    let d = Dialect::of(db);
+    let join = (
+        "LEFT JOIN integrations i ON i.id = c.integration_id",
+        SOURCE,
+    );
+    let rows = work::claim(
+        db,
+        &RUNS,
+        ids,
+        owner,
+        lease,
+        "\"trigger\", attempt, scheduled_for",
+        Some(join),
     )
+    .await?;
+    // SQLite cannot join a write's result: the integrations are read after it.
+    let mut sources: HashMap<Uuid, Option<Source>> = HashMap::new();
+    if d == Dialect::Sqlite && !rows.is_empty() {
+        let iids: Vec<Uuid> = rows
+            .iter()
+            .map(|r| r.try_get("", "integration_id"))
+            .collect::<Result<_, _>>()?;
+        let found = db::query(
+            db,
+            format!(
+                "SELECT i.id, {SOURCE} FROM integrations i WHERE i.id IN ({})",
+                work::placeholders(1, iids.len())
+            ),
+            iids.iter().map(|id| Value::from(*id)),
+        )
+        .await?;
+        for r in &found {
+            sources.insert(r.try_get("", "id")?, source_of(r)?);
+        }
+    }
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let fence = Fence::of(&r, RUNS.subject)?;
+        let source = match d {
+            Dialect::Postgres => source_of(&r)?,
+            Dialect::Sqlite => sources.get(&fence.subject).cloned().flatten(),
+        };
+        out.insert(
+            fence.id,
+            Claim {
+                fence,
+                integration_id: fence.subject,
+                claims: r.try_get("", "claims")?,
+                trigger: r.try_get::<Trigger>("", "trigger")?,
+                attempt: r.try_get("", "attempt")?,
+                scheduled_for: r.try_get("", "scheduled_for")?,
+                started_at: r.try_get("", "started_at")?,
+                source: Some(source),
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// Claims `run_id` for `owner`: a PENDING run, or a RUNNING one whose lease expired.
@@ -59,60 +130,25 @@ pub async fn claim(
     owner: &str,
     lease: Duration,
 ) -> Result<Option<Claim>, DbErr> {
-    let sql = claim_sql(Dialect::of(db), "id = $1", "$2", "$3");
-    let rows = db::query(db, sql, [run_id.into(), owner.into(), ms(lease).into()]).await?;
-    let Some(r) = rows.first() else {
-        return Ok(None);
-    };
-    Ok(Some(Claim {
-        fence: Fence {
-            run_id,
-            fence: r.try_get("", "fence")?,
-            integration_id: r.try_get("", "integration_id")?,
-        },
-        integration_id: r.try_get("", "integration_id")?,
-        claims: r.try_get("", "claims")?,
-        trigger: r.try_get("", "trigger")?,
-        attempt: r.try_get("", "attempt")?,
-        scheduled_for: r.try_get("", "scheduled_for")?,
-        started_at: r.try_get("", "started_at")?,
-        source: None,
-    }))
+    Ok(claim_many(db, owner, &[run_id], lease)
+        .await?
+        .remove(&run_id))
 }
 
 /// Extends the lease of a live claim. `false` means the claim is lost (reaped, reclaimed
 /// or finished elsewhere): the caller must stop and write nothing.
 pub async fn renew(db: &impl ConnectionTrait, f: Fence, lease: Duration) -> Result<bool, DbErr> {
-    let d = Dialect::of(db);
-    let sql = format!(
-        "UPDATE sync_logs SET lease_until = {} WHERE id = $1 AND fence = $2 AND status = 'RUNNING'",
-        d.now_plus_ms("$3")
-    );
-    let r = db::exec(db, sql, [f.run_id.into(), f.fence.into(), ms(lease).into()]).await?;
-    Ok(r.rows_affected() == 1)
+    work::renew(db, &RUNS, f, lease).await
 }
 
 /// Gives a live claim back (shutdown drain ran out): the run becomes PENDING with no
 /// push time, so the re-enqueuer hands it to another worker on its next pass.
 pub async fn release(db: &impl ConnectionTrait, f: Fence) -> Result<bool, DbErr> {
-    let r = db::exec(
-        db,
-        "UPDATE sync_logs SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = NULL \
-         WHERE id = $1 AND fence = $2 AND status = 'RUNNING'",
-        [f.run_id.into(), f.fence.into()],
-    )
-    .await?;
-    Ok(r.rows_affected() == 1)
+    work::release(db, &RUNS, f).await
 }
 
 /// Counts this claim as executed alone in its process (see `engine::lease::Isolation`):
 /// if the process dies now, the run is to blame. `false` means the claim is lost.
 pub async fn mark_solo(db: &impl ConnectionTrait, f: Fence) -> Result<bool, DbErr> {
-    let r = db::exec(
-        db,
-        "UPDATE sync_logs SET solo_claims = solo_claims + 1 WHERE id = $1 AND fence = $2 AND status = 'RUNNING'",
-        [f.run_id.into(), f.fence.into()],
-    )
-    .await?;
-    Ok(r.rows_affected() == 1)
+    work::mark_solo(db, &RUNS, f).await
 }

@@ -1,15 +1,26 @@
-//! Finishing a run: one transaction, every write conditioned on the claim's fence.
+//! Finishing runs: one transaction per batch, every write conditioned on each run's
+//! fence (docs/architecture.md §4.5, §4.7). A single finish is a batch of one.
+//!
+//! The order is the fleet-wide lock order: the integrations' rows (sorted), then the
+//! runs' live rows (deleted by the fence check, [`crate::work::take`]), then records,
+//! the history rows and the integrations' next state, decided by [`policy::decide`]
+//! run by run. A stale claim in a batch writes nothing, whatever the others do.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use entity::{ErrorClass, HealthState, SyncStatus};
-use sea_orm::{ConnectionTrait, DbErr, TransactionSession, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DbErr, QueryResult, TransactionSession, TransactionTrait, Value};
+use uuid::Uuid;
 
-use super::Fence;
+pub use super::Guard;
+use super::history::{self, Ended};
 use super::policy::{self, IntegrationState, Outcome, RetryPolicy};
+use super::{Fence, RUNS};
 use crate::config::ms;
 use crate::db::{self, Dialect};
 use crate::store::{self, Counts, Plan};
+use crate::work;
 
 /// Everything a finished run reports.
 #[derive(Debug, Default)]
@@ -23,6 +34,14 @@ pub struct RunReport {
     pub delete_all: bool,
 }
 
+/// One run's finish.
+#[derive(Debug)]
+pub struct FinishReq {
+    pub fence: Fence,
+    pub outcome: Outcome,
+    pub report: RunReport,
+}
+
 /// What the finish transaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finished {
@@ -34,15 +53,6 @@ pub enum Finished {
     },
     /// The fence moved on: this claim is stale and wrote nothing.
     Stale,
-}
-
-/// Condition of the fenced update beyond `id`, `fence` and `status = 'RUNNING'`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guard {
-    /// The worker holding the claim finishes it.
-    Owner,
-    /// The reaper fails a run whose lease has expired (and only then).
-    LeaseExpired,
 }
 
 pub(crate) fn status_of(o: Outcome) -> SyncStatus {
@@ -61,7 +71,7 @@ pub(crate) fn class_of(o: Outcome) -> Option<ErrorClass> {
     }
 }
 
-/// Writes the run's outcome, its records and the integration's next state atomically.
+/// Writes one run's outcome, its records and the integration's next state atomically.
 pub async fn finish<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     retry: RetryPolicy,
@@ -70,164 +80,266 @@ pub async fn finish<C: ConnectionTrait + TransactionTrait>(
     report: RunReport,
     guard: Guard,
 ) -> Result<Finished, DbErr> {
-    let d = Dialect::of(db);
-    let now = d.now();
-    let status = status_of(outcome);
-    let counts = report.plan.counts;
-    let txn = db.begin().await?;
-
-    // 1. The integration's row first (the fleet-wide lock order is integration, then
-    //    run). Gone means deleted while running: its runs went with it.
-    //    The reaper skips an integration another transaction holds (a frozen worker's
-    //    finish): it retries next pass instead of stalling every other recovery.
-    let rows = match guard {
-        Guard::Owner => super::lock_integration(&txn, f.integration_id, STATE_COLUMNS).await?,
-        Guard::LeaseExpired => {
-            super::try_lock_integration(&txn, f.integration_id, STATE_COLUMNS).await?
-        }
+    let req = FinishReq {
+        fence: f,
+        outcome,
+        report,
     };
-    let Some(i) = rows.first() else {
-        txn.rollback().await?;
-        return Ok(Finished::Stale);
-    };
-    let integration_id = f.integration_id;
-    let state = state_of(integration_id, i)?;
-    crate::chaos::finish_stall().await;
-
-    // 2. The fence check, which also locks the run row until commit: after it, nobody
-    //    can claim this run again before our writes are visible.
-    let expired = if guard == Guard::LeaseExpired {
-        format!(" AND lease_until < {now}")
-    } else {
-        String::new()
-    };
-    let sql = format!(
-        "UPDATE sync_logs SET status = $3, completed_at = {now}, duration_ms = {dur}, lease_until = NULL, \
-         records_count = $4, records_inserted = $5, records_updated = $6, records_unchanged = $7, \
-         records_deleted = $8, error_class = $9, error_message = $10 \
-         WHERE id = $1 AND fence = $2 AND status = 'RUNNING'{expired} \
-         RETURNING duration_ms",
-        dur = d.ms_since("started_at"),
-    );
-    let rows = db::query(
-        &txn,
-        sql,
-        [
-            f.run_id.into(),
-            f.fence.into(),
-            status.as_str().into(),
-            counts.received.into(),
-            counts.inserted.into(),
-            counts.updated.into(),
-            counts.unchanged.into(),
-            counts.deleted.into(),
-            class_of(outcome).map(|c| c.as_str().to_owned()).into(),
-            report.error_message.clone().into(),
-        ],
-    )
-    .await?;
-    let Some(row) = rows.first() else {
-        txn.rollback().await?;
-        return Ok(Finished::Stale);
-    };
-    let mut duration_ms: i64 = row.try_get("", "duration_ms").unwrap_or(0);
-
-    // 3. Records (only a successful run writes them).
-    let mut counts = counts;
-    if outcome == Outcome::Success && report.delete_all {
-        let r = db::exec(
-            &txn,
-            format!(
-                "UPDATE records SET deleted_at = {now}, synced_at = {now} WHERE integration_id = $1 AND deleted_at IS NULL"
-            ),
-            [integration_id.into()],
-        )
-        .await?;
-        if r.rows_affected() > 0 {
-            counts.deleted = i64::try_from(r.rows_affected()).unwrap_or(i64::MAX);
-            db::exec(
-                &txn,
-                "UPDATE sync_logs SET records_deleted = $2 WHERE id = $1",
-                [f.run_id.into(), counts.deleted.into()],
-            )
-            .await?;
-        }
-    }
-    if outcome == Outcome::Success && !report.plan.is_empty() {
-        store::apply(&txn, integration_id, report.plan).await?;
-        // The run ends when its records are written.
-        let rows = db::query(
-            &txn,
-            format!(
-                "UPDATE sync_logs SET completed_at = {}, duration_ms = {} WHERE id = $1 RETURNING duration_ms",
-                d.clock(),
-                d.ms_since_clock("started_at")
-            ),
-            [f.run_id.into()],
-        )
-        .await?;
-        if let Some(r) = rows.first() {
-            duration_ms = r.try_get("", "duration_ms").unwrap_or(duration_ms);
-        }
-    }
-
-    // 4. The integration's next state.
-    let decision = policy::decide(retry, state, outcome);
-    let next = match decision.next_in {
-        Some(_) => d.now_plus_ms("$6"),
-        None => "NULL".to_owned(),
-    };
-    let success_at = if decision.success {
-        now
-    } else {
-        "last_success_at"
-    };
-    let watermark = if decision.success && report.watermark.is_some() {
-        "$8"
-    } else {
-        "watermark"
-    };
-    let last_error = if decision.success { "NULL" } else { "$7" };
-    // A success clears the integration's count of lost leases (`engine::lease`).
-    let lost = if decision.success {
-        ", lost_leases = 0"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "UPDATE integrations SET retry_count = $2, sync_enabled = $3, health = $4, next_trigger = $5, \
-         next_sync_at = {next}, followup_requested = false, last_sync_at = {now}, \
-         last_success_at = {success_at}, last_error = {last_error}, watermark = {watermark}, updated_at = {now}{lost} \
-         WHERE id = $1"
-    );
-    let next_ms = decision.next_in.map(ms).unwrap_or(0);
-    let values: Vec<Value> = vec![
-        integration_id.into(),
-        decision.retry_count.into(),
-        decision.sync_enabled.into(),
-        health_str(decision.health).into(),
-        decision.next_trigger.as_str().into(),
-        next_ms.into(),
-        report.error_message.clone().unwrap_or_default().into(),
-        report.watermark.clone().into(),
-    ];
-    db::exec(&txn, sql, values).await?;
-
-    // 5. A system disable is an audited control action.
-    if decision.disabled_now {
-        audit_disable(&txn, &state, &decision, outcome).await?;
-    }
-    crate::notify::changed(&txn, [integration_id]).await?;
-    txn.commit().await?;
-    Ok(Finished::Applied {
-        status,
-        disabled: decision.disabled_now,
-        counts,
-        duration_ms,
-    })
+    let mut out = finish_guarded(db, retry, std::slice::from_ref(&req), guard).await?;
+    Ok(out.pop().unwrap_or(Finished::Stale))
 }
 
-/// The columns of an integration the policy decides from (as `lock_integration` reads them).
+/// Finishes runs held by their owners ([`Guard::Owner`]); see [`finish_guarded`].
+pub async fn finish_many<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    retry: RetryPolicy,
+    reqs: &[FinishReq],
+) -> Result<Vec<Finished>, DbErr> {
+    finish_guarded(db, retry, reqs, Guard::Owner).await
+}
+
+/// Finishes many runs in one transaction, every write conditioned on its run's fence.
+/// Stale runs come back `Finished::Stale`, in the order of `reqs`.
+pub async fn finish_guarded<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    retry: RetryPolicy,
+    reqs: &[FinishReq],
+    guard: Guard,
+) -> Result<Vec<Finished>, DbErr> {
+    let mut out = vec![Finished::Stale; reqs.len()];
+    if reqs.is_empty() {
+        return Ok(out);
+    }
+    let d = Dialect::of(db);
+    let txn = db.begin().await?;
+
+    // 1. The integrations' rows first, in id order. Gone means deleted while running:
+    //    its runs went with it. The reaper skips an integration another transaction
+    //    holds (a frozen worker's finish) and retries next pass.
+    let mut iids: Vec<Uuid> = reqs.iter().map(|r| r.fence.subject).collect();
+    iids.sort();
+    iids.dedup();
+    let states = lock_states(&txn, &iids, guard).await?;
+    crate::chaos::finish_stall().await;
+
+    // 2. The fence check of every run: its live row is deleted if the claim still holds
+    //    it, and stays locked until commit.
+    let fences: Vec<Fence> = reqs
+        .iter()
+        .map(|r| r.fence)
+        .filter(|f| states.contains_key(&f.subject))
+        .collect();
+    let taken = work::take(&txn, &RUNS, &fences, guard).await?;
+    let mut live: HashMap<(Uuid, i64), QueryResult> = HashMap::with_capacity(taken.len());
+    for r in taken {
+        live.insert((r.try_get("", "id")?, r.try_get("", "fence")?), r);
+    }
+    let mut applied: Vec<(usize, QueryResult)> = Vec::with_capacity(live.len());
+    for (k, r) in reqs.iter().enumerate() {
+        if let Some(row) = live.remove(&(r.fence.id, r.fence.fence)) {
+            applied.push((k, row));
+        }
+    }
+    if applied.is_empty() {
+        txn.rollback().await?;
+        return Ok(out);
+    }
+
+    // 3. Records (only a successful run writes them): full syncs that returned nothing
+    //    soft-delete every stored record, the others apply their plans.
+    let ok = |k: usize| reqs[k].outcome == Outcome::Success;
+    let wipe: Vec<Uuid> = applied
+        .iter()
+        .filter(|(k, _)| ok(*k) && reqs[*k].report.delete_all)
+        .map(|(k, _)| reqs[*k].fence.subject)
+        .collect();
+    let deleted = store::delete_all(&txn, &wipe).await?;
+    let plans: Vec<(Uuid, &Plan)> = applied
+        .iter()
+        .filter(|(k, _)| ok(*k) && !reqs[*k].report.plan.is_empty())
+        .map(|(k, _)| (reqs[*k].fence.subject, &reqs[*k].report.plan))
+        .collect();
+    store::apply_many(&txn, &plans).await?;
+
+    // 4. The history rows, written once.
+    let counts_of = |k: usize| {
+        let mut c = reqs[k].report.plan.counts;
+        if let Some(n) = deleted.get(&reqs[k].fence.subject) {
+            c.deleted = *n;
+        }
+        c
+    };
+    let ended: Vec<Ended<'_>> = applied
+        .iter()
+        .map(|(k, row)| Ended {
+            live: row,
+            status: status_of(reqs[*k].outcome),
+            counts: counts_of(*k),
+            error_class: class_of(reqs[*k].outcome),
+            error_message: reqs[*k].report.error_message.clone(),
+            wrote: ok(*k) && !reqs[*k].report.plan.is_empty(),
+        })
+        .collect();
+    let durations = history::insert(&txn, &ended).await?;
+
+    // 5. Every integration's next state.
+    let mut decisions = Vec::with_capacity(applied.len());
+    for (k, _) in &applied {
+        let r = &reqs[*k];
+        if let Some(&state) = states.get(&r.fence.subject) {
+            decisions.push((*k, state, policy::decide(retry, state, r.outcome)));
+        }
+    }
+    update_integrations(&txn, d, reqs, &decisions).await?;
+
+    // 6. System disables are audited control actions.
+    for (k, state, dec) in &decisions {
+        if dec.disabled_now {
+            audit_disable(&txn, state, dec, reqs[*k].outcome).await?;
+        }
+    }
+    crate::notify::changed(
+        &txn,
+        decisions.iter().map(|(k, _, _)| reqs[*k].fence.subject),
+    )
+    .await?;
+    txn.commit().await?;
+
+    let disabled: HashMap<usize, bool> = decisions
+        .iter()
+        .map(|(k, _, dec)| (*k, dec.disabled_now))
+        .collect();
+    for ((k, _), duration_ms) in applied.iter().zip(durations) {
+        out[*k] = Finished::Applied {
+            status: status_of(reqs[*k].outcome),
+            disabled: disabled.get(k).copied().unwrap_or(false),
+            counts: counts_of(*k),
+            duration_ms,
+        };
+    }
+    Ok(out)
+}
+
+/// Locks the integrations `ids` (sorted) and reads the state the policy decides from.
+async fn lock_states(
+    txn: &impl ConnectionTrait,
+    ids: &[Uuid],
+    guard: Guard,
+) -> Result<HashMap<Uuid, IntegrationState>, DbErr> {
+    let list = work::placeholders(1, ids.len());
+    let sql = match Dialect::of(txn) {
+        Dialect::Postgres => format!(
+            "SELECT id, {STATE_COLUMNS} FROM integrations WHERE id IN ({list}) ORDER BY id {}",
+            match guard {
+                Guard::Owner => "FOR UPDATE",
+                Guard::LeaseExpired => "FOR UPDATE SKIP LOCKED",
+            }
+        ),
+        // A no-op write takes the database's write lock before anything is read.
+        Dialect::Sqlite => format!(
+            "UPDATE integrations SET retry_count = retry_count WHERE id IN ({list}) RETURNING id, {STATE_COLUMNS}"
+        ),
+    };
+    let rows = db::query(txn, sql, ids.iter().map(|id| Value::from(*id))).await?;
+    let mut states = HashMap::with_capacity(rows.len());
+    for i in rows {
+        let id: Uuid = i.try_get("", "id")?;
+        states.insert(id, state_of(id, &i)?);
+    }
+    Ok(states)
+}
+
+/// The integrations' next state, one statement for the batch.
+async fn update_integrations(
+    txn: &impl ConnectionTrait,
+    d: Dialect,
+    reqs: &[FinishReq],
+    decisions: &[(usize, IntegrationState, policy::Decision)],
+) -> Result<(), DbErr> {
+    if decisions.is_empty() {
+        return Ok(());
+    }
+    const N: usize = 9;
+    let types = [
+        "uuid", "int", "boolean", "text", "text", "bigint", "boolean", "text", "text",
+    ];
+    let mut values: Vec<Value> = Vec::with_capacity(decisions.len() * N);
+    let mut tuples = Vec::with_capacity(decisions.len());
+    for (n, (k, _, dec)) in decisions.iter().enumerate() {
+        let r = &reqs[*k];
+        let cols: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(c, t)| match d {
+                Dialect::Postgres => format!("${}::{t}", n * N + c + 1),
+                Dialect::Sqlite => format!("${}", n * N + c + 1),
+            })
+            .collect();
+        tuples.push(format!("({})", cols.join(", ")));
+        values.extend([
+            r.fence.subject.into(),
+            dec.retry_count.into(),
+            dec.sync_enabled.into(),
+            health_str(dec.health).into(),
+            dec.next_trigger.as_str().into(),
+            dec.next_in.map(ms).into(),
+            dec.success.into(),
+            r.report.error_message.clone().unwrap_or_default().into(),
+            r.report.watermark.clone().into(),
+        ]);
+    }
+    let now = d.now();
+    // A success clears the integration's count of lost leases (`engine::lease`).
+    let sql = format!(
+        "WITH v(id, rc, en, h, nt, next_ms, ok, err, wm) AS (VALUES {tuples}) \
+         UPDATE integrations SET retry_count = v.rc, sync_enabled = v.en, health = v.h, next_trigger = v.nt, \
+           next_sync_at = CASE WHEN v.next_ms IS NULL THEN NULL ELSE {next} END, \
+           followup_requested = false, last_sync_at = {now}, \
+           last_success_at = CASE WHEN v.ok THEN {now} ELSE last_success_at END, \
+           last_error = CASE WHEN v.ok THEN NULL ELSE v.err END, \
+           watermark = CASE WHEN v.ok AND v.wm IS NOT NULL THEN v.wm ELSE watermark END, \
+           lost_leases = CASE WHEN v.ok THEN 0 ELSE lost_leases END, \
+           updated_at = {now} \
+         FROM v WHERE integrations.id = v.id",
+        tuples = tuples.join(", "),
+        next = d.now_plus_ms("v.next_ms"),
+    );
+    db::exec(txn, sql, values).await?;
+    Ok(())
+}
+
+/// Ends the PENDING run of an integration as CANCELLED (a pause), inside the caller's
+/// transaction, which holds the integration's row. Returns how many runs it ended.
+pub async fn cancel_pending(
+    txn: &impl ConnectionTrait,
+    integration_id: Uuid,
+    message: &str,
+) -> Result<u64, DbErr> {
+    let rows = db::query(
+        txn,
+        format!(
+            "DELETE FROM {t} WHERE integration_id = $1 AND status = 'PENDING' RETURNING *",
+            t = RUNS.table
+        ),
+        [integration_id.into()],
+    )
+    .await?;
+    let ended: Vec<Ended<'_>> = rows
+        .iter()
+        .map(|live| Ended {
+            live,
+            status: SyncStatus::Cancelled,
+            counts: Counts::default(),
+            error_class: None,
+            error_message: Some(message.to_owned()),
+            wrote: false,
+        })
+        .collect();
+    history::insert(txn, &ended).await?;
+    Ok(rows.len() as u64)
+}
+
+/// The columns of an integration the policy decides from.
 pub(crate) const STATE_COLUMNS: &str =
     "retry_count, max_retries, sync_interval_secs, sync_enabled, health, followup_requested";
 

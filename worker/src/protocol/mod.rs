@@ -4,10 +4,15 @@
 //! Every state change here is one conditional statement or one transaction, and every
 //! timestamp comes from the database clock, so worker clock skew cannot move schedules
 //! or steal live work. A duplicate delivery or a zombie worker changes nothing.
+//!
+//! A sync run is the first kind of leased work ([`crate::work`]): its live row is in
+//! `live_runs` ([`RUNS`]), its history row is written once, by its finish, into
+//! `run_history`; `sync_logs` is the view of both.
 
 pub mod batch;
 pub mod claim;
 pub mod finish;
+mod history;
 pub mod policy;
 pub mod reaper;
 pub mod schedule;
@@ -16,13 +21,15 @@ pub mod trigger;
 use sea_orm::QueryResult;
 use uuid::Uuid;
 
-/// A claim on a run: the run id and the fence that every write of this claim carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fence {
-    pub run_id: Uuid,
-    pub fence: i64,
-    pub integration_id: Uuid,
-}
+use crate::work::Work;
+pub use crate::work::{Fence, Guard};
+
+/// Sync runs as leased work: live in `live_runs`, one per integration.
+pub const RUNS: Work = Work {
+    name: "sync",
+    table: "live_runs",
+    subject: "integration_id",
+};
 
 /// Locks an integration's row and returns `cols` of it.
 ///
@@ -36,16 +43,6 @@ pub(crate) async fn lock_integration(
     cols: &str,
 ) -> Result<Vec<QueryResult>, sea_orm::DbErr> {
     lock_integration_with(txn, id, cols, "FOR UPDATE").await
-}
-
-/// As [`lock_integration`], but a row another transaction holds is skipped (no rows), for
-/// recovery work that must never queue behind a stalled writer.
-pub(crate) async fn try_lock_integration(
-    txn: &impl sea_orm::ConnectionTrait,
-    id: Uuid,
-    cols: &str,
-) -> Result<Vec<QueryResult>, sea_orm::DbErr> {
-    lock_integration_with(txn, id, cols, "FOR UPDATE SKIP LOCKED").await
 }
 
 async fn lock_integration_with(

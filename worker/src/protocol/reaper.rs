@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::ErrorClass;
-use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 use uuid::Uuid;
 
-use super::finish::{self, Finished, Guard, RunReport};
+use super::finish::{self, FinishReq, Finished, RunReport};
 use super::policy::{Outcome, RetryPolicy};
-use super::{Fence, ids};
+use super::{Guard, RUNS};
 use crate::config::ms;
 use crate::db::{self, Dialect};
+use crate::work;
 
 /// What one reaper pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -67,37 +68,23 @@ pub async fn requeue_expired(
     limit: u64,
 ) -> Result<Vec<Uuid>, DbErr> {
     let d = Dialect::of(db);
-    let now = d.now();
-    let rows = db::query(
-        db,
-        format!(
-            "UPDATE sync_logs SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = {now} \
-             WHERE id IN (SELECT id FROM sync_logs WHERE status = 'RUNNING' AND lease_until < {now} \
-               AND solo_claims < $1 LIMIT {limit} {lock}) \
-             AND status = 'RUNNING' AND lease_until < {now} RETURNING id, integration_id",
-            lock = d.skip_locked(),
-        ),
-        [max_claims.into()],
-    )
-    .await?;
-    let integrations = ids(&rows, "integration_id")?;
-    if !integrations.is_empty() {
+    let requeued = work::requeue_expired(db, &RUNS, max_claims, limit).await?;
+    if !requeued.is_empty() {
         // Its own statement, after the run rows are released (the lock order is
         // integration, then run); a row held right now misses one count, never waits.
-        let list: Vec<String> = (1..=integrations.len()).map(|k| format!("${k}")).collect();
+        let list = work::placeholders(1, requeued.len());
         db::exec(
             db,
             format!(
                 "UPDATE integrations SET lost_leases = lost_leases + 1 WHERE id IN \
-                 (SELECT id FROM integrations WHERE id IN ({}) {lock})",
-                list.join(", "),
+                 (SELECT id FROM integrations WHERE id IN ({list}) {lock})",
                 lock = d.skip_locked(),
             ),
-            integrations.into_iter().map(Into::into),
+            requeued.iter().map(|(_, i)| Value::from(*i)),
         )
         .await?;
     }
-    ids(&rows, "id")
+    Ok(requeued.into_iter().map(|(id, _)| id).collect())
 }
 
 /// Expired runs that lost their worker `max_claims` times while running alone are poison:
@@ -109,38 +96,25 @@ pub async fn quarantine<C: ConnectionTrait + TransactionTrait>(
     max_claims: i32,
     limit: u64,
 ) -> Result<u64, DbErr> {
-    let now = Dialect::of(db).now();
-    let rows = db::query(
-        db,
-        format!(
-            "SELECT id, fence, claims, integration_id FROM sync_logs WHERE status = 'RUNNING' \
-             AND lease_until < {now} AND solo_claims >= $1 LIMIT {limit}"
-        ),
-        [max_claims.into()],
-    )
-    .await?;
-    let mut n = 0;
-    for r in rows {
-        let f = Fence {
-            run_id: r.try_get("", "id")?,
-            fence: r.try_get("", "fence")?,
-            integration_id: r.try_get("", "integration_id")?,
-        };
-        let claims: i32 = r.try_get("", "claims")?;
-        let report = RunReport {
-            error_message: Some(format!(
-                "run lost its worker {claims} time(s), {max_claims} of them running alone; quarantined as a poison run"
-            )),
-            ..RunReport::default()
-        };
-        let outcome = Outcome::Failure(ErrorClass::WorkerLost);
-        if let Finished::Applied { .. } =
-            finish::finish(db, retry, f, outcome, report, Guard::LeaseExpired).await?
-        {
-            n += 1;
-        }
-    }
-    Ok(n)
+    let poison = work::poisoned(db, &RUNS, max_claims, limit).await?;
+    let reqs: Vec<FinishReq> = poison
+        .into_iter()
+        .map(|(fence, claims)| FinishReq {
+            fence,
+            outcome: Outcome::Failure(ErrorClass::WorkerLost),
+            report: RunReport {
+                error_message: Some(format!(
+                    "run lost its worker {claims} time(s), {max_claims} of them running alone; quarantined as a poison run"
+                )),
+                ..RunReport::default()
+            },
+        })
+        .collect();
+    let done = finish::finish_guarded(db, retry, &reqs, Guard::LeaseExpired).await?;
+    Ok(done
+        .iter()
+        .filter(|f| matches!(f, Finished::Applied { .. }))
+        .count() as u64)
 }
 
 /// PENDING runs not pushed for `after` (crash between commit and push, a popped entry
@@ -152,7 +126,7 @@ pub async fn overdue_pending(
     limit: u64,
 ) -> Result<Vec<Uuid>, DbErr> {
     let cutoff = Dialect::of(db).now_plus_ms("$1");
-    pending_pushed_before(db, &cutoff, (-ms(after)).into(), limit).await
+    work::pushed_before(db, &RUNS, &cutoff, (-ms(after)).into(), limit).await
 }
 
 /// PENDING runs last pushed before `at` (a database-clock instant the caller read when
@@ -162,30 +136,7 @@ pub async fn pushed_before(
     at: DateTime<Utc>,
     limit: u64,
 ) -> Result<Vec<Uuid>, DbErr> {
-    pending_pushed_before(db, "$1", at.into(), limit).await
-}
-
-async fn pending_pushed_before(
-    db: &impl ConnectionTrait,
-    cutoff: &str,
-    param: sea_orm::Value,
-    limit: u64,
-) -> Result<Vec<Uuid>, DbErr> {
-    let d = Dialect::of(db);
-    let rows = db::query(
-        db,
-        format!(
-            "UPDATE sync_logs SET enqueued_at = {now} WHERE id IN (\
-               SELECT id FROM sync_logs WHERE status = 'PENDING' AND (enqueued_at IS NULL OR enqueued_at < {cutoff}) \
-               ORDER BY enqueued_at NULLS FIRST LIMIT {limit} {lock}) RETURNING id",
-            now = d.now(),
-            lock = d.skip_locked(),
-        ),
-        // A literal LIMIT: see `schedule::tick`.
-        [param],
-    )
-    .await?;
-    ids(&rows, "id")
+    work::pushed_before(db, &RUNS, "$1", at.into(), limit).await
 }
 
 /// The database's clock now.
@@ -207,8 +158,7 @@ pub async fn repair(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
         format!(
             "UPDATE integrations SET next_sync_at = {now} WHERE id IN (SELECT id FROM integrations \
              WHERE sync_enabled AND next_sync_at IS NULL AND sync_interval_secs IS NOT NULL \
-             AND NOT EXISTS (SELECT 1 FROM sync_logs s WHERE s.integration_id = integrations.id \
-             AND s.status IN ('PENDING', 'RUNNING')) {lock}) AND next_sync_at IS NULL",
+             AND NOT EXISTS (SELECT 1 FROM live_runs s WHERE s.integration_id = integrations.id) {lock}) AND next_sync_at IS NULL",
             lock = d.skip_locked(),
         ),
         [],

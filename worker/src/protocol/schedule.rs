@@ -1,9 +1,8 @@
 //! The scheduler's tick: due integrations → PENDING runs, in one transaction.
 //!
 //! Leaderless: every API replica runs it. On PostgreSQL `FOR UPDATE SKIP LOCKED` hands
-//! each concurrent tick a disjoint set of integrations; `UNIQUE(integration_id,
-//! scheduled_for)` and the one-live-run index make a double schedule impossible even
-//! if that were bypassed. The caller pushes the returned run ids after the commit.
+//! each concurrent tick a disjoint set of integrations; the one-live-run index of
+//! `live_runs` makes a double schedule impossible even if that were bypassed. The caller pushes the returned run ids after the commit.
 
 use std::time::Duration;
 
@@ -29,7 +28,7 @@ pub async fn tick<C: ConnectionTrait + TransactionTrait>(
     // PostgreSQL: one statement claims the due integrations (`SKIP LOCKED` hands
     // concurrent schedulers disjoint rows), clears their slot and counts the run.
     // Whether an integration already has a live run is left to the one-live-run unique
-    // index at the insert below: a filter on `sync_logs` here is planned from the table's
+    // index at the insert below: a filter on `live_runs` here is planned from the table's
     // statistics, and stale ones made it scan every live run once per due integration
     // (a second per tick at 50,000 due). SQLite: a no-op write takes the database's
     // write lock up front, so the transaction never upgrades a stale read snapshot; the
@@ -47,7 +46,7 @@ pub async fn tick<C: ConnectionTrait + TransactionTrait>(
             "UPDATE integrations SET updated_at = updated_at WHERE id IN (\
                SELECT i.id FROM integrations i \
                WHERE i.sync_enabled AND i.next_sync_at IS NOT NULL AND i.next_sync_at <= {now} \
-               AND NOT EXISTS (SELECT 1 FROM sync_logs s WHERE s.integration_id = i.id AND s.status IN ('PENDING', 'RUNNING')) \
+               AND NOT EXISTS (SELECT 1 FROM live_runs s WHERE s.integration_id = i.id) \
                ORDER BY i.next_sync_at LIMIT {limit}) \
              RETURNING id, next_sync_at, next_trigger, retry_count"
         ),
@@ -88,15 +87,14 @@ pub async fn tick<C: ConnectionTrait + TransactionTrait>(
     let inserted = db::query(
         &txn,
         format!(
-            "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, attempt, enqueued_at, created_at) \
+            "INSERT INTO live_runs (id, integration_id, status, \"trigger\", scheduled_for, attempt, enqueued_at, created_at) \
              VALUES {} ON CONFLICT DO NOTHING RETURNING id, integration_id",
             tuples.join(", ")
         ),
         values,
     )
     .await?;
-    // A claimed integration whose insert hit a conflict (it has a live run, or this
-    // slot was already run) gets no run: the live run's finish sets its next slot, and
+    // A claimed integration whose insert hit a conflict (it has a live run) gets no run: the live run's finish sets its next slot, and
     // the reaper's repair pass gives an integration left without one a fresh one.
     let created = ids(&inserted, "integration_id")?;
     match d {

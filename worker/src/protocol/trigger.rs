@@ -66,7 +66,7 @@ pub async fn trigger_locked(
     let inserted = db::query(
         txn,
         format!(
-            "INSERT INTO sync_logs (id, integration_id, status, \"trigger\", scheduled_for, attempt, enqueued_at, created_at) \
+            "INSERT INTO live_runs (id, integration_id, status, \"trigger\", scheduled_for, attempt, enqueued_at, created_at) \
              VALUES ($1, $2, 'PENDING', $3, {now}, $4, {now}, {now}) ON CONFLICT DO NOTHING RETURNING id"
         ),
         [run_id.into(), integration_id.into(), trigger.as_str().into(), retry_count.saturating_add(1).into()],
@@ -84,7 +84,7 @@ pub async fn trigger_locked(
     }
     let live = db::query(
         txn,
-        "SELECT id, status FROM sync_logs WHERE integration_id = $1 AND status IN ('PENDING', 'RUNNING')",
+        "SELECT id, status FROM live_runs WHERE integration_id = $1",
         [integration_id.into()],
     )
     .await?;

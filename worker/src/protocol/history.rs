@@ -1,0 +1,114 @@
+//! A run's history row, written once when it ends (finish, quarantine, cancel) into the
+//! append-only `run_history` table, from its live row (docs/architecture.md §3.3).
+
+use chrono::{DateTime, Utc};
+use entity::{ErrorClass, SyncStatus};
+use sea_orm::{ConnectionTrait, DbErr, QueryResult, Value};
+use uuid::Uuid;
+
+use crate::db::{self, Dialect};
+use crate::store::Counts;
+
+/// How a run ended.
+pub(crate) struct Ended<'a> {
+    /// Its live row, as [`crate::work::take`] returned it.
+    pub live: &'a QueryResult,
+    pub status: SyncStatus,
+    pub counts: Counts,
+    pub error_class: Option<ErrorClass>,
+    pub error_message: Option<String>,
+    /// It wrote records: it ends when they are written (the clock at the insert), not
+    /// when its finish began (the transaction's time, which its next slot counts from).
+    pub wrote: bool,
+}
+
+/// Rows per statement (21 binds each).
+const CHUNK: usize = 200;
+
+/// Writes the history rows of `ended` runs; `duration_ms` runs from each one's
+/// `started_at` to its `completed_at` (see [`Ended::wrote`]). Returns each run's `duration_ms`, in order.
+pub(crate) async fn insert(
+    txn: &impl ConnectionTrait,
+    ended: &[Ended<'_>],
+) -> Result<Vec<i64>, DbErr> {
+    let d = Dialect::of(txn);
+    let ts = |p: usize| match d {
+        Dialect::Postgres => format!("CAST(${p} AS timestamptz)"),
+        Dialect::Sqlite => format!("${p}"),
+    };
+    let mut durations = Vec::with_capacity(ended.len());
+    for chunk in ended.chunks(CHUNK) {
+        const N: usize = 19;
+        let mut tuples = Vec::with_capacity(chunk.len());
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * N);
+        for (k, e) in chunk.iter().enumerate() {
+            let p = k * N;
+            let started: Option<DateTime<Utc>> = e.live.try_get("", "started_at")?;
+            let started_sql = ts(p + 11);
+            let (end, duration) = match (started, e.wrote) {
+                (None, _) => (d.now(), "NULL".to_owned()),
+                (Some(_), true) => (d.clock(), d.ms_since_clock(&started_sql)),
+                (Some(_), false) => (d.now(), d.ms_since(&started_sql)),
+            };
+            let ph = |r: std::ops::RangeInclusive<usize>| {
+                r.map(|i| format!("${}", p + i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            tuples.push(format!(
+                "({}, {started_sql}, {end}, {duration}, {})",
+                ph(1..=10),
+                ph(12..=19)
+            ));
+            let c = e.counts;
+            values.extend([
+                e.live.try_get::<Uuid>("", "id")?.into(),
+                e.live.try_get::<Uuid>("", "integration_id")?.into(),
+                e.status.as_str().into(),
+                e.live.try_get::<String>("", "trigger")?.into(),
+                e.live.try_get::<DateTime<Utc>>("", "scheduled_for")?.into(),
+                e.live.try_get::<i32>("", "attempt")?.into(),
+                e.live.try_get::<i32>("", "claims")?.into(),
+                e.live.try_get::<i32>("", "solo_claims")?.into(),
+                e.live.try_get::<i64>("", "fence")?.into(),
+                e.live.try_get::<DateTime<Utc>>("", "created_at")?.into(),
+                started.into(),
+                c.received.into(),
+                c.inserted.into(),
+                c.updated.into(),
+                c.unchanged.into(),
+                c.deleted.into(),
+                e.error_class.map(|c| c.as_str().to_owned()).into(),
+                e.error_message.clone().into(),
+                e.live.try_get::<Option<String>>("", "worker_id")?.into(),
+            ]);
+        }
+        let rows = db::query(
+            txn,
+            format!(
+                "INSERT INTO run_history (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, \
+                   solo_claims, fence, created_at, started_at, completed_at, duration_ms, records_count, \
+                   records_inserted, records_updated, records_unchanged, records_deleted, error_class, \
+                   error_message, worker_id) VALUES {} RETURNING id, duration_ms",
+                tuples.join(", ")
+            ),
+            values,
+        )
+        .await?;
+        // RETURNING follows the VALUES order on both databases, but match by id anyway.
+        let by_id: std::collections::HashMap<Uuid, i64> = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<Uuid>("", "id")?,
+                    r.try_get::<Option<i64>>("", "duration_ms")?.unwrap_or(0),
+                ))
+            })
+            .collect::<Result<_, DbErr>>()?;
+        for e in chunk {
+            let id: Uuid = e.live.try_get("", "id")?;
+            durations.push(by_id.get(&id).copied().unwrap_or(0));
+        }
+    }
+    Ok(durations)
+}

@@ -1,0 +1,312 @@
+//! Leased work (docs/architecture.md §4.15): the one mechanism behind every kind of work
+//! the fleet executes.
+//!
+//! A piece of work is a row in its kind's live table while it is PENDING or RUNNING. A
+//! worker claims it with a compare-and-set that bumps its fence, holds it under a lease
+//! it renews, and finishes it under that fence: the finish deletes the live row (the
+//! fence check) in the same transaction as the kind's own writes (a run's history row,
+//! records and integration state). The reaper returns RUNNING rows whose lease expired,
+//! quarantines the ones that keep killing their worker, and re-pushes PENDING rows whose
+//! push is overdue. The queue carries only ids.
+//!
+//! Everything here is generic over the kind, described by a [`Work`]; a kind adds only
+//! its own rules (what its row carries, what executing it means, what its finish writes).
+//! Every statement takes a list of ids: a single claim or finish is a batch of one, so
+//! there is one code path whatever the batch size and on both databases.
+
+pub mod batcher;
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DbErr, QueryResult, Value};
+use uuid::Uuid;
+
+use crate::config::ms;
+use crate::db::{self, Dialect};
+
+/// Most items in one statement (bounded well below every driver's bind limit).
+pub const MAX_BATCH: usize = 256;
+
+/// A kind of leased work: where its live rows are and what they belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Work {
+    /// For logs and metrics.
+    pub name: &'static str,
+    /// The live table: `id`, `status` (`PENDING | RUNNING`), `claims`, `solo_claims`,
+    /// `fence`, `lease_owner`, `lease_until`, `enqueued_at`, `started_at`, `worker_id`
+    /// and the subject column, plus the kind's own columns.
+    pub table: &'static str,
+    /// The column naming what an item is of (a run's integration). A finish locks its
+    /// subjects' rows before the live rows (the fleet-wide lock order).
+    pub subject: &'static str,
+}
+
+/// A claim on one item: its id and the fence that every write of this claim carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub id: Uuid,
+    pub fence: i64,
+    pub subject: Uuid,
+}
+
+impl Fence {
+    pub(crate) fn of(row: &QueryResult, subject: &str) -> Result<Self, DbErr> {
+        Ok(Self {
+            id: row.try_get("", "id")?,
+            fence: row.try_get("", "fence")?,
+            subject: row.try_get("", subject)?,
+        })
+    }
+}
+
+/// Which claims a finish may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The worker holding the claim finishes it.
+    Owner,
+    /// The reaper fails an item whose lease has expired (and only then), skipping rows
+    /// another transaction holds.
+    LeaseExpired,
+}
+
+/// `$first, $first+1, …` (`n` of them).
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Claims the claimable items among `ids` for `owner` in one statement: a PENDING item,
+/// or a RUNNING one whose lease expired, becomes RUNNING with the next fence. Returns
+/// the claimed rows (`id`, subject, `fence`, `claims`, `solo_claims`, `started_at` and
+/// `carried`); ids missing from the result were not claimable (a duplicate delivery).
+///
+/// On PostgreSQL `join` may read more with the claim, from `c` (the claimed rows), e.g.
+/// `"LEFT JOIN integrations i ON i.id = c.integration_id"` with its columns in `joined`.
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    ids: &[Uuid],
+    owner: &str,
+    lease: Duration,
+    carried: &str,
+    join: Option<(&str, &str)>,
+) -> Result<Vec<QueryResult>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let d = Dialect::of(db);
+    let now = d.now();
+    let ph = placeholders(3, ids.len());
+    // PostgreSQL: the rows are locked in id order before they are updated, so two
+    // batches that overlap (a duplicate delivery) queue instead of deadlocking. The lock
+    // takes them by primary key alone (a status condition there let stale statistics
+    // plan a scan of every live row). SQLite serialises writers.
+    let target = match d {
+        Dialect::Postgres => format!(
+            "id IN (SELECT id FROM {t} WHERE id IN ({ph}) ORDER BY id FOR UPDATE)",
+            t = w.table
+        ),
+        Dialect::Sqlite => format!("id IN ({ph})"),
+    };
+    let update = format!(
+        "UPDATE {t} SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
+         lease_owner = $1, worker_id = $1, lease_until = {until}, started_at = COALESCE(started_at, {now}) \
+         WHERE {target} AND (status = 'PENDING' OR (status = 'RUNNING' AND lease_until < {now})) \
+         RETURNING id, {s}, fence, claims, solo_claims, started_at{sep}{carried}",
+        t = w.table,
+        s = w.subject,
+        until = d.now_plus_ms("$2"),
+        sep = if carried.is_empty() { "" } else { ", " },
+    );
+    let sql = match (d, join) {
+        (Dialect::Postgres, Some((join, joined))) => {
+            format!("WITH c AS ({update}) SELECT c.*, {joined} FROM c {join}")
+        }
+        _ => update,
+    };
+    let mut values: Vec<Value> = Vec::with_capacity(ids.len() + 2);
+    values.push(owner.into());
+    values.push(ms(lease).into());
+    values.extend(ids.iter().map(|id| Value::from(*id)));
+    db::query(db, sql, values).await
+}
+
+/// Extends the lease of a live claim. `false` means the claim is lost (reaped, reclaimed
+/// or finished elsewhere): the caller must stop and write nothing.
+pub async fn renew(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    f: Fence,
+    lease: Duration,
+) -> Result<bool, DbErr> {
+    let d = Dialect::of(db);
+    let sql = format!(
+        "UPDATE {t} SET lease_until = {until} WHERE id = $1 AND fence = $2 AND status = 'RUNNING'",
+        t = w.table,
+        until = d.now_plus_ms("$3")
+    );
+    let r = db::exec(db, sql, [f.id.into(), f.fence.into(), ms(lease).into()]).await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Gives a live claim back (shutdown drain ran out, or its future was dropped): the item
+/// becomes PENDING with no push time, so the re-enqueuer hands it to another worker on
+/// its next pass.
+pub async fn release(db: &impl ConnectionTrait, w: &Work, f: Fence) -> Result<bool, DbErr> {
+    let sql = format!(
+        "UPDATE {t} SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = NULL \
+         WHERE id = $1 AND fence = $2 AND status = 'RUNNING'",
+        t = w.table
+    );
+    let r = db::exec(db, sql, [f.id.into(), f.fence.into()]).await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Counts this claim as executed alone in its process (docs/architecture.md §4.13): if
+/// the process dies now, the item is to blame. `false` means the claim is lost.
+pub async fn mark_solo(db: &impl ConnectionTrait, w: &Work, f: Fence) -> Result<bool, DbErr> {
+    let sql = format!(
+        "UPDATE {t} SET solo_claims = solo_claims + 1 WHERE id = $1 AND fence = $2 AND status = 'RUNNING'",
+        t = w.table
+    );
+    let r = db::exec(db, sql, [f.id.into(), f.fence.into()]).await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// The fence check of a finish, inside the caller's transaction (which already holds
+/// the subjects' rows): deletes the live rows of the claims in `fences` that still hold
+/// their item and returns them (`*` plus `duration_ms`, the time since `started_at`). A
+/// claim missing from the result is stale and must write nothing. The deleted rows stay
+/// locked until commit, and nobody can claim an item that is gone.
+pub async fn take(
+    txn: &impl ConnectionTrait,
+    w: &Work,
+    fences: &[Fence],
+    guard: Guard,
+) -> Result<Vec<QueryResult>, DbErr> {
+    if fences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let d = Dialect::of(txn);
+    let expired = match guard {
+        Guard::LeaseExpired => format!(" AND lease_until < {}", d.now()),
+        Guard::Owner => String::new(),
+    };
+    // A stale and a live claim of one item may share a batch: each term carries its fence.
+    let terms: Vec<String> = (0..fences.len())
+        .map(|k| format!("(id = ${} AND fence = ${})", 2 * k + 1, 2 * k + 2))
+        .collect();
+    let sql = format!(
+        "DELETE FROM {t} WHERE status = 'RUNNING'{expired} AND ({}) RETURNING *, {dur} AS duration_ms",
+        terms.join(" OR "),
+        t = w.table,
+        dur = d.ms_since("started_at"),
+    );
+    let values = fences
+        .iter()
+        .flat_map(|f| [Value::from(f.id), Value::from(f.fence)]);
+    db::query(txn, sql, values).await
+}
+
+/// RUNNING items whose lease expired and that are not poison become PENDING again.
+/// Returns `(id, subject)` of each; push them.
+pub async fn requeue_expired(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    max_claims: i32,
+    limit: u64,
+) -> Result<Vec<(Uuid, Uuid)>, DbErr> {
+    let d = Dialect::of(db);
+    let now = d.now();
+    let rows = db::query(
+        db,
+        format!(
+            "UPDATE {t} SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = {now} \
+             WHERE id IN (SELECT id FROM {t} WHERE status = 'RUNNING' AND lease_until < {now} \
+               AND solo_claims < $1 LIMIT {limit} {lock}) \
+             AND status = 'RUNNING' AND lease_until < {now} RETURNING id, {s}",
+            t = w.table,
+            s = w.subject,
+            lock = d.skip_locked(),
+        ),
+        [max_claims.into()],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("", "id")?, r.try_get("", w.subject)?)))
+        .collect()
+}
+
+/// Expired items that lost their worker `max_claims` times while running alone: poison,
+/// for the kind's fenced finish with [`Guard::LeaseExpired`]. Returns each claim and
+/// its claim count.
+pub async fn poisoned(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    max_claims: i32,
+    limit: u64,
+) -> Result<Vec<(Fence, i32)>, DbErr> {
+    let now = Dialect::of(db).now();
+    let rows = db::query(
+        db,
+        format!(
+            "SELECT id, fence, claims, {s} FROM {t} WHERE status = 'RUNNING' \
+             AND lease_until < {now} AND solo_claims >= $1 LIMIT {limit}",
+            t = w.table,
+            s = w.subject,
+        ),
+        [max_claims.into()],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| Ok((Fence::of(r, w.subject)?, r.try_get("", "claims")?)))
+        .collect()
+}
+
+/// PENDING items last pushed before `cutoff` (an SQL timestamp expression over `$1`,
+/// bound to `param`), or never: stamps them pushed now and returns them for a push.
+/// Pushing an item that still has its queue entry changes nothing.
+pub async fn pushed_before(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    cutoff: &str,
+    param: Value,
+    limit: u64,
+) -> Result<Vec<Uuid>, DbErr> {
+    let d = Dialect::of(db);
+    let rows = db::query(
+        db,
+        format!(
+            "UPDATE {t} SET enqueued_at = {now} WHERE id IN (\
+               SELECT id FROM {t} WHERE status = 'PENDING' AND (enqueued_at IS NULL OR enqueued_at < {cutoff}) \
+               ORDER BY enqueued_at NULLS FIRST LIMIT {limit} {lock}) RETURNING id",
+            t = w.table,
+            now = d.now(),
+            lock = d.skip_locked(),
+        ),
+        // A literal LIMIT: PostgreSQL's generic plan for a parameterised one sorts every row.
+        [param],
+    )
+    .await?;
+    rows.iter().map(|r| r.try_get("", "id")).collect()
+}
+
+/// Live items by status, for gauges: `(pending, running)`.
+pub async fn counts(db: &impl ConnectionTrait, w: &Work) -> Result<(i64, i64), DbErr> {
+    let rows = db::query(
+        db,
+        format!(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'PENDING' THEN 1 ELSE 0 END), 0) AS p, \
+                    COALESCE(SUM(CASE WHEN status = 'RUNNING' THEN 1 ELSE 0 END), 0) AS r FROM {t}",
+            t = w.table
+        ),
+        [],
+    )
+    .await?;
+    match rows.first() {
+        Some(r) => Ok((r.try_get("", "p")?, r.try_get("", "r")?)),
+        None => Ok((0, 0)),
+    }
+}
