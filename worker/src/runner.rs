@@ -162,9 +162,12 @@ async fn supervise(
             let queue = queue.clone();
             async move {
                 match queue.clone() {
-                    Queue::Redis { conn, keys, .. } => {
+                    Queue::Redis {
+                        conn, waiter, keys, ..
+                    } => {
                         let backend = RedisBackend::new(Source {
                             conn,
+                            waiter,
                             keys,
                             busy: engine.busy(),
                             suspects: engine.suspects(),

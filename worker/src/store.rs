@@ -51,7 +51,8 @@ impl Plan {
 }
 
 /// A stored row as change detection sees it.
-struct Stored {
+#[derive(Debug, Clone)]
+pub struct Stored {
     /// `None` if the stored hash is not one this code wrote (then the row is rewritten).
     hash: Option<[u8; 32]>,
     deleted: bool,
@@ -59,10 +60,7 @@ struct Stored {
 
 /// `(external_id → hash, deleted)` of every stored row of the integration, read in
 /// id-ordered chunks so that only one chunk of driver rows is alive at a time.
-async fn stored(
-    db: &impl ConnectionTrait,
-    integration_id: Uuid,
-) -> Result<HashMap<String, Stored>, DbErr> {
+async fn stored(db: &impl ConnectionTrait, integration_id: Uuid) -> Result<StoredRows, DbErr> {
     let mut stored = HashMap::new();
     let mut after: Option<String> = None;
     loop {
@@ -93,14 +91,7 @@ async fn stored(
         let full_chunk = rows.len() == READ_CHUNK;
         stored.reserve(rows.len());
         for r in rows {
-            let id: String = r.try_get("", "external_id")?;
-            let hash: String = r.try_get("", "content_hash")?;
-            let row = Stored {
-                hash: hex::decode(hash)
-                    .ok()
-                    .and_then(|h| <[u8; 32]>::try_from(h).ok()),
-                deleted: r.try_get("", "deleted")?,
-            };
+            let (id, row) = stored_row(&r)?;
             if full_chunk {
                 after = Some(id.clone());
             }
@@ -112,14 +103,95 @@ async fn stored(
     }
 }
 
+/// What is stored of one integration: `external_id → (hash, deleted)`.
+pub type StoredRows = HashMap<String, Stored>;
+
+/// Most rows one batched read ([`stored_many`]) may return.
+const MANY_CAP: usize = 50_000;
+
+/// The stored rows of several integrations in one statement (the change detection of
+/// many small runs, grouped like their claims and finishes). A single integration is
+/// read in chunks; a batch whose rows exceed [`MANY_CAP`] fails, so its caller reads
+/// each integration on its own (the group batcher does, `work::batcher`).
+pub async fn stored_many(
+    db: &impl ConnectionTrait,
+    ids: &[Uuid],
+) -> Result<Vec<StoredRows>, DbErr> {
+    if let [one] = ids {
+        return Ok(vec![stored(db, *one).await?]);
+    }
+    let mut unique: Vec<Uuid> = ids.to_vec();
+    unique.sort();
+    unique.dedup();
+    let cols = "SELECT integration_id, external_id, content_hash, deleted_at IS NOT NULL AS deleted FROM records";
+    let limit = MANY_CAP + 1;
+    let rows = match Dialect::of(db) {
+        // One statement text whatever the batch size (see `work::pg_array`).
+        Dialect::Postgres => {
+            db::query(
+                db,
+                format!("{cols} WHERE integration_id = ANY($1::text::uuid[]) LIMIT {limit}"),
+                [Value::from(crate::work::pg_array(&unique))],
+            )
+            .await?
+        }
+        Dialect::Sqlite => {
+            let list: Vec<String> = (1..=unique.len()).map(|i| format!("${i}")).collect();
+            db::query(
+                db,
+                format!("{cols} WHERE integration_id IN ({}) LIMIT {limit}", list.join(", ")),
+                unique.iter().map(|id| Value::from(*id)),
+            )
+            .await?
+        }
+    };
+    if rows.len() > MANY_CAP {
+        return Err(DbErr::Custom(format!(
+            "{} integrations hold more than {MANY_CAP} records together",
+            unique.len()
+        )));
+    }
+    let mut by: HashMap<Uuid, StoredRows> = HashMap::with_capacity(unique.len());
+    for r in rows {
+        let (id, row) = stored_row(&r)?;
+        by.entry(r.try_get("", "integration_id")?)
+            .or_default()
+            .insert(id, row);
+    }
+    Ok(ids
+        .iter()
+        .map(|id| by.get(id).cloned().unwrap_or_default())
+        .collect())
+}
+
+fn stored_row(r: &sea_orm::QueryResult) -> Result<(String, Stored), DbErr> {
+    let id: String = r.try_get("", "external_id")?;
+    let hash: String = r.try_get("", "content_hash")?;
+    Ok((
+        id,
+        Stored {
+            hash: hex::decode(hash)
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h).ok()),
+            deleted: r.try_get("", "deleted")?,
+        },
+    ))
+}
+
 /// Compares the fetched records with the stored ones.
 pub async fn plan(
     db: &impl ConnectionTrait,
     integration_id: Uuid,
-    mut fetched: Vec<SourceRecord>,
+    fetched: Vec<SourceRecord>,
     full: bool,
 ) -> Result<Plan, DbErr> {
-    let mut stored = stored(db, integration_id).await?;
+    let stored = stored(db, integration_id).await?;
+    Ok(diff(stored, fetched, full))
+}
+
+/// The plan of writes that turns `stored` into `fetched` (a full sync also deletes what
+/// was not fetched).
+pub fn diff(mut stored: StoredRows, mut fetched: Vec<SourceRecord>, full: bool) -> Plan {
     let mut counts = Counts {
         received: i64::try_from(fetched.len()).unwrap_or(i64::MAX),
         ..Counts::default()
@@ -158,11 +230,11 @@ pub async fn plan(
         deletes.sort();
         counts.deleted = i64::try_from(deletes.len()).unwrap_or(i64::MAX);
     }
-    Ok(Plan {
+    Plan {
         upserts: fetched,
         deletes,
         counts,
-    })
+    }
 }
 
 /// Applies the plans of many runs (one per integration) in shared statements: the

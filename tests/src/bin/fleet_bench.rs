@@ -36,6 +36,8 @@ struct Opts {
     records: u64,
     workers: Vec<usize>,
     rounds: usize,
+    /// `throughput`: measure a second wave whose records are all unchanged.
+    resync: bool,
     concurrency: usize,
     rate: u64,
     window: u64,
@@ -96,6 +98,7 @@ fn opts() -> Opts {
                 _ => vec![2],
             }),
         rounds: usize::try_from(num("rounds", 3)).unwrap_or(3),
+        resync: kv.get("resync").is_some_and(|v| v == "true" || v == "1"),
         concurrency: usize::try_from(num("concurrency", 64)).unwrap_or(64),
         rate: num("rate", 1000),
         window: num("window", 60),
@@ -244,6 +247,33 @@ fn max_of(v: &[f64]) -> f64 {
 // Scenarios
 
 /// All integrations due at one instant; runs/s from that instant to the last finish.
+/// Waits until `n` runs succeeded in all.
+async fn wait_for_successes(f: &BenchFleet, n: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let done: i64 = f
+            .one("SELECT count(*) AS n FROM run_history WHERE status = 'SUCCESS'", "n")
+            .await;
+        if done as u64 >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out at {done}/{n} successes");
+    }
+}
+
+/// Index entries written so far, estimated from the table statistics: every insert and
+/// every non-HOT update writes one entry into each index of its table.
+async fn index_tuples(f: &BenchFleet) -> f64 {
+    f.one(
+        "SELECT COALESCE(sum((t.n_tup_ins + t.n_tup_upd - t.n_tup_hot_upd) \
+           * (SELECT count(*) FROM pg_index x WHERE x.indrelid = t.relid)), 0)::float8 AS n \
+         FROM pg_stat_user_tables t",
+        "n",
+    )
+    .await
+}
+
 async fn throughput(o: &Opts) {
     let mut table = Vec::new();
     for &w in &o.workers {
@@ -263,6 +293,15 @@ async fn throughput(o: &Opts) {
             )
             .await;
             tokio::time::sleep(Duration::from_secs(2)).await;
+            let waves = if o.resync { 2 } else { 1 };
+            if o.resync {
+                // The first sync, not measured: the measured wave finds every record
+                // unchanged (the synthetic connector's records are deterministic).
+                f.exec("UPDATE integrations SET next_sync_at = now()").await;
+                wait_for_successes(&f, n, Duration::from_secs(900)).await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let idx0 = index_tuples(&f).await;
             let xact0: i64 = f
                 .one(
                     "SELECT (xact_commit + xact_rollback)::bigint AS x FROM pg_stat_database WHERE datname = current_database()",
@@ -290,12 +329,13 @@ async fn throughput(o: &Opts) {
                         "n",
                     )
                     .await;
-                if done as u64 >= n {
+                if done as u64 >= n * waves {
                     break;
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "throughput round timed out at {done}/{n}"
+                    "throughput round timed out at {done}/{}",
+                    n * waves
                 );
             }
             let r = &f
@@ -325,10 +365,14 @@ async fn throughput(o: &Opts) {
                 )
                 .await;
             let cpu1 = cpu_split(&f);
+            // The statistics collector flushes within a second or so.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let idx_per_run = (index_tuples(&f).await - idx0) / n as f64;
             let per_run_us: Vec<f64> = (0..4)
                 .map(|k| (cpu1[k] - cpu0[k]) / n as f64 * 1e6)
                 .collect();
             assert_eq!(total, ok, "every run must succeed");
+            assert_eq!(total as u64, n * waves, "one run per integration and wave");
             assert_eq!(incomplete, 0);
             assert_eq!(not_rescheduled, 0, "every integration rescheduled");
             let rate = n as f64 / secs;
@@ -336,7 +380,7 @@ async fn throughput(o: &Opts) {
             eprintln!(
                 "throughput workers={w} round {}: {n} runs in {secs:.2} s = {rate:.0} runs/s \
                  (metrics: {metric_runs:.0} runs; transactions/run {:.2}; peak RSS api {pa:.0} MB, worker {:.0} MB; \
-                 CPU µs/run api {:.0}, workers {:.0}, redis {:.0}, postgres {:.0})",
+                 CPU µs/run api {:.0}, workers {:.0}, redis {:.0}, postgres {:.0}; index tuples/run {idx_per_run:.1})",
                 round + 1,
                 (xact1 - xact0) as f64 / n as f64,
                 max_of(&pw),

@@ -325,6 +325,7 @@ pub(crate) async fn insert_due(
     interval: Option<i64>,
 ) -> Vec<Uuid> {
     let ws = syncfleet_api::db::default_workspace(db).await.expect("ws");
+    let now = syncfleet_worker::db::Dialect::of(db).now();
     let mut ids = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
         let mut sql = String::from(
@@ -339,7 +340,7 @@ pub(crate) async fn insert_due(
                 sql.push(',');
             }
             sql.push_str(&format!(
-                "(${}, $1, 'bulk', 'synthetic', '{{}}', $2, true, now(), now(), now())",
+                "(${}, $1, 'bulk', 'synthetic', '{{}}', $2, true, {now}, {now}, {now})",
                 i + 3
             ));
         }
@@ -791,4 +792,128 @@ async fn a_batched_finish_refuses_stale_claims_run_by_run() {
         state(&env.db, ids[0]).await,
         (true, "healthy".to_owned(), 0)
     );
+}
+
+/// Records-bearing runs finish in one batch too (their upserts share statements), and
+/// the fence still decides run by run: a stale claim's records, outcome and integration
+/// state are refused while the live runs beside it land theirs. Runs on both databases.
+#[tokio::test]
+async fn a_batched_finish_of_records_refuses_a_stale_claims_records() {
+    use syncfleet_worker::connectors::SourceRecord;
+    use syncfleet_worker::protocol::batch::{FinishReq, claim_many, finish_many};
+    use syncfleet_worker::protocol::claim::claim;
+    use syncfleet_worker::protocol::finish::{Finished, RunReport};
+    use syncfleet_worker::protocol::policy::Outcome;
+    use syncfleet_worker::protocol::trigger::{Triggered, trigger};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = sea_orm::Database::connect(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("b.db").display()
+    ))
+    .await
+    .expect("sqlite");
+    <migration::Migrator as migration::MigratorTrait>::up(&sqlite, None)
+        .await
+        .expect("migrate");
+    let pg = test_env().await;
+    let mut dbs = vec![sqlite];
+    if let Some(env) = &pg {
+        dbs.push(env.db.clone());
+    }
+    for db in &dbs {
+        let ids = insert_due(db, 3, None).await;
+        let mut run_ids = Vec::new();
+        for id in &ids {
+            let Triggered::Created(run) = trigger(db, *id, entity::Trigger::Manual).await.unwrap()
+            else {
+                panic!("no run")
+            };
+            run_ids.push(run);
+        }
+        let claimed = claim_many(db, "worker-a", &run_ids, Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 3);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // Run 1's lease expires and worker-b takes it over: worker-a's claim is stale.
+        let b1 = claim(db, run_ids[1], "worker-b", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .expect("b reclaims");
+        let mut reqs = Vec::new();
+        for (n, (id, run)) in ids.iter().zip(&run_ids).enumerate() {
+            let recs: Vec<SourceRecord> = (0..100)
+                .map(|k| SourceRecord::new(format!("r{k}"), &json!({ "run": n, "k": k })))
+                .collect();
+            let plan = syncfleet_worker::store::plan(db, *id, recs, true)
+                .await
+                .unwrap();
+            reqs.push(FinishReq {
+                fence: claimed[run].fence,
+                outcome: Outcome::Success,
+                report: RunReport {
+                    plan,
+                    watermark: Some(format!("w{n}")),
+                    ..RunReport::default()
+                },
+            });
+        }
+        let out = finish_many(db, RetryPolicy::default(), &reqs).await.unwrap();
+        assert_eq!(out[1], Finished::Stale, "the stale claim is refused");
+        for k in [0, 2] {
+            assert!(
+                matches!(out[k], Finished::Applied { counts, .. } if counts.inserted == 100),
+                "{:?}",
+                out[k]
+            );
+        }
+        let stored = |id: uuid::Uuid| {
+            count(
+                db,
+                "SELECT COUNT(*) FROM records WHERE integration_id = $1",
+                vec![id.into()],
+            )
+        };
+        assert_eq!(stored(ids[0]).await, 100);
+        assert_eq!(stored(ids[1]).await, 0, "no record of the stale claim landed");
+        assert_eq!(stored(ids[2]).await, 100);
+        let r1 = &runs(db, ids[1]).await[0];
+        assert_eq!(
+            (r1.status.as_str(), r1.fence, r1.worker_id.as_deref()),
+            ("RUNNING", b1.fence.fence, Some("worker-b"))
+        );
+        for k in [0, 2] {
+            assert_eq!(runs(db, ids[k]).await[0].status, "SUCCESS");
+            assert_eq!(
+                count(
+                    db,
+                    "SELECT records_inserted FROM sync_logs WHERE integration_id = $1",
+                    vec![ids[k].into()]
+                )
+                .await,
+                100
+            );
+        }
+        // The live claim of run 1 finishes later with its own records.
+        let recs = vec![SourceRecord::new("only", &json!({ "b": true }))];
+        let plan = syncfleet_worker::store::plan(db, ids[1], recs, true)
+            .await
+            .unwrap();
+        let out = finish_many(
+            db,
+            RetryPolicy::default(),
+            &[FinishReq {
+                fence: b1.fence,
+                outcome: Outcome::Success,
+                report: RunReport {
+                    plan,
+                    ..RunReport::default()
+                },
+            }],
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out[0], Finished::Applied { .. }));
+        assert_eq!(stored(ids[1]).await, 1);
+    }
 }

@@ -433,7 +433,13 @@ impl Engine {
                 },
             ),
             Ok(Ok(f)) => {
-                let plan = store::plan(&self.db, c.integration_id, f.records, f.full).await?;
+                // A small run's stored rows are read together with other runs' reads.
+                let plan = if f.records.len() <= ALONE_ABOVE {
+                    let stored = self.batcher.stored(c.integration_id).await?;
+                    store::diff(stored, f.records, f.full)
+                } else {
+                    store::plan(&self.db, c.integration_id, f.records, f.full).await?
+                };
                 (
                     Outcome::Success,
                     RunReport {

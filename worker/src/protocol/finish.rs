@@ -226,21 +226,26 @@ async fn lock_states(
     ids: &[Uuid],
     guard: Guard,
 ) -> Result<HashMap<Uuid, IntegrationState>, DbErr> {
-    let list = work::placeholders(1, ids.len());
-    let sql = match Dialect::of(txn) {
-        Dialect::Postgres => format!(
-            "SELECT id, {STATE_COLUMNS} FROM integrations WHERE id IN ({list}) ORDER BY id {}",
-            match guard {
-                Guard::Owner => "FOR UPDATE",
-                Guard::LeaseExpired => "FOR UPDATE SKIP LOCKED",
-            }
-        ),
+    let rows = match Dialect::of(txn) {
+        Dialect::Postgres => {
+            let sql = format!(
+                "SELECT id, {STATE_COLUMNS} FROM integrations WHERE id = ANY($1::text::uuid[]) ORDER BY id {}",
+                match guard {
+                    Guard::Owner => "FOR UPDATE",
+                    Guard::LeaseExpired => "FOR UPDATE SKIP LOCKED",
+                }
+            );
+            db::query(txn, sql, [Value::from(work::pg_array(ids))]).await?
+        }
         // A no-op write takes the database's write lock before anything is read.
-        Dialect::Sqlite => format!(
-            "UPDATE integrations SET retry_count = retry_count WHERE id IN ({list}) RETURNING id, {STATE_COLUMNS}"
-        ),
+        Dialect::Sqlite => {
+            let sql = format!(
+                "UPDATE integrations SET retry_count = retry_count WHERE id IN ({}) RETURNING id, {STATE_COLUMNS}",
+                work::placeholders(1, ids.len())
+            );
+            db::query(txn, sql, ids.iter().map(|id| Value::from(*id))).await?
+        }
     };
-    let rows = db::query(txn, sql, ids.iter().map(|id| Value::from(*id))).await?;
     let mut states = HashMap::with_capacity(rows.len());
     for i in rows {
         let id: Uuid = i.try_get("", "id")?;
@@ -257,6 +262,46 @@ async fn update_integrations(
     decisions: &[(usize, IntegrationState, policy::Decision)],
 ) -> Result<(), DbErr> {
     if decisions.is_empty() {
+        return Ok(());
+    }
+    let now = d.now();
+    // A success clears the integration's count of lost leases (`engine::lease`).
+    let set = format!(
+        "retry_count = v.rc, sync_enabled = v.en, health = v.h, next_trigger = v.nt, \
+           next_sync_at = CASE WHEN v.next_ms IS NULL THEN NULL ELSE {next} END, \
+           followup_requested = false, last_sync_at = {now}, \
+           last_success_at = CASE WHEN v.ok THEN {now} ELSE last_success_at END, \
+           last_error = CASE WHEN v.ok THEN NULL ELSE v.err END, \
+           watermark = CASE WHEN v.ok AND v.wm IS NOT NULL THEN v.wm ELSE watermark END, \
+           lost_leases = CASE WHEN v.ok THEN 0 ELSE lost_leases END, \
+           updated_at = {now}",
+        next = d.now_plus_ms("v.next_ms"),
+    );
+    if d == Dialect::Postgres {
+        // One text parameter whatever the batch size (see `work::pg_array`).
+        let rows: Vec<serde_json::Value> = decisions
+            .iter()
+            .map(|(k, _, dec)| {
+                let r = &reqs[*k];
+                serde_json::json!({
+                    "id": r.fence.subject,
+                    "rc": dec.retry_count,
+                    "en": dec.sync_enabled,
+                    "h": health_str(dec.health),
+                    "nt": dec.next_trigger.as_str(),
+                    "next_ms": dec.next_in.map(ms),
+                    "ok": dec.success,
+                    "err": r.report.error_message.clone().unwrap_or_default(),
+                    "wm": r.report.watermark,
+                })
+            })
+            .collect();
+        let sql = format!(
+            "UPDATE integrations SET {set} FROM jsonb_to_recordset($1::text::jsonb) \
+               AS v(id uuid, rc int, en boolean, h text, nt text, next_ms bigint, ok boolean, err text, wm text) \
+             WHERE integrations.id = v.id"
+        );
+        db::exec(txn, sql, [Value::from(serde_json::Value::Array(rows).to_string())]).await?;
         return Ok(());
     }
     const N: usize = 9;
@@ -288,21 +333,10 @@ async fn update_integrations(
             r.report.watermark.clone().into(),
         ]);
     }
-    let now = d.now();
-    // A success clears the integration's count of lost leases (`engine::lease`).
     let sql = format!(
         "WITH v(id, rc, en, h, nt, next_ms, ok, err, wm) AS (VALUES {tuples}) \
-         UPDATE integrations SET retry_count = v.rc, sync_enabled = v.en, health = v.h, next_trigger = v.nt, \
-           next_sync_at = CASE WHEN v.next_ms IS NULL THEN NULL ELSE {next} END, \
-           followup_requested = false, last_sync_at = {now}, \
-           last_success_at = CASE WHEN v.ok THEN {now} ELSE last_success_at END, \
-           last_error = CASE WHEN v.ok THEN NULL ELSE v.err END, \
-           watermark = CASE WHEN v.ok AND v.wm IS NOT NULL THEN v.wm ELSE watermark END, \
-           lost_leases = CASE WHEN v.ok THEN 0 ELSE lost_leases END, \
-           updated_at = {now} \
-         FROM v WHERE integrations.id = v.id",
+         UPDATE integrations SET {set} FROM v WHERE integrations.id = v.id",
         tuples = tuples.join(", "),
-        next = d.now_plus_ms("v.next_ms"),
     );
     db::exec(txn, sql, values).await?;
     Ok(())

@@ -32,6 +32,9 @@ pub(crate) async fn insert(
     ended: &[Ended<'_>],
 ) -> Result<Vec<i64>, DbErr> {
     let d = Dialect::of(txn);
+    if d == Dialect::Postgres {
+        return insert_pg(txn, ended).await;
+    }
     let ts = |p: usize| match d {
         Dialect::Postgres => format!("CAST(${p} AS timestamptz)"),
         Dialect::Sqlite => format!("${p}"),
@@ -111,4 +114,68 @@ pub(crate) async fn insert(
         }
     }
     Ok(durations)
+}
+
+/// PostgreSQL: every row in one JSON parameter, so the statement's text (and its cached
+/// plan) is the same whatever the batch size (see `work::pg_array`).
+async fn insert_pg(txn: &impl ConnectionTrait, ended: &[Ended<'_>]) -> Result<Vec<i64>, DbErr> {
+    let mut rows = Vec::with_capacity(ended.len());
+    for e in ended {
+        let c = e.counts;
+        rows.push(serde_json::json!({
+            "id": e.live.try_get::<Uuid>("", "id")?,
+            "integration_id": e.live.try_get::<Uuid>("", "integration_id")?,
+            "status": e.status.as_str(),
+            "trigger": e.live.try_get::<String>("", "trigger")?,
+            "scheduled_for": e.live.try_get::<DateTime<Utc>>("", "scheduled_for")?,
+            "attempt": e.live.try_get::<i32>("", "attempt")?,
+            "claims": e.live.try_get::<i32>("", "claims")?,
+            "solo_claims": e.live.try_get::<i32>("", "solo_claims")?,
+            "fence": e.live.try_get::<i64>("", "fence")?,
+            "created_at": e.live.try_get::<DateTime<Utc>>("", "created_at")?,
+            "started_at": e.live.try_get::<Option<DateTime<Utc>>>("", "started_at")?,
+            "wrote": e.wrote,
+            "rc": c.received,
+            "ri": c.inserted,
+            "ru": c.updated,
+            "rn": c.unchanged,
+            "rd": c.deleted,
+            "ec": e.error_class.map(|c| c.as_str()),
+            "em": e.error_message,
+            "worker_id": e.live.try_get::<Option<String>>("", "worker_id")?,
+        }));
+    }
+    let sql = "INSERT INTO run_history (id, integration_id, status, \"trigger\", scheduled_for, attempt, claims, \
+           solo_claims, fence, created_at, started_at, completed_at, duration_ms, records_count, \
+           records_inserted, records_updated, records_unchanged, records_deleted, error_class, \
+           error_message, worker_id) \
+         SELECT v.id, v.integration_id, v.status, v.\"trigger\", v.scheduled_for, v.attempt, v.claims, \
+           v.solo_claims, v.fence, v.created_at, v.started_at, \
+           CASE WHEN v.wrote THEN clock_timestamp() ELSE now() END, \
+           CAST(EXTRACT(EPOCH FROM ((CASE WHEN v.wrote THEN clock_timestamp() ELSE now() END) - v.started_at)) * 1000 AS BIGINT), \
+           v.rc, v.ri, v.ru, v.rn, v.rd, v.ec, v.em, v.worker_id \
+         FROM jsonb_to_recordset($1::text::jsonb) AS v(id uuid, integration_id uuid, status text, \"trigger\" text, \
+           scheduled_for timestamptz, attempt int, claims int, solo_claims int, fence bigint, created_at timestamptz, \
+           started_at timestamptz, wrote boolean, rc bigint, ri bigint, ru bigint, rn bigint, rd bigint, ec text, \
+           em text, worker_id text) \
+         RETURNING id, duration_ms";
+    let returned = db::query(
+        txn,
+        sql,
+        [Value::from(serde_json::Value::Array(rows).to_string())],
+    )
+    .await?;
+    let by_id: std::collections::HashMap<Uuid, i64> = returned
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<Uuid>("", "id")?,
+                r.try_get::<Option<i64>>("", "duration_ms")?.unwrap_or(0),
+            ))
+        })
+        .collect::<Result<_, DbErr>>()?;
+    ended
+        .iter()
+        .map(|e| Ok(by_id.get(&e.live.try_get::<Uuid>("", "id")?).copied().unwrap_or(0)))
+        .collect()
 }

@@ -69,6 +69,22 @@ pub enum Guard {
     LeaseExpired,
 }
 
+/// A PostgreSQL array literal of `items` (uuids, numbers: nothing that needs quoting),
+/// bound as one text parameter and cast in SQL (`$1::text::uuid[]`). A statement whose
+/// text does not depend on how many items it carries is prepared once per connection and
+/// its plan reused, where a list of placeholders made every batch size a new statement.
+pub fn pg_array<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
+    let mut s = String::from("{");
+    for (k, x) in items.into_iter().enumerate() {
+        if k > 0 {
+            s.push(',');
+        }
+        s.push_str(&x.to_string());
+    }
+    s.push('}');
+    s
+}
+
 /// `$first, $first+1, …` (`n` of them).
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
@@ -98,17 +114,16 @@ pub async fn claim(
     }
     let d = Dialect::of(db);
     let now = d.now();
-    let ph = placeholders(3, ids.len());
     // PostgreSQL: the rows are locked in id order before they are updated, so two
     // batches that overlap (a duplicate delivery) queue instead of deadlocking. The lock
     // takes them by primary key alone (a status condition there let stale statistics
     // plan a scan of every live row). SQLite serialises writers.
     let target = match d {
         Dialect::Postgres => format!(
-            "id IN (SELECT id FROM {t} WHERE id IN ({ph}) ORDER BY id FOR UPDATE)",
+            "id IN (SELECT id FROM {t} WHERE id = ANY($3::text::uuid[]) ORDER BY id FOR UPDATE)",
             t = w.table
         ),
-        Dialect::Sqlite => format!("id IN ({ph})"),
+        Dialect::Sqlite => format!("id IN ({})", placeholders(3, ids.len())),
     };
     let update = format!(
         "UPDATE {t} SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
@@ -129,7 +144,10 @@ pub async fn claim(
     let mut values: Vec<Value> = Vec::with_capacity(ids.len() + 2);
     values.push(owner.into());
     values.push(ms(lease).into());
-    values.extend(ids.iter().map(|id| Value::from(*id)));
+    match d {
+        Dialect::Postgres => values.push(pg_array(ids).into()),
+        Dialect::Sqlite => values.extend(ids.iter().map(|id| Value::from(*id))),
+    }
     db::query(db, sql, values).await
 }
 
@@ -194,20 +212,36 @@ pub async fn take(
         Guard::LeaseExpired => format!(" AND lease_until < {}", d.now()),
         Guard::Owner => String::new(),
     };
-    // A stale and a live claim of one item may share a batch: each term carries its fence.
-    let terms: Vec<String> = (0..fences.len())
-        .map(|k| format!("(id = ${} AND fence = ${})", 2 * k + 1, 2 * k + 2))
-        .collect();
-    let sql = format!(
-        "DELETE FROM {t} WHERE status = 'RUNNING'{expired} AND ({}) RETURNING *, {dur} AS duration_ms",
-        terms.join(" OR "),
-        t = w.table,
-        dur = d.ms_since("started_at"),
-    );
-    let values = fences
-        .iter()
-        .flat_map(|f| [Value::from(f.id), Value::from(f.fence)]);
-    db::query(txn, sql, values).await
+    // A stale and a live claim of one item may share a batch: each pair carries its fence.
+    let dur = d.ms_since("started_at");
+    match d {
+        Dialect::Postgres => {
+            let sql = format!(
+                "DELETE FROM {t} WHERE status = 'RUNNING'{expired} AND (id, fence) IN \
+                 (SELECT * FROM unnest($1::text::uuid[], $2::text::bigint[])) RETURNING *, {dur} AS duration_ms",
+                t = w.table,
+            );
+            let values = [
+                Value::from(pg_array(fences.iter().map(|f| f.id))),
+                Value::from(pg_array(fences.iter().map(|f| f.fence))),
+            ];
+            db::query(txn, sql, values).await
+        }
+        Dialect::Sqlite => {
+            let terms: Vec<String> = (0..fences.len())
+                .map(|k| format!("(id = ${} AND fence = ${})", 2 * k + 1, 2 * k + 2))
+                .collect();
+            let sql = format!(
+                "DELETE FROM {t} WHERE status = 'RUNNING'{expired} AND ({}) RETURNING *, {dur} AS duration_ms",
+                terms.join(" OR "),
+                t = w.table,
+            );
+            let values = fences
+                .iter()
+                .flat_map(|f| [Value::from(f.id), Value::from(f.fence)]);
+            db::query(txn, sql, values).await
+        }
+    }
 }
 
 /// RUNNING items whose lease expired and that are not poison become PENDING again.
