@@ -129,7 +129,25 @@ enum Backend {
     },
 }
 
-const GCRA: &str = r"
+/// The GCRA bucket of `provider` under `base` (the queue's `{prefix:sync}`, so it shares
+/// the queue's hash slot: docs/architecture.md §5.7).
+pub(crate) fn tat_key(base: &str, provider: &str) -> String {
+    format!("{base}:rl:tat:{provider}")
+}
+
+/// The fleet-wide 429 pause of `provider` under `base` (docs/architecture.md §5.7).
+pub(crate) fn pause_key(base: &str, provider: &str) -> String {
+    format!("{base}:rl:pause:{provider}")
+}
+
+/// What every pause key starts with; the console scans for it to list paused providers.
+pub fn pause_key_prefix(base: &str) -> String {
+    pause_key(base, "")
+}
+
+/// KEYS[1] the bucket ([`tat_key`]), KEYS[2] the pause ([`pause_key`]): both of one
+/// provider under one base, so one hash slot (Redis Cluster, docs/architecture.md §5.7).
+pub(crate) const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local pause = redis.call('PTTL', KEYS[2])
@@ -209,15 +227,15 @@ impl Limiter {
                     // No rate, but a 429 pause still applies.
                     let mut c = conn.clone();
                     let ms: i64 = redis::cmd("PTTL")
-                        .arg(format!("{prefix}:rl:pause:{provider}"))
+                        .arg(pause_key(prefix, provider))
                         .query_async(&mut c)
                         .await?;
                     return Ok((ms > 0).then(|| Duration::from_millis(ms as u64)));
                 };
                 let mut c = conn.clone();
                 let wait: i64 = redis::Script::new(GCRA)
-                    .key(format!("{prefix}:rl:tat:{provider}"))
-                    .key(format!("{prefix}:rl:pause:{provider}"))
+                    .key(tat_key(prefix, provider))
+                    .key(pause_key(prefix, provider))
                     .arg(limit.emission_ms())
                     .arg(limit.burst)
                     .invoke_async(&mut c)
@@ -262,7 +280,7 @@ impl Limiter {
             Backend::Redis { conn, prefix } => {
                 let mut c = conn.clone();
                 // Never shorten a longer pause another worker already set.
-                let key = format!("{prefix}:rl:pause:{provider}");
+                let key = pause_key(prefix, provider);
                 let current: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut c).await?;
                 if current < ms as i64 {
                     let _: () = redis::cmd("SET")

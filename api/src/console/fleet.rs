@@ -79,7 +79,13 @@ async fn pauses(state: &AppState) -> Vec<(String, i64)> {
     let Some(url) = state.config.redis_url.as_ref() else {
         return Vec::new();
     };
-    let prefix = format!("{{{}:sync}}:rl:pause:", state.config.redis_prefix);
+    // The same key names the limiter writes (docs/architecture.md §5.7).
+    let base = syncfleet_worker::queue::Keys::new(
+        &state.config.redis_prefix,
+        syncfleet_worker::queue::QUEUE,
+    )
+    .base;
+    let prefix = syncfleet_worker::ratelimit::pause_key_prefix(&base);
     let work = async {
         let client = redis::Client::open(url.expose()).ok()?;
         let mut c = client.get_multiplexed_async_connection().await.ok()?;

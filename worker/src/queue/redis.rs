@@ -53,7 +53,8 @@ impl Keys {
 }
 
 /// Adds each id that has no entry yet, scored by the Redis clock (ms); returns how many.
-const PUSH_LUA: &str = r"
+/// KEYS[1] `ready`.
+pub(crate) const PUSH_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local added = 0
@@ -64,12 +65,21 @@ return added
 ";
 
 /// Stamps a worker process's heartbeat with the Redis clock (s) and forgets processes
-/// silent for longer than ARGV[2] seconds.
-const HEARTBEAT_LUA: &str = r"
+/// silent for longer than ARGV[2] seconds. KEYS[1] `workers`.
+pub(crate) const HEARTBEAT_LUA: &str = r"
 local now = tonumber(redis.call('TIME')[1])
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 return now
+";
+
+/// Counts worker processes stamped within ARGV[1] seconds of the Redis clock. KEYS[1]
+/// `workers`. One script rather than `TIME` then `ZCOUNT`: on Redis Cluster a keyless
+/// `TIME` may be answered by another node than the one holding the set, whose clock the
+/// heartbeats used (one clock, docs/architecture.md §1.1 and §5.7).
+pub(crate) const ALIVE_LUA: &str = r"
+local now = tonumber(redis.call('TIME')[1])
+return redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 ";
 
 pub async fn push(conn: &ConnectionManager, keys: &Keys, ids: &[Uuid]) -> Result<u64, QueueError> {
@@ -159,13 +169,10 @@ pub async fn workers_alive(
     keys: &Keys,
     within_secs: u64,
 ) -> Result<u64, QueueError> {
-    let mut c = conn.clone();
-    let (now, _): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
-    Ok(redis::cmd("ZCOUNT")
-        .arg(&keys.workers)
-        .arg(now.saturating_sub(within_secs))
-        .arg("+inf")
-        .query_async(&mut c)
+    Ok(redis::Script::new(ALIVE_LUA)
+        .key(&keys.workers)
+        .arg(within_secs)
+        .invoke_async(&mut conn.clone())
         .await?)
 }
 
@@ -192,4 +199,217 @@ pub async fn set_epoch(conn: &ConnectionManager, keys: &Keys) -> Result<(), Queu
 pub async fn ping(conn: &ConnectionManager) -> Result<(), QueueError> {
     let _: String = redis::cmd("PING").query_async(&mut conn.clone()).await?;
     Ok(())
+}
+
+/// Redis Cluster: every key a script or command of one deployment touches must hash to
+/// one slot, and every script must receive its keys through `KEYS` (docs/architecture.md
+/// §5.7). The slot is computed here as Redis Cluster does (CRC16/XMODEM of the hash tag,
+/// mod 16384), since the `redis` crate's own slot function comes with its `cluster`
+/// feature, which this build does not enable.
+#[cfg(test)]
+mod cluster_slots {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::collections::BTreeSet;
+
+    use entity::ConnectorKind;
+
+    use super::{ALIVE_LUA, HEARTBEAT_LUA, Keys, PUSH_LUA};
+    use crate::queue::QUEUE;
+    use crate::ratelimit::{self, slots};
+
+    /// CRC16/XMODEM (polynomial 0x1021, initial value 0, no reflection).
+    fn crc16(data: &[u8]) -> u16 {
+        let mut crc: u16 = 0;
+        for &b in data {
+            crc ^= u16::from(b) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc
+    }
+
+    /// The cluster slot of a key: only what lies between the first `{` and the first `}`
+    /// after it is hashed, if that is not empty; otherwise the whole key.
+    fn slot(key: &str) -> u16 {
+        let k = key.as_bytes();
+        let tag = k.iter().position(|&c| c == b'{').and_then(|open| {
+            let rest = &k[open + 1..];
+            rest.iter()
+                .position(|&c| c == b'}')
+                .filter(|&len| len > 0)
+                .map(|len| &rest[..len])
+        });
+        crc16(tag.unwrap_or(k)) % 16384
+    }
+
+    #[test]
+    fn the_slot_function_matches_redis_cluster() {
+        // The check value of CRC16/XMODEM and slots `CLUSTER KEYSLOT` answers.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("bar"), 5061);
+        // The hash-tag rules of the cluster specification.
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_eq!(slot("foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
+        assert_eq!(slot("foo{{bar}}zap"), crc16(b"{bar") % 16384);
+        assert_eq!(slot("foo{bar}{zap}"), slot("bar"));
+    }
+
+    /// Realistic provider keys (`<kind>:<16 hex>`, docs/architecture.md §6.2).
+    fn providers() -> Vec<String> {
+        let urls = |u: &str| vec![url::Url::parse(u).unwrap_or_else(|e| panic!("{u}: {e}"))];
+        vec![
+            ratelimit::provider_key(
+                ConnectorKind::HttpJson,
+                &serde_json::json!({"url": "https://api.example.com/kpi", "headers": {"authorization": "Bearer a"}}),
+                &urls("https://api.example.com/kpi"),
+            ),
+            ratelimit::provider_key(
+                ConnectorKind::GoogleSheets,
+                &serde_json::json!({"apiKey": "k-123"}),
+                &urls("https://sheets.googleapis.com/v4/spreadsheets/x"),
+            ),
+            ratelimit::provider_key(ConnectorKind::Synthetic, &serde_json::json!({}), &[]),
+        ]
+    }
+
+    /// Every script, with the keys its caller passes as `KEYS`, built by the same
+    /// functions the code calls.
+    fn scripts(prefix: &str) -> Vec<(&'static str, &'static str, Vec<String>)> {
+        let keys = Keys::new(prefix, QUEUE);
+        let mut out = vec![
+            ("push", PUSH_LUA, vec![keys.ready.clone()]),
+            ("heartbeat", HEARTBEAT_LUA, vec![keys.workers.clone()]),
+            ("workers alive", ALIVE_LUA, vec![keys.workers.clone()]),
+        ];
+        for p in providers() {
+            out.push((
+                "gcra",
+                ratelimit::GCRA,
+                vec![
+                    ratelimit::tat_key(&keys.base, &p),
+                    ratelimit::pause_key(&keys.base, &p),
+                ],
+            ));
+            out.push((
+                "slot acquire",
+                slots::ACQUIRE,
+                vec![slots::slots_key(&keys.base, &p)],
+            ));
+            out.push((
+                "slot renew",
+                slots::RENEW,
+                vec![slots::slots_key(&keys.base, &p)],
+            ));
+        }
+        out
+    }
+
+    /// Every key one deployment (one prefix) uses, scripts and plain commands alike.
+    fn all_keys(prefix: &str) -> Vec<String> {
+        let keys = Keys::new(prefix, QUEUE);
+        let mut out = vec![keys.ready.clone(), keys.workers.clone(), keys.epoch.clone()];
+        for p in providers() {
+            out.push(ratelimit::tat_key(&keys.base, &p));
+            out.push(ratelimit::pause_key(&keys.base, &p));
+            out.push(slots::slots_key(&keys.base, &p));
+        }
+        // What the console scans for paused providers.
+        out.push(format!("{}*", ratelimit::pause_key_prefix(&keys.base)));
+        out
+    }
+
+    #[test]
+    fn every_key_of_a_deployment_shares_one_slot() {
+        // Prefixes are letters, digits, `-`, `_` and `.` (the configuration refuses
+        // anything else), so no prefix can close or open a hash tag of its own.
+        for prefix in ["syncfleet", "tenant-b", "eu_west.1", "x"] {
+            let keys = all_keys(prefix);
+            let tag = format!("{{{prefix}:{QUEUE}}}");
+            let slots: BTreeSet<u16> = keys.iter().map(|k| slot(k)).collect();
+            assert_eq!(slots.len(), 1, "{prefix}: {keys:?} hash to {slots:?}");
+            assert!(
+                keys.iter().all(|k| k.starts_with(&format!("{tag}:"))),
+                "{keys:?}"
+            );
+            assert_eq!(slots.first().copied(), Some(slot(&tag)));
+            for (name, _, script_keys) in scripts(prefix) {
+                let s: BTreeSet<u16> = script_keys.iter().map(|k| slot(k)).collect();
+                assert_eq!(s.len(), 1, "{name}: {script_keys:?} span slots {s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn deployments_with_other_prefixes_may_live_on_other_slots() {
+        assert_ne!(
+            slot(&Keys::new("syncfleet", QUEUE).ready),
+            slot(&Keys::new("tenant-b", QUEUE).ready)
+        );
+        // Numbered prefixes get distinct slots, but not spread ones: CRC16 is linear, so
+        // names that differ in a trailing digit land close together (`syncfleet-0` …
+        // `syncfleet-15` all fall in slots 23–3874, the first shard of an evenly split
+        // three-shard cluster). Which shard holds a slot is the cluster's slot map:
+        // choose prefixes by their slot, or move the slots (docs/scale.md §5).
+        let spread: BTreeSet<u16> = (0..16)
+            .map(|n| slot(&Keys::new(&format!("syncfleet-{n}"), QUEUE).ready))
+            .collect();
+        assert_eq!(spread.len(), 16, "{spread:?}");
+    }
+
+    /// Commands a script calls that take no key.
+    const KEYLESS: [&str; 1] = ["TIME"];
+
+    #[test]
+    fn scripts_take_every_key_through_keys() {
+        for (name, lua, keys) in scripts("syncfleet") {
+            let mut used = BTreeSet::new();
+            let mut calls = 0;
+            for (at, _) in lua.match_indices("redis.call(") {
+                calls += 1;
+                let args = &lua[at + "redis.call(".len()..];
+                let quoted = args.strip_prefix('\'').unwrap_or_else(|| {
+                    panic!("{name}: a command that is not a literal: {args:.40}")
+                });
+                let (command, rest) = quoted
+                    .split_once('\'')
+                    .unwrap_or_else(|| panic!("{name}: unterminated command: {args:.40}"));
+                let command = command.to_ascii_uppercase();
+                if KEYLESS.contains(&command.as_str()) {
+                    continue;
+                }
+                let rest = rest
+                    .trim_start()
+                    .strip_prefix(',')
+                    .unwrap_or_else(|| panic!("{name}: `{command}` is called without a key"));
+                // The first argument of every keyed command is KEYS[n], never a name
+                // the script builds: Redis Cluster routes a script by its KEYS only.
+                let first = rest.trim_start();
+                let n = first
+                    .strip_prefix("KEYS[")
+                    .and_then(|r| r.split(']').next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or_else(|| {
+                        panic!("{name}: `{command}` is not given a KEYS entry: {first:.40}")
+                    });
+                used.insert(n);
+            }
+            assert!(calls > 0, "{name}: no redis.call found");
+            assert_eq!(
+                used,
+                (1..=keys.len()).collect::<BTreeSet<_>>(),
+                "{name}: the script's KEYS and the keys its caller passes differ"
+            );
+            // Whatever else the script reads comes from ARGV (values, never key names).
+            assert!(
+                !lua.contains(".."),
+                "{name}: the script concatenates strings"
+            );
+        }
+    }
 }

@@ -42,9 +42,15 @@ pub fn retry_when_busy(base: Duration) -> Duration {
     Duration::from_millis(rand::random_range(ms / 2..=ms + ms / 2))
 }
 
+/// The slot set of `provider` under `base` (the queue's `{prefix:sync}`, so it shares the
+/// queue's hash slot: docs/architecture.md §5.7).
+pub(crate) fn slots_key(base: &str, provider: &str) -> String {
+    format!("{base}:rl:slots:{provider}")
+}
+
 /// Drops expired holders, then takes a slot if fewer than the cap are held.
 /// KEYS[1] the set; ARGV: cap, ttl ms, holder token. Returns 1 when taken.
-const ACQUIRE: &str = r"
+pub(crate) const ACQUIRE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -58,7 +64,7 @@ return 1
 /// Extends a held slot. A holder still in the set has not been counted out by any
 /// acquire (they purge expired holders first), so extending it is safe even past its
 /// score. KEYS[1] the set; ARGV: ttl ms, holder token. Returns 0 when the slot is gone.
-const RENEW: &str = r"
+pub(crate) const RENEW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
@@ -140,7 +146,7 @@ impl Slots {
                     .map(|p| Slot(Held::Local(p))))
             }
             Backend::Redis { conn, prefix } => {
-                let key = format!("{prefix}:rl:slots:{provider}");
+                let key = slots_key(prefix, provider);
                 let token = uuid::Uuid::new_v4().simple().to_string();
                 let ttl_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
                 let deadline = Instant::now() + wait;
