@@ -162,12 +162,9 @@ async fn supervise(
             let queue = queue.clone();
             async move {
                 match queue.clone() {
-                    Queue::Redis {
-                        conn, waiter, keys, ..
-                    } => {
+                    Queue::Redis { conn, keys, .. } => {
                         let backend = RedisBackend::new(Source {
                             conn,
-                            waiter,
                             keys,
                             busy: engine.busy(),
                             suspects: engine.suspects(),

@@ -139,7 +139,10 @@ pub async fn stored_many(
             let list: Vec<String> = (1..=unique.len()).map(|i| format!("${i}")).collect();
             db::query(
                 db,
-                format!("{cols} WHERE integration_id IN ({}) LIMIT {limit}", list.join(", ")),
+                format!(
+                    "{cols} WHERE integration_id IN ({}) LIMIT {limit}",
+                    list.join(", ")
+                ),
                 unique.iter().map(|id| Value::from(*id)),
             )
             .await?

@@ -253,12 +253,18 @@ async fn wait_for_successes(f: &BenchFleet, n: u64, limit: Duration) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let done: i64 = f
-            .one("SELECT count(*) AS n FROM run_history WHERE status = 'SUCCESS'", "n")
+            .one(
+                "SELECT count(*) AS n FROM run_history WHERE status = 'SUCCESS'",
+                "n",
+            )
             .await;
         if done as u64 >= n {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out at {done}/{n} successes");
+        assert!(
+            Instant::now() < deadline,
+            "timed out at {done}/{n} successes"
+        );
     }
 }
 

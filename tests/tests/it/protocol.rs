@@ -858,7 +858,9 @@ async fn a_batched_finish_of_records_refuses_a_stale_claims_records() {
                 },
             });
         }
-        let out = finish_many(db, RetryPolicy::default(), &reqs).await.unwrap();
+        let out = finish_many(db, RetryPolicy::default(), &reqs)
+            .await
+            .unwrap();
         assert_eq!(out[1], Finished::Stale, "the stale claim is refused");
         for k in [0, 2] {
             assert!(
@@ -875,7 +877,11 @@ async fn a_batched_finish_of_records_refuses_a_stale_claims_records() {
             )
         };
         assert_eq!(stored(ids[0]).await, 100);
-        assert_eq!(stored(ids[1]).await, 0, "no record of the stale claim landed");
+        assert_eq!(
+            stored(ids[1]).await,
+            0,
+            "no record of the stale claim landed"
+        );
         assert_eq!(stored(ids[2]).await, 100);
         let r1 = &runs(db, ids[1]).await[0];
         assert_eq!(

@@ -22,8 +22,8 @@ pub use super::claim::claim_many;
 use super::finish::Finished;
 pub use super::finish::{FinishReq, finish_many};
 use super::policy::RetryPolicy;
-pub use crate::work::MAX_BATCH;
 use crate::store::{self, StoredRows};
+pub use crate::work::MAX_BATCH;
 use crate::work::batcher::{BatchFn, Batcher as Group};
 
 /// Loops per batcher: one can be in the database while the next batch gathers.

@@ -301,7 +301,12 @@ async fn update_integrations(
                AS v(id uuid, rc int, en boolean, h text, nt text, next_ms bigint, ok boolean, err text, wm text) \
              WHERE integrations.id = v.id"
         );
-        db::exec(txn, sql, [Value::from(serde_json::Value::Array(rows).to_string())]).await?;
+        db::exec(
+            txn,
+            sql,
+            [Value::from(serde_json::Value::Array(rows).to_string())],
+        )
+        .await?;
         return Ok(());
     }
     const N: usize = 9;

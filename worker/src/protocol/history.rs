@@ -176,6 +176,11 @@ async fn insert_pg(txn: &impl ConnectionTrait, ended: &[Ended<'_>]) -> Result<Ve
         .collect::<Result<_, DbErr>>()?;
     ended
         .iter()
-        .map(|e| Ok(by_id.get(&e.live.try_get::<Uuid>("", "id")?).copied().unwrap_or(0)))
+        .map(|e| {
+            Ok(by_id
+                .get(&e.live.try_get::<Uuid>("", "id")?)
+                .copied()
+                .unwrap_or(0))
+        })
         .collect()
 }

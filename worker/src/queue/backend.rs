@@ -33,8 +33,6 @@ use crate::job::SyncJob;
 #[derive(Clone)]
 pub struct Source {
     pub conn: ConnectionManager,
-    /// For the blocking pop when the queue is empty ([`rq::wait`]).
-    pub waiter: ConnectionManager,
     pub keys: Keys,
     /// Handler calls in flight in this worker (see [`crate::Engine::busy`]).
     pub busy: Arc<AtomicUsize>,
@@ -142,19 +140,10 @@ fn stream_of(src: Source) -> BoxStream<'static, Task<SyncJob>> {
                     if st.failing.take().is_some() {
                         tracing::info!("queue reachable again; fetching resumes");
                     }
-                    if !ids.is_empty() {
+                    if ids.is_empty() {
+                        tokio::time::sleep(st.src.poll).await;
+                    } else {
                         st.buf.extend(ids);
-                        continue;
-                    }
-                    // Nothing ready: block until something is pushed (or a second has
-                    // passed), so a pushed run starts within a round trip, not a poll.
-                    match rq::wait(&st.src.waiter, &st.src.keys).await {
-                        Ok(Some(id)) => st.buf.push_back(id),
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::debug!(error = %e, "blocking pop failed; polling instead");
-                            tokio::time::sleep(st.src.poll).await;
-                        }
                     }
                 }
                 Err(e) => {

@@ -44,10 +44,6 @@ pub enum QueueError {
 pub enum Queue {
     Redis {
         conn: ConnectionManager,
-        /// A connection of its own for the blocking pop of idle fetchers
-        /// ([`redis::wait`]): a blocked command would hold up everything queued behind it
-        /// on the shared one.
-        waiter: ConnectionManager,
         keys: Keys,
         /// How often each worker process stamps its heartbeat.
         heartbeat: Duration,
@@ -72,16 +68,9 @@ impl Queue {
     /// can share a server (and a Redis Cluster keeps the queue in one hash slot).
     pub async fn redis(url: &str, prefix: &str, heartbeat: Duration) -> Result<Self, QueueError> {
         let client = ::redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client.clone()).await?;
-        let waiter = ConnectionManager::new_with_config(
-            client,
-            ::redis::aio::ConnectionManagerConfig::new()
-                .set_response_timeout(Some(redis::WAIT + Duration::from_secs(2))),
-        )
-        .await?;
+        let conn = ConnectionManager::new(client).await?;
         Ok(Self::Redis {
             conn,
-            waiter,
             keys: Keys::new(prefix, QUEUE),
             heartbeat,
         })
@@ -160,7 +149,6 @@ impl Queue {
                 conn,
                 keys,
                 heartbeat,
-                ..
             } => {
                 // Entries silent for a minute (and at least 12 heartbeats) are forgotten.
                 let forget = (heartbeat.as_secs().max(1) * 12).max(60);
@@ -177,7 +165,6 @@ impl Queue {
                 conn,
                 keys,
                 heartbeat,
-                ..
             } => self::redis::workers_alive(conn, keys, heartbeat.as_secs().max(1) * 3).await,
             Self::Sqlite { pool, .. } => {
                 let n: i64 = sea_orm::sqlx::query_scalar(

@@ -120,27 +120,6 @@ pub async fn fetch(
         .collect())
 }
 
-/// Longest a blocking pop waits before it returns empty-handed (and the fetcher looks
-/// at its free slots and the isolation flag again).
-pub const WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Waits up to [`WAIT`] for an entry and pops it (`BZPOPMIN`): an idle fetcher wakes the
-/// moment a run is pushed instead of on its next poll. Use a connection of its own.
-pub async fn wait(conn: &ConnectionManager, keys: &Keys) -> Result<Option<Uuid>, QueueError> {
-    let popped: Option<(String, String, f64)> = redis::cmd("BZPOPMIN")
-        .arg(&keys.ready)
-        .arg(WAIT.as_secs_f64())
-        .query_async(&mut conn.clone())
-        .await?;
-    Ok(popped.and_then(|(_, id, _)| match id.parse() {
-        Ok(id) => Some(id),
-        Err(_) => {
-            tracing::warn!(entry = %id, "dropping a queue entry that is not a run id");
-            None
-        }
-    }))
-}
-
 pub async fn depth(conn: &ConnectionManager, keys: &Keys) -> Result<u64, QueueError> {
     Ok(redis::cmd("ZCARD")
         .arg(&keys.ready)
