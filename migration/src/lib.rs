@@ -19,6 +19,8 @@ mod m20261202_000011_audit_actor_name;
 mod m20261202_000012_keyed_api_key_hashes;
 mod m20261202_000013_operator_role;
 mod m20261202_000014_console;
+// 15 is the lead's (the sync_logs split); 16 is registered after it once it lands.
+mod m20261202_000016_run_stats_hourly;
 
 pub struct Migrator;
 
@@ -40,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000012_keyed_api_key_hashes::Migration),
             Box::new(m20261202_000013_operator_role::Migration),
             Box::new(m20261202_000014_console::Migration),
+            Box::new(m20261202_000016_run_stats_hourly::Migration),
         ]
     }
 }
