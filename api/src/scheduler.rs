@@ -178,17 +178,22 @@ async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
 /// steps of the maintenance pass.
 pub async fn run_history(state: AppState, shutdown: CancellationToken) {
     let cfg = state.config.history.clone();
+    let mut keep = retention::Boundaries::default();
     loop {
         tokio::select! {
             () = tokio::time::sleep(cfg.period) => {}
             () = shutdown.cancelled() => return,
         }
-        history_pass(&state, &shutdown).await;
+        history_pass(&state, &mut keep, &shutdown).await;
     }
 }
 
 /// One history pass; each step logs its own failure and the next pass retries.
-pub async fn history_pass(state: &AppState, shutdown: &CancellationToken) {
+async fn history_pass(
+    state: &AppState,
+    keep: &mut retention::Boundaries,
+    shutdown: &CancellationToken,
+) {
     let cfg = &state.config.history;
     match rollup::pass(&state.db, cfg, Clock::Database).await {
         Ok(r) => {
@@ -213,7 +218,7 @@ pub async fn history_pass(state: &AppState, shutdown: &CancellationToken) {
     if shutdown.is_cancelled() {
         return;
     }
-    match retention::pass(&state.db, cfg, Clock::Database, shutdown).await {
+    match retention::pass_with(&state.db, cfg, Clock::Database, keep, shutdown).await {
         Ok(r) => {
             state.metrics.history_deleted_runs.inc_by(r.deleted);
             if r.deleted > 0 {

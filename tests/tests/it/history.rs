@@ -188,8 +188,13 @@ async fn roll(db: &DatabaseConnection, c: &HistoryConfig, now: DateTime<Utc>) ->
     rollup::pass(db, c, Clock::At(now)).await.expect("rollup")
 }
 
-async fn retain(db: &DatabaseConnection, c: &HistoryConfig, now: DateTime<Utc>) -> u64 {
-    retention::pass(db, c, Clock::At(now), &CancellationToken::new())
+async fn retain(
+    db: &DatabaseConnection,
+    c: &HistoryConfig,
+    keep: &mut retention::Boundaries,
+    now: DateTime<Utc>,
+) -> u64 {
+    retention::pass_with(db, c, Clock::At(now), keep, &CancellationToken::new())
         .await
         .expect("retention")
         .deleted
@@ -202,6 +207,8 @@ async fn retention_scenario(db: &DatabaseConnection) {
     let t = at("2026-06-01T12:00:00Z");
     let grace = HistoryConfig::default().rollup_grace;
     let c = cfg(Duration::from_secs(3600), 3);
+    // Keep boundaries remembered across passes, as the history loop does.
+    let mut keep = retention::Boundaries::default();
     // A: one run every 10 minutes from t − 10 h to t − 10 min (60 runs).
     let a = integration(db, "frequent").await;
     let mut a_runs = Vec::new();
@@ -241,13 +248,13 @@ async fn retention_scenario(db: &DatabaseConnection) {
     }
 
     // Nothing is rolled up: nothing may go, however old.
-    assert_eq!(retain(db, &c, t).await, 0);
+    assert_eq!(retain(db, &c, &mut keep, t).await, 0);
     assert_eq!(stored(db, a).await.len(), 60);
 
     // Rolled up to t − 6 h: only runs before it may go, though the retention is 1 h.
     let r = roll(db, &c, t - TimeDelta::hours(6) + grace).await;
     assert_eq!(r.rolled_up_to, Some(t - TimeDelta::hours(6)));
-    let deleted = retain(db, &c, t).await;
+    let deleted = retain(db, &c, &mut keep, t).await;
     let a_left = stored(db, a).await;
     // A's runs completed at t − 10 h … t − 6 h 10 min go (24); from t − 6 h on they stay.
     assert_eq!(
@@ -268,17 +275,17 @@ async fn retention_scenario(db: &DatabaseConnection) {
     assert_eq!(deleted, 24 + 2 + 1);
 
     // A second pass finds nothing more.
-    assert_eq!(retain(db, &c, t).await, 0);
+    assert_eq!(retain(db, &c, &mut keep, t).await, 0);
 
     // Rolled up to t: the retention (1 h) is now the cut.
     roll(db, &c, t + grace).await;
-    retain(db, &c, t).await;
+    retain(db, &c, &mut keep, t).await;
     let a_left = stored(db, a).await;
     // Completed before t − 1 h: gone; t − 1 h and later (6 runs) stay.
     assert_eq!(a_left, a_runs[54..].to_vec());
     // Later, with no new runs, A still keeps its newest 3.
     roll(db, &c, t + TimeDelta::hours(5) + grace).await;
-    retain(db, &c, t + TimeDelta::hours(5)).await;
+    retain(db, &c, &mut keep, t + TimeDelta::hours(5)).await;
     assert_eq!(stored(db, a).await, a_runs[57..].to_vec());
     assert_eq!(stored(db, b).await, b_runs);
     assert_eq!(stored(db, c_int).await.len(), 4);
@@ -288,6 +295,23 @@ async fn retention_scenario(db: &DatabaseConnection) {
     // all 60 + 2 + 5 + 4 finished runs.
     let agg: i64 = aggregates(db).await.iter().map(|s| s.runs).sum();
     assert_eq!(agg, 71);
+
+    // B syncs again: three new runs make its two old ones deletable, although the
+    // boundary remembered from the passes before said B had too few runs.
+    for k in 0..3 {
+        finished(
+            db,
+            b,
+            "SUCCESS",
+            t + TimeDelta::hours(5) + TimeDelta::minutes(k),
+            Some(10),
+            0,
+        )
+        .await;
+    }
+    roll(db, &c, t + TimeDelta::hours(7) + grace).await;
+    assert_eq!(retain(db, &c, &mut keep, t + TimeDelta::hours(7)).await, 2);
+    assert_eq!(stored(db, b).await.len(), 3);
     // The planted live runs go now, so the test leaves no work behind.
     q::exec(
         db,

@@ -17,11 +17,15 @@
 //! and never takes part in a deadlock; a skipped row is taken by a later pass. Between
 //! batches the pass sleeps `batch_pause`.
 //!
-//! A keep boundary read at the start of the pass can only be older than the true one
-//! (newer runs push it forward), so a boundary that is out of date keeps more, never
-//! less.
+//! Keep boundaries are remembered across passes ([`Boundaries`], held by the history
+//! loop): a boundary read earlier can only be older than the true one (newer runs push
+//! it forward, and nothing deletes a run above anybody's boundary), so one that is out
+//! of date keeps more, never less. A boundary is read again only when it stops a
+//! candidate, at most once per integration and pass; so an integration that syncs often
+//! costs one read when the loop first meets it, not one per pass, while one that keeps
+//! runs because of `keep_runs` costs one read per pass.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbErr, Value};
@@ -42,6 +46,18 @@ pub struct Retention {
     pub cut: Option<DateTime<Utc>>,
 }
 
+/// Keep boundaries by integration: the id of its `keep_runs`-th newest finished run when
+/// it was read (`None`: it had fewer).
+#[derive(Debug, Default)]
+pub struct Boundaries {
+    by_integration: HashMap<Uuid, Option<Uuid>>,
+    keep_runs: u32,
+}
+
+/// Boundaries remembered at most (forgotten wholesale beyond, like those of deleted
+/// integrations).
+const MAX_BOUNDARIES: usize = 1_000_000;
+
 /// Ids per statement reading keep boundaries or deleting.
 fn chunk_size(d: Dialect) -> usize {
     match d {
@@ -52,13 +68,30 @@ fn chunk_size(d: Dialect) -> usize {
 }
 
 /// Deletes the finished runs that the retention and the rollup allow, in batches, until
-/// none is left or `stop` is cancelled.
+/// none is left or `stop` is cancelled (with boundaries read afresh).
 pub async fn pass(
     db: &impl ConnectionTrait,
     cfg: &HistoryConfig,
     clock: Clock,
     stop: &CancellationToken,
 ) -> Result<Retention, DbErr> {
+    pass_with(db, cfg, clock, &mut Boundaries::default(), stop).await
+}
+
+/// [`pass`] with the keep boundaries of earlier passes.
+pub async fn pass_with(
+    db: &impl ConnectionTrait,
+    cfg: &HistoryConfig,
+    clock: Clock,
+    keep: &mut Boundaries,
+    stop: &CancellationToken,
+) -> Result<Retention, DbErr> {
+    if keep.keep_runs != cfg.keep_runs || keep.by_integration.len() > MAX_BOUNDARIES {
+        *keep = Boundaries {
+            by_integration: HashMap::new(),
+            keep_runs: cfg.keep_runs,
+        };
+    }
     let now = clock.now(db).await?;
     let Some(wm) = super::watermark(db).await? else {
         return Ok(Retention::default());
@@ -73,7 +106,8 @@ pub async fn pass(
     // Run ids stamped at or after the cut were created after it and cannot have
     // finished before it: an upper bound for the id-ordered walk.
     let id_bound = id_floor(cut);
-    let mut keep: HashMap<Uuid, Option<Uuid>> = HashMap::new();
+    // Integrations whose boundary this pass has read.
+    let mut fresh: HashSet<Uuid> = HashSet::new();
     let mut cursor: Option<Uuid> = None;
     loop {
         let mut values: Vec<Value> = vec![id_bound.into(), cut.into()];
@@ -102,19 +136,28 @@ pub async fn pass(
                 r.try_get::<Uuid>("", "integration_id")?,
             ));
         }
-        let mut unknown: Vec<Uuid> = candidates
+        let allows = |keep: &Boundaries, id: &Uuid, i: &Uuid| {
+            keep.by_integration
+                .get(i)
+                .copied()
+                .flatten()
+                .is_some_and(|k| *id < k)
+        };
+        // Boundaries that stop a candidate and were not read in this pass: read again.
+        let mut stale: Vec<Uuid> = candidates
             .iter()
+            .filter(|(id, i)| !fresh.contains(i) && !allows(keep, id, i))
             .map(|(_, i)| *i)
-            .filter(|i| !keep.contains_key(i))
             .collect();
-        unknown.sort_unstable();
-        unknown.dedup();
-        for chunk in unknown.chunks(chunk_size(d)) {
-            boundaries(db, chunk, cfg.keep_runs, &mut keep).await?;
+        stale.sort_unstable();
+        stale.dedup();
+        for chunk in stale.chunks(chunk_size(d)) {
+            boundaries(db, chunk, cfg.keep_runs, &mut keep.by_integration).await?;
         }
+        fresh.extend(stale);
         let doomed: Vec<Uuid> = candidates
             .iter()
-            .filter(|(id, i)| keep.get(i).copied().flatten().is_some_and(|k| *id < k))
+            .filter(|(id, i)| allows(keep, id, i))
             .map(|(id, _)| *id)
             .collect();
         for chunk in doomed.chunks(chunk_size(d)) {

@@ -88,7 +88,7 @@ pub fn insert_runs_sql(table: &str, t0: &str, g0: u64, g1: u64, step_us: u64, m:
          FROM (SELECT g, t, t - d * interval '1 millisecond' AS c, d, h FROM \
                  (SELECT g, '{t0}'::timestamptz + (g * {step_us}) * interval '1 microsecond' AS t, \
                          20 + (g * 7919) % 400 AS d, md5(g::text) AS h \
-                    FROM generate_series({g0}, {g1}) g) a) s"
+                    FROM generate_series(CAST({g0} AS BIGINT), CAST({g1} AS BIGINT)) g) a) s"
     )
 }
 

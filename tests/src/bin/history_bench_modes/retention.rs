@@ -128,6 +128,7 @@ pub async fn run() {
     let maint = {
         let (db, shared, cfg, stop) = (db.clone(), shared.clone(), cfg.clone(), stop.clone());
         tokio::spawn(async move {
+            let mut keep = retention::Boundaries::default();
             while !stop.is_cancelled() {
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(period_ms)) => {}
@@ -144,7 +145,7 @@ pub async fn run() {
                     .unwrap()
                     .push(t.elapsed().as_secs_f64() * 1000.0);
                 let t = Instant::now();
-                match retention::pass(&db, &cfg, now, &stop).await {
+                match retention::pass_with(&db, &cfg, now, &mut keep, &stop).await {
                     Ok(r) => {
                         shared.deleted.fetch_add(r.deleted, Ordering::Relaxed);
                     }
