@@ -93,6 +93,7 @@ async fn serve(
     }
     tasks.spawn(scheduler::run_scheduler(state.clone(), shutdown.clone()));
     tasks.spawn(scheduler::run_maintenance(state.clone(), shutdown.clone()));
+    tasks.spawn(scheduler::run_history(state.clone(), shutdown.clone()));
     tasks.spawn(crate::console::live::run(state.clone(), shutdown.clone()));
     if with_worker {
         let engine = Engine::new(

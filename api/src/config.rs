@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use syncfleet_worker::ProtocolConfig;
+use syncfleet_worker::history::HistoryConfig;
 use syncfleet_worker::net::NetPolicy;
 use syncfleet_worker::protocol::policy::RetryPolicy;
 use syncfleet_worker::secrets::SecretBox;
@@ -88,6 +89,8 @@ pub struct Config {
     pub auth_failures_per_sec: u32,
     pub auth_failures_burst: u32,
     pub protocol: ProtocolConfig,
+    /// Retention of finished runs and their hourly rollup (`SYNCFLEET_HISTORY_*`).
+    pub history: HistoryConfig,
     /// The console's public address (`SYNCFLEET_PUBLIC_URL`); `https://` makes its
     /// session cookie `Secure`.
     pub public_url: Option<url::Url>,
@@ -242,6 +245,30 @@ impl Config {
                 "must be at least 30",
             ));
         }
+        let hd = HistoryConfig::default();
+        let retention = match get("SYNCFLEET_HISTORY_RETENTION") {
+            None => hd.retention,
+            Some(v) => parse_duration("SYNCFLEET_HISTORY_RETENTION", &v)?,
+        };
+        // The last hour's raw runs must always be there: the fleet status, the failures
+        // page and the scheduler lag read them, and the stats read a window's first,
+        // partial hour from them (docs/architecture.md §3.9).
+        if retention < Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "SYNCFLEET_HISTORY_RETENTION",
+                "must be at least 1h",
+            ));
+        }
+        let history = HistoryConfig {
+            retention,
+            keep_runs: u32::try_from(positive(
+                "SYNCFLEET_HISTORY_KEEP_RUNS",
+                u64::from(hd.keep_runs),
+            )?)
+            .map_err(|_| ConfigError::new("SYNCFLEET_HISTORY_KEEP_RUNS", "is too large"))?,
+            period: ms("SYNCFLEET_HISTORY_PERIOD_MS", hd.period)?,
+            ..hd
+        };
         let public_url = get("SYNCFLEET_PUBLIC_URL")
             .map(|v| {
                 url::Url::parse(&v)
@@ -295,6 +322,7 @@ impl Config {
             auth_failures_burst: u32::try_from(positive("SYNCFLEET_AUTH_FAILURES_BURST", 20)?)
                 .map_err(|_| ConfigError::new("SYNCFLEET_AUTH_FAILURES_BURST", "is too large"))?,
             protocol,
+            history,
         })
     }
 
@@ -329,6 +357,38 @@ impl Config {
             .map(Secret::expose)
             .ok_or_else(|| ConfigError::new("REDIS_URL", "is required for this role (redis://…)"))
     }
+}
+
+/// A duration written as a whole number and a unit: `ms`, `s`, `m`, `h` or `d`
+/// (`30d`, `12h`, `90m`), greater than 0 and at most 100 years.
+fn parse_duration(var: &str, v: &str) -> Result<Duration, ConfigError> {
+    let bad = || {
+        ConfigError::new(
+            var,
+            format!(
+                "`{v}` is not a duration like 30d, 12h or 90m (a whole number and one of ms, s, m, h, d)"
+            ),
+        )
+    };
+    let split = v.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let unit_ms: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    let total = n.checked_mul(unit_ms).ok_or_else(bad)?;
+    if total == 0 {
+        return Err(ConfigError::new(var, "must be greater than 0"));
+    }
+    if total > 100 * 365 * 86_400_000 {
+        return Err(ConfigError::new(var, "must be at most 100 years"));
+    }
+    Ok(Duration::from_millis(total))
 }
 
 fn as_i64(var: &str, v: u64) -> Result<i64, ConfigError> {
@@ -388,12 +448,54 @@ mod tests {
             ("SYNCFLEET_RATE_LIMITS", "http_json=5"),
             ("SYNCFLEET_PROVIDER_CONCURRENCY", "http_json=0"),
             ("SYNCFLEET_PROVIDER_CONCURRENCY", "ftp=2"),
+            ("SYNCFLEET_HISTORY_RETENTION", "30"),
+            ("SYNCFLEET_HISTORY_RETENTION", "30 days"),
+            ("SYNCFLEET_HISTORY_RETENTION", "59m"),
+            ("SYNCFLEET_HISTORY_RETENTION", "0d"),
+            ("SYNCFLEET_HISTORY_RETENTION", "-1d"),
+            ("SYNCFLEET_HISTORY_RETENTION", "99999999999999999999d"),
+            ("SYNCFLEET_HISTORY_KEEP_RUNS", "0"),
+            ("SYNCFLEET_HISTORY_KEEP_RUNS", "many"),
+            ("SYNCFLEET_HISTORY_PERIOD_MS", "0"),
         ] {
             let e = with(&[(k, v)])
                 .err()
                 .unwrap_or_else(|| panic!("{k} accepted"));
             assert_eq!(e.var, k);
         }
+    }
+
+    #[test]
+    fn history_settings_parse_with_units() {
+        let c = with(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.history.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.history.keep_runs, 100);
+        assert_eq!(c.history.period, Duration::from_secs(60));
+        for (v, secs) in [
+            ("30d", 30 * 86_400),
+            ("12h", 12 * 3600),
+            ("90m", 5400),
+            ("3600s", 3600),
+            ("3600000ms", 3600),
+        ] {
+            let c = with(&[("SYNCFLEET_HISTORY_RETENTION", v)]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.history.retention, Duration::from_secs(secs), "{v}");
+        }
+        let e = with(&[("SYNCFLEET_HISTORY_RETENTION", "30")])
+            .err()
+            .unwrap_or_else(|| panic!("a bare number was accepted"));
+        assert_eq!(
+            e.to_string(),
+            "invalid SYNCFLEET_HISTORY_RETENTION: `30` is not a duration like 30d, 12h or 90m \
+             (a whole number and one of ms, s, m, h, d)"
+        );
+        let c = with(&[
+            ("SYNCFLEET_HISTORY_KEEP_RUNS", "5"),
+            ("SYNCFLEET_HISTORY_PERIOD_MS", "250"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.history.keep_runs, 5);
+        assert_eq!(c.history.period, Duration::from_millis(250));
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! The background loops of an API replica: the scheduler and the maintenance pass
-//! (lost-queue check, reaper, re-enqueuer, repair, queue hygiene). Leaderless: every
-//! replica runs both; the SQL makes concurrent passes safe.
+//! The background loops of an API replica: the scheduler, the maintenance pass
+//! (lost-queue check, reaper, re-enqueuer, repair, queue hygiene) and the slower history
+//! pass (hourly rollup, then retention). Leaderless: every replica runs all three; the
+//! SQL makes concurrent passes safe.
 
 use std::time::Duration;
 
 use syncfleet_worker::db as q;
+use syncfleet_worker::history::{Clock, retention, rollup};
 use syncfleet_worker::protocol::{reaper, schedule};
 use tokio_util::sync::CancellationToken;
 
@@ -168,6 +170,68 @@ async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
         tracing::debug!(removed, "queue cleanup");
     }
     Ok(())
+}
+
+/// The history pass every `SYNCFLEET_HISTORY_PERIOD_MS` (docs/architecture.md §3.9): roll
+/// up the complete hours, then delete the finished runs the retention and the rollup
+/// allow. Its own loop, so a long rollup or a large delete never delays the recovery
+/// steps of the maintenance pass.
+pub async fn run_history(state: AppState, shutdown: CancellationToken) {
+    let cfg = state.config.history.clone();
+    let mut keep = retention::Boundaries::default();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(cfg.period) => {}
+            () = shutdown.cancelled() => return,
+        }
+        history_pass(&state, &mut keep, &shutdown).await;
+    }
+}
+
+/// One history pass; each step logs its own failure and the next pass retries.
+async fn history_pass(
+    state: &AppState,
+    keep: &mut retention::Boundaries,
+    shutdown: &CancellationToken,
+) {
+    let cfg = &state.config.history;
+    match rollup::pass(&state.db, cfg, Clock::Database).await {
+        Ok(r) => {
+            state
+                .metrics
+                .history_rolled_up_hours
+                .inc_by(u64::from(r.hours));
+            if let Some(w) = r.rolled_up_to {
+                state.metrics.history_watermark.set(w.timestamp());
+            }
+            if r.hours > 0 {
+                tracing::info!(
+                    hours = r.hours,
+                    rows = r.rows,
+                    rolled_up_to = ?r.rolled_up_to,
+                    "history rolled up"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "history rollup failed; the next pass retries"),
+    }
+    if shutdown.is_cancelled() {
+        return;
+    }
+    match retention::pass_with(&state.db, cfg, Clock::Database, keep, shutdown).await {
+        Ok(r) => {
+            state.metrics.history_deleted_runs.inc_by(r.deleted);
+            if r.deleted > 0 {
+                tracing::info!(
+                    deleted = r.deleted,
+                    batches = r.batches,
+                    cut = ?r.cut,
+                    "history retention"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "history retention failed; the next pass retries"),
+    }
 }
 
 /// Pushes every PENDING run last pushed before now, in chunks, up to the depth bound;

@@ -20,6 +20,7 @@ mod m20261202_000012_keyed_api_key_hashes;
 mod m20261202_000013_operator_role;
 mod m20261202_000014_console;
 mod m20261202_000015_live_runs;
+mod m20261202_000016_run_stats_hourly;
 
 pub struct Migrator;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000013_operator_role::Migration),
             Box::new(m20261202_000014_console::Migration),
             Box::new(m20261202_000015_live_runs::Migration),
+            Box::new(m20261202_000016_run_stats_hourly::Migration),
         ]
     }
 }

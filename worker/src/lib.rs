@@ -10,6 +10,7 @@ pub mod config;
 pub mod connectors;
 pub mod db;
 pub mod engine;
+pub mod history;
 pub mod job;
 pub mod metrics;
 pub mod net;

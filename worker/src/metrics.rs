@@ -32,6 +32,12 @@ pub struct Metrics {
     pub runs_pending: IntGauge,
     pub runs_running: IntGauge,
     pub disabled_integrations: IntGauge,
+    /// Finished runs deleted by the history retention.
+    pub history_deleted_runs: IntCounter,
+    /// Hours rolled up into `run_stats_hourly`.
+    pub history_rolled_up_hours: IntCounter,
+    /// The rollup watermark, unix seconds (0 until the first rollup).
+    pub history_watermark: IntGauge,
 }
 
 impl Metrics {
@@ -104,6 +110,18 @@ impl Metrics {
                 "disabled_integrations",
                 "Integrations disabled by the system",
             ),
+            history_deleted_runs: counter(
+                "history_deleted_runs_total",
+                "Finished runs deleted by the history retention",
+            ),
+            history_rolled_up_hours: counter(
+                "history_rolled_up_hours_total",
+                "Hours rolled up into the hourly run aggregates",
+            ),
+            history_watermark: gauge(
+                "history_rollup_watermark_seconds",
+                "Start of the first hour not rolled up yet (unix seconds)",
+            ),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -127,6 +145,9 @@ impl Metrics {
             Box::new(m.runs_pending.clone()),
             Box::new(m.runs_running.clone()),
             Box::new(m.disabled_integrations.clone()),
+            Box::new(m.history_deleted_runs.clone()),
+            Box::new(m.history_rolled_up_hours.clone()),
+            Box::new(m.history_watermark.clone()),
         ];
         for c in collectors {
             // Names are unique constants; a failure here would be a programming error

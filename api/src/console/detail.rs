@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use syncfleet_worker::db as q;
+use syncfleet_worker::history::{self as runs_history, HISTORY, STATS_TABLE};
 
 use super::{
     ConsoleError, Session, abs, actions, interval_text, layout, page, rel, status_icon, toast, tone,
@@ -260,18 +261,40 @@ async fn live_region(state: &AppState, s: &Session, id: Uuid) -> Result<Markup, 
     })
 }
 
-/// Points of the chart: `[unix seconds], [duration ms], [outcome]` of the newest 200
-/// finished runs, oldest first.
+/// Points the chart shows at most.
+const CHART_POINTS: usize = 200;
+
+/// Points of the chart, oldest first: `[unix seconds, duration ms, outcome]`. The hours
+/// not rolled up yet give one point per finished run (the newest 200); older hours,
+/// from their aggregate, one point each at the middle of the hour: the hour's p50
+/// duration, coloured by its worst outcome (failed, then rate limited, then success),
+/// until the chart has 200 points (docs/architecture.md §3.9).
 async fn chart_data(state: &AppState, id: Uuid) -> Result<Vec<Value>, ApiError> {
+    let watermark = runs_history::watermark(&state.db).await?;
+    let (bound, values): (String, Vec<sea_orm::Value>) = match watermark {
+        None => (String::new(), vec![id.into()]),
+        // Runs that finished in the hours not rolled up yet, created at most an hour
+        // before them (so the walk of the integration's index stays short).
+        Some(w) => (
+            " AND id >= $2 AND completed_at >= $3".into(),
+            vec![
+                id.into(),
+                runs_history::id_floor(w - chrono::TimeDelta::hours(1)).into(),
+                w.into(),
+            ],
+        ),
+    };
     let rows = q::query(
         &state.db,
-        "SELECT completed_at, duration_ms, status FROM run_history WHERE integration_id = $1 \
-         AND status IN ('SUCCESS', 'FAILED', 'RATE_LIMITED') ORDER BY id DESC LIMIT 200",
-        [id.into()],
+        format!(
+            "SELECT completed_at, duration_ms, status FROM {HISTORY} WHERE integration_id = $1{bound} \
+             AND status IN ('SUCCESS', 'FAILED', 'RATE_LIMITED') ORDER BY id DESC LIMIT {CHART_POINTS}"
+        ),
+        values,
     )
     .await?;
-    let mut pts = Vec::with_capacity(rows.len());
-    for r in rows.iter().rev() {
+    let mut pts = Vec::with_capacity(CHART_POINTS);
+    for r in &rows {
         let t: Option<chrono::DateTime<chrono::Utc>> = r.try_get("", "completed_at")?;
         let d: Option<i64> = r.try_get("", "duration_ms")?;
         let st: String = r.try_get("", "status")?;
@@ -283,6 +306,40 @@ async fn chart_data(state: &AppState, id: Uuid) -> Result<Vec<Value>, ApiError> 
             ]));
         }
     }
+    if let Some(w) = watermark
+        && pts.len() < CHART_POINTS
+    {
+        let hours = q::query(
+            &state.db,
+            format!(
+                "SELECT hour, failed, rate_limited, duration_p50_ms FROM {STATS_TABLE} \
+                 WHERE integration_id = $1 AND hour < $2 AND succeeded + failed + rate_limited > 0 \
+                 ORDER BY hour DESC LIMIT {}",
+                CHART_POINTS - pts.len()
+            ),
+            [id.into(), w.into()],
+        )
+        .await?;
+        for r in &hours {
+            let hour: chrono::DateTime<chrono::Utc> = r.try_get("", "hour")?;
+            let (failed, limited): (i64, i64) =
+                (r.try_get("", "failed")?, r.try_get("", "rate_limited")?);
+            let d: Option<i64> = r.try_get("", "duration_p50_ms")?;
+            let st = if failed > 0 {
+                "FAILED"
+            } else if limited > 0 {
+                "RATE_LIMITED"
+            } else {
+                "SUCCESS"
+            };
+            pts.push(json!([
+                (hour.timestamp() + 1800) as f64,
+                d.unwrap_or(0),
+                st
+            ]));
+        }
+    }
+    pts.reverse();
     Ok(pts)
 }
 

@@ -128,8 +128,8 @@ pub async fn update(
     Ok(after)
 }
 
-/// Deletes the caller's integration `id` with its runs and records; the audit trail
-/// (including this deletion) stays.
+/// Deletes the caller's integration `id` with its runs, records and hourly aggregates;
+/// the audit trail (including this deletion) stays.
 pub async fn delete(
     state: &AppState,
     caller: &Caller,
@@ -149,6 +149,16 @@ pub async fn delete(
             before: Some(json!(IntegrationView::from(before.clone()))),
             after: None,
         },
+    )
+    .await?;
+    // The aggregates have no foreign key to cascade from (docs/architecture.md §3.9).
+    q::exec(
+        &txn,
+        format!(
+            "DELETE FROM {} WHERE integration_id = $1",
+            syncfleet_worker::history::STATS_TABLE
+        ),
+        [id.into()],
     )
     .await?;
     q::exec(&txn, "DELETE FROM integrations WHERE id = $1", [id.into()]).await?;

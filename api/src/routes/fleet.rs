@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use syncfleet_worker::db::{self as q, Dialect};
+use syncfleet_worker::history::{self, HISTORY, STATS_TABLE};
 
 use super::integrations::{Reason, reason, trigger_result};
 use crate::auth::{Admin, Caller};
@@ -156,7 +157,11 @@ pub struct KindStats {
 #[serde(rename_all = "camelCase")]
 pub struct FleetStats {
     pub window_secs: i64,
-    /// How many runs the figures are computed from (the newest 100,000 at most).
+    /// Start of the period the figures cover: the window's start, or the start of its
+    /// first hour when that hour is known only from the hourly aggregates.
+    pub since: DateTime<Utc>,
+    /// How many finished runs the figures are computed from: every run of the rolled-up
+    /// hours in the window, plus the newest 100,000 at most of the rest.
     pub sampled_runs: u64,
     pub overall: KindStats,
     pub by_kind: BTreeMap<String, KindStats>,
@@ -188,6 +193,7 @@ fn parse_window(raw: Option<&str>) -> Result<i64, ApiError> {
     Ok(secs)
 }
 
+/// The `(round((n − 1)·p))`-th value of the sorted durations.
 fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
     if sorted.is_empty() {
         return None;
@@ -196,10 +202,38 @@ fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
     sorted.get(idx).copied()
 }
 
+/// [`percentile`] over the raw durations (weight 1 each) together with hourly
+/// percentiles weighted by their runs: the value at position `round((W − 1)·p)` of the
+/// sequence in which every hourly value stands for its runs. Exact for raw runs and
+/// for one integration-hour; across hours an estimate (docs/architecture.md §3.9).
+fn weighted_percentile(sorted: &[i64], hourly: &[(i64, u64)], p: f64) -> Option<i64> {
+    if hourly.is_empty() {
+        return percentile(sorted, p);
+    }
+    let mut items: Vec<(i64, u64)> = sorted.iter().map(|d| (*d, 1)).collect();
+    items.extend_from_slice(hourly);
+    items.sort_unstable();
+    let total: u64 = items.iter().map(|(_, w)| w).sum();
+    if total == 0 {
+        return None;
+    }
+    let target = ((total as f64 - 1.0) * p).round() as u64;
+    let mut seen = 0u64;
+    for (v, w) in items {
+        seen += w;
+        if seen > target {
+            return Some(v);
+        }
+    }
+    None
+}
+
 #[derive(Default)]
 struct Acc {
     stats: KindStats,
     durations: Vec<i64>,
+    /// Hourly p50, p95, p99 with the runs each stands for.
+    hourly: [Vec<(i64, u64)>; 3],
     records: i64,
 }
 
@@ -217,17 +251,95 @@ impl Acc {
         self.records += records;
     }
 
+    /// Counts of rolled-up hours.
+    fn add_hours(&mut self, succeeded: u64, failed: u64, rate_limited: u64, records: i64) {
+        self.stats.runs += succeeded + failed + rate_limited;
+        self.stats.succeeded += succeeded;
+        self.stats.failed += failed;
+        self.stats.rate_limited += rate_limited;
+        self.records += records;
+    }
+
+    fn add_hour_percentiles(&mut self, runs: u64, p: [Option<i64>; 3]) {
+        for (list, v) in self.hourly.iter_mut().zip(p) {
+            if let Some(v) = v
+                && runs > 0
+            {
+                list.push((v, runs));
+            }
+        }
+    }
+
     fn finish(mut self) -> KindStats {
         self.durations.sort_unstable();
         let finished = self.stats.succeeded + self.stats.failed;
         self.stats.success_rate =
             (finished > 0).then(|| self.stats.succeeded as f64 / finished as f64);
-        self.stats.duration_p50_ms = percentile(&self.durations, 0.50);
-        self.stats.duration_p95_ms = percentile(&self.durations, 0.95);
-        self.stats.duration_p99_ms = percentile(&self.durations, 0.99);
+        self.stats.duration_p50_ms = weighted_percentile(&self.durations, &self.hourly[0], 0.50);
+        self.stats.duration_p95_ms = weighted_percentile(&self.durations, &self.hourly[1], 0.95);
+        self.stats.duration_p99_ms = weighted_percentile(&self.durations, &self.hourly[2], 0.99);
         self.stats.records_per_run =
             (self.stats.runs > 0).then(|| self.records as f64 / self.stats.runs as f64);
         self.stats
+    }
+}
+
+/// Most raw runs, and most hourly rows for the percentiles, one stats answer reads.
+const SAMPLE: u64 = 100_000;
+
+/// Where a window's figures come from (docs/architecture.md §3.9): hours before the
+/// rollup watermark from the hourly aggregates, the rest from the raw runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sources {
+    /// The start of the period covered.
+    since: DateTime<Utc>,
+    /// Rolled-up hours `[from, to)` read from `run_stats_hourly`.
+    hours: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Raw `completed_at` ranges `[from, to)` (`None`: up to now), newest first.
+    raw: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+}
+
+/// `since` is the window's start, `kept_since` the instant after which every finished
+/// run is still stored whatever the rollup (now − the retention).
+fn sources(
+    since: DateTime<Utc>,
+    rolled_up_to: Option<DateTime<Utc>>,
+    kept_since: DateTime<Utc>,
+) -> Sources {
+    let raw_only = Sources {
+        since,
+        hours: None,
+        raw: vec![(since, None)],
+    };
+    let Some(w) = rolled_up_to.filter(|w| since < *w) else {
+        return raw_only;
+    };
+    let first = history::floor_hour(since);
+    if first == since {
+        return Sources {
+            since,
+            hours: Some((since, w)),
+            raw: vec![(w, None)],
+        };
+    }
+    let next = first + chrono::TimeDelta::hours(1);
+    if since >= kept_since {
+        // The window's partial first hour is still stored raw: read it from the rows,
+        // so the window starts where it was asked to.
+        if next >= w {
+            return raw_only;
+        }
+        return Sources {
+            since,
+            hours: Some((next, w)),
+            raw: vec![(w, None), (since, Some(next))],
+        };
+    }
+    // Its rows may be gone: the whole first hour, from its aggregate.
+    Sources {
+        since: first,
+        hours: Some((first, w)),
+        raw: vec![(w, None)],
     }
 }
 
@@ -239,36 +351,120 @@ pub async fn stats(
     ApiQuery(p): ApiQuery<StatsQuery>,
 ) -> Result<Json<FleetStats>, ApiError> {
     let window = parse_window(p.window.as_deref())?;
-    let d = Dialect::of(&state.db);
-    let (scope, mut values) = workspace_scope(&caller, "i");
-    values.push((-window * 1000).into());
-    let since = d.now_plus_ms(&format!("${}", values.len()));
-    let rows = q::query(
-        &state.db,
-        format!(
-            "SELECT i.kind, s.status, s.duration_ms, s.records_count FROM sync_logs s JOIN integrations i ON i.id = s.integration_id \
-             WHERE s.completed_at >= {since} AND s.status IN ('SUCCESS', 'FAILED', 'RATE_LIMITED'){scope} \
-             ORDER BY s.completed_at DESC LIMIT 100000"
-        ),
-        values,
-    )
-    .await?;
+    let now = history::db_now(&state.db).await?;
+    let since = now - chrono::TimeDelta::seconds(window);
+    let retention = chrono::TimeDelta::from_std(state.config.history.retention)
+        .unwrap_or(chrono::TimeDelta::MAX);
+    let plan = sources(
+        since,
+        history::watermark(&state.db).await?,
+        now.checked_sub_signed(retention)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+    );
     let mut overall = Acc::default();
     let mut by_kind: BTreeMap<String, Acc> = BTreeMap::new();
-    for r in &rows {
-        let kind: String = r.try_get("", "kind")?;
-        let status: String = r.try_get("", "status")?;
-        let duration: Option<i64> = r.try_get("", "duration_ms")?;
-        let records: i64 = r.try_get("", "records_count")?;
-        overall.add(&status, duration, records);
-        by_kind
-            .entry(kind)
-            .or_default()
-            .add(&status, duration, records);
+    let mut sampled = 0u64;
+    let (scope, scope_values) = workspace_scope(&caller, "i");
+    for (from, to) in &plan.raw {
+        let left = SAMPLE - sampled;
+        if left == 0 {
+            break;
+        }
+        let mut values = scope_values.clone();
+        values.push((*from).into());
+        let mut range = format!("s.completed_at >= ${}", values.len());
+        if let Some(to) = to {
+            values.push((*to).into());
+            range.push_str(&format!(" AND s.completed_at < ${}", values.len()));
+        }
+        let rows = q::query(
+            &state.db,
+            format!(
+                "SELECT i.kind, s.status, s.duration_ms, s.records_count FROM {HISTORY} s JOIN integrations i ON i.id = s.integration_id \
+                 WHERE {range} AND s.status IN ('SUCCESS', 'FAILED', 'RATE_LIMITED'){scope} \
+                 ORDER BY s.completed_at DESC LIMIT {left}"
+            ),
+            values,
+        )
+        .await?;
+        for r in &rows {
+            let kind: String = r.try_get("", "kind")?;
+            let status: String = r.try_get("", "status")?;
+            let duration: Option<i64> = r.try_get("", "duration_ms")?;
+            let records: i64 = r.try_get("", "records_count")?;
+            overall.add(&status, duration, records);
+            by_kind
+                .entry(kind)
+                .or_default()
+                .add(&status, duration, records);
+        }
+        sampled += rows.len() as u64;
+    }
+    if let Some((from, to)) = plan.hours {
+        let mut values = scope_values.clone();
+        values.push(from.into());
+        values.push(to.into());
+        let (a, b) = (values.len() - 1, values.len());
+        let hours = format!("a.hour >= ${a} AND a.hour < ${b}");
+        // Every rolled-up hour of the window counts…
+        let rows = q::query(
+            &state.db,
+            format!(
+                "SELECT i.kind, CAST(SUM(a.succeeded) AS BIGINT) AS succeeded, CAST(SUM(a.failed) AS BIGINT) AS failed, \
+                   CAST(SUM(a.rate_limited) AS BIGINT) AS rate_limited, CAST(SUM(a.records) AS BIGINT) AS records \
+                 FROM {STATS_TABLE} a JOIN integrations i ON i.id = a.integration_id \
+                 WHERE {hours}{scope} GROUP BY i.kind"
+            ),
+            values.clone(),
+        )
+        .await?;
+        let count = |r: &sea_orm::QueryResult, c: &str| -> Result<u64, ApiError> {
+            Ok(u64::try_from(r.try_get::<i64>("", c)?).unwrap_or(0))
+        };
+        for r in &rows {
+            let kind: String = r.try_get("", "kind")?;
+            let (ok, failed, limited) = (
+                count(r, "succeeded")?,
+                count(r, "failed")?,
+                count(r, "rate_limited")?,
+            );
+            let records: i64 = r.try_get("", "records")?;
+            overall.add_hours(ok, failed, limited, records);
+            by_kind
+                .entry(kind)
+                .or_default()
+                .add_hours(ok, failed, limited, records);
+            sampled += ok + failed + limited;
+        }
+        // …and the percentiles come from the newest hourly rows.
+        let rows = q::query(
+            &state.db,
+            format!(
+                "SELECT i.kind, a.succeeded + a.failed + a.rate_limited AS n, \
+                   a.duration_p50_ms, a.duration_p95_ms, a.duration_p99_ms \
+                 FROM {STATS_TABLE} a JOIN integrations i ON i.id = a.integration_id \
+                 WHERE {hours} AND a.duration_p50_ms IS NOT NULL{scope} \
+                 ORDER BY a.hour DESC LIMIT {SAMPLE}"
+            ),
+            values,
+        )
+        .await?;
+        for r in &rows {
+            let kind: String = r.try_get("", "kind")?;
+            let n = count(r, "n")?;
+            let p = [
+                r.try_get("", "duration_p50_ms")?,
+                r.try_get("", "duration_p95_ms")?,
+                r.try_get("", "duration_p99_ms")?,
+            ];
+            overall.add_hour_percentiles(n, p);
+            by_kind.entry(kind).or_default().add_hour_percentiles(n, p);
+        }
     }
     Ok(Json(FleetStats {
         window_secs: window,
-        sampled_runs: rows.len() as u64,
+        since: plan.since,
+        sampled_runs: sampled,
         overall: overall.finish(),
         by_kind: by_kind.into_iter().map(|(k, a)| (k, a.finish())).collect(),
     }))
@@ -344,4 +540,84 @@ pub async fn retry(
     let why = reason(body.reason)?;
     let t = control::runs::retry(&state, &caller, log_id, why).await?;
     Ok((StatusCode::ACCEPTED, Json(trigger_result(&state, t).await?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_window_reads_rolled_up_hours_from_the_aggregates() {
+        let w = Some(t("2026-12-02T10:00:00Z"));
+        let long_ago = t("2026-11-01T00:00:00Z");
+        // Nothing rolled up, or the window starts after the watermark: all raw.
+        for wm in [None, w] {
+            let since = t("2026-12-02T10:05:00Z");
+            assert_eq!(
+                sources(since, wm, long_ago),
+                Sources {
+                    since,
+                    hours: None,
+                    raw: vec![(since, None)]
+                }
+            );
+        }
+        // An aligned start: aggregates up to the watermark, raw after it.
+        let since = t("2026-12-01T10:00:00Z");
+        assert_eq!(
+            sources(since, w, long_ago),
+            Sources {
+                since,
+                hours: Some((since, t("2026-12-02T10:00:00Z"))),
+                raw: vec![(t("2026-12-02T10:00:00Z"), None)]
+            }
+        );
+        // A partial first hour still stored raw: read from the rows.
+        let since = t("2026-12-01T09:20:00Z");
+        assert_eq!(
+            sources(since, w, long_ago),
+            Sources {
+                since,
+                hours: Some((t("2026-12-01T10:00:00Z"), t("2026-12-02T10:00:00Z"))),
+                raw: vec![
+                    (t("2026-12-02T10:00:00Z"), None),
+                    (since, Some(t("2026-12-01T10:00:00Z")))
+                ]
+            }
+        );
+        // The partial first hour is the one before the watermark: all raw.
+        let since = t("2026-12-02T09:20:00Z");
+        assert_eq!(sources(since, w, long_ago).hours, None);
+        // Past the retention, the partial hour's rows may be gone: its whole aggregate.
+        let since = t("2026-12-01T09:20:00Z");
+        assert_eq!(
+            sources(since, w, t("2026-12-02T09:00:00Z")),
+            Sources {
+                since: t("2026-12-01T09:00:00Z"),
+                hours: Some((t("2026-12-01T09:00:00Z"), t("2026-12-02T10:00:00Z"))),
+                raw: vec![(t("2026-12-02T10:00:00Z"), None)]
+            }
+        );
+    }
+
+    #[test]
+    fn hourly_percentiles_stand_for_their_runs() {
+        // Unit weights: the same as the raw percentile.
+        let raw = [10, 20, 30, 40, 50];
+        assert_eq!(weighted_percentile(&raw, &[], 0.5), Some(30));
+        assert_eq!(
+            weighted_percentile(&[10, 20], &[(30, 1), (40, 1), (50, 1)], 0.5),
+            Some(30)
+        );
+        // An hour of 98 runs at 100 ms outweighs two raw runs.
+        assert_eq!(weighted_percentile(&[5, 900], &[(100, 98)], 0.5), Some(100));
+        assert_eq!(weighted_percentile(&[5, 900], &[(100, 98)], 1.0), Some(900));
+        assert_eq!(weighted_percentile(&[], &[], 0.5), None);
+    }
 }

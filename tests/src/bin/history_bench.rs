@@ -1,13 +1,24 @@
-//! Benchmark of the history read path (issue: sync history must stay fast with millions
-//! of rows). Seeds PostgreSQL with N `sync_logs` rows over M integrations (once; the
-//! database is kept for later runs), starts the real `syncfleet api` process, and drives
-//! `GET /api/integrations/{id}/sync-history?pageSize=20` from this (second) process with
-//! C concurrent keep-alive clients on random integrations. Prints p50/p99/max latency
-//! and requests per second for each round, then the median and range.
+//! Benchmarks of the run history (BENCHMARKS.md "Sync history read path" and "History
+//! retention and rollups").
+//!
+//! The read path (default): seeds PostgreSQL with N `sync_logs` rows over M integrations
+//! (once; the database is kept for later runs), starts the real `syncfleet api` process,
+//! and drives `GET /api/integrations/{id}/sync-history?pageSize=20` from this (second)
+//! process with C concurrent keep-alive clients on random integrations. Prints
+//! p50/p99/max latency and requests per second for each round, then the median and range.
 //!
 //! cargo run --release -p tests --bin history-bench -- [rows] [integrations] [clients] [seconds] [rounds]
+//!
+//! `retention`: the footprint of the history under the retention and the rollup, in
+//! compressed time (see [`retention`]). `partition`: batched deletes against dropping a
+//! time partition of the same rows (see [`partition`]).
+//!
+//! cargo run --release -p tests --bin history-bench -- retention [--runs N] …
+//! cargo run --release -p tests --bin history-bench -- partition [--rows N] …
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod history_bench_modes;
 
 use std::time::{Duration, Instant};
 
@@ -88,6 +99,14 @@ async fn seed(db: &DatabaseConnection, rows: u64, integrations: u64) {
 
 #[tokio::main]
 async fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("retention") => history_bench_modes::retention::run().await,
+        Some("partition") => history_bench_modes::partition::run().await,
+        _ => read_path().await,
+    }
+}
+
+async fn read_path() {
     let rows = arg(1, 10_000_000);
     let integrations = arg(2, 10_000);
     let clients = arg(3, 8);
@@ -128,6 +147,7 @@ async fn main() {
         ),
         ("SYNCFLEET_REDIS_PREFIX", "bench-history"),
         ("SYNCFLEET_ADMIN_TOKEN", token),
+        ("SYNCFLEET_SECRET_KEY", history_bench_modes::SECRET_KEY),
         ("SYNCFLEET_LISTEN", &format!("127.0.0.1:{port}")),
         ("SYNCFLEET_API_RATE_PER_SEC", "1000000"),
         ("SYNCFLEET_API_RATE_BURST", "1000000"),

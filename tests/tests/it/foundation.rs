@@ -21,6 +21,8 @@ const TABLES: &[&str] = &[
     "records",
     "audit_events",
     "api_keys",
+    "run_stats_hourly",
+    "run_stats_watermark",
 ];
 
 async fn assert_tables(db: &impl ConnectionTrait, present: bool) {

@@ -11,6 +11,7 @@ mod control;
 mod faults;
 mod foundation;
 mod gauges;
+mod history;
 mod protocol;
 mod queue;
 mod recovery;
