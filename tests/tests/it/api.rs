@@ -778,6 +778,12 @@ async fn openapi_document_matches_real_responses() {
             .1,
     );
     validate(&spec, "Problem", &c.get("/api/integrations/nope").await.1);
+    // The manual run above finishes before the worker stops (a hint popped but not yet
+    // claimed when it stops would wait for the re-enqueuer).
+    eventually(Duration::from_secs(10), "no live run", || async {
+        (count(&env.db, "SELECT COUNT(*) FROM live_runs", vec![]).await == 0).then_some(())
+    })
+    .await;
     stop.cancel();
     let _ = worker.await;
     app.stop().await;
