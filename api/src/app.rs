@@ -104,10 +104,7 @@ async fn serve(
             ConnectorEnv {
                 net: state.config.net.clone(),
             },
-            state.queue.limiter(
-                state.config.rate_limits.clone(),
-                state.config.provider_concurrency.clone(),
-            ),
+            state.providers.clone(),
         );
         tasks.spawn(runner::run(engine, state.queue.clone(), shutdown.clone()));
     }
@@ -143,7 +140,12 @@ fn state(
     );
     let single_process =
         syncfleet_worker::db::Dialect::of(&db) != syncfleet_worker::db::Dialect::Postgres;
+    let providers = queue.limiter(
+        config.rate_limits.clone(),
+        config.provider_concurrency.clone(),
+    );
     AppState {
+        providers,
         db,
         queue,
         metrics,

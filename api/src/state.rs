@@ -36,6 +36,9 @@ pub struct AppState {
     pub address_guard: Arc<AddressGuard>,
     /// The web console's change feed (server-sent events).
     pub live: Arc<crate::console::live::Live>,
+    /// The providers' fleet-wide limits, for fetches made here (the console's Test
+    /// connection; the embedded worker shares it, so in-process buckets are one).
+    pub providers: syncfleet_worker::ratelimit::Limiter,
 }
 
 /// Limits the requests with unknown keys per client address: each costs a database

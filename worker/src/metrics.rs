@@ -24,6 +24,8 @@ pub struct Metrics {
     pub repushed_runs: IntCounter,
     /// Reclaimed runs executed alone in their process.
     pub isolated_runs: IntCounter,
+    /// Claims given back unexecuted because a suspect had the process (§4.13).
+    pub stepped_aside: IntCounter,
     pub worker_restarts: IntCounter,
     pub rate_limit_waits: IntCounter,
     /// Runs deferred because every concurrency slot of their provider was busy.
@@ -91,6 +93,10 @@ impl Metrics {
                 "isolated_runs_total",
                 "Reclaimed runs executed alone in their process",
             ),
+            stepped_aside: counter(
+                "stepped_aside_runs_total",
+                "Claims given back unexecuted because a suspect had the process",
+            ),
             worker_restarts: counter(
                 "worker_restarts_total",
                 "Queue worker restarts after a backend error",
@@ -138,6 +144,7 @@ impl Metrics {
             Box::new(m.quarantined_runs.clone()),
             Box::new(m.repushed_runs.clone()),
             Box::new(m.isolated_runs.clone()),
+            Box::new(m.stepped_aside.clone()),
             Box::new(m.worker_restarts.clone()),
             Box::new(m.rate_limit_waits.clone()),
             Box::new(m.provider_slot_deferrals.clone()),

@@ -163,6 +163,35 @@ redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
 return 0
 ";
 
+/// A fetch let through its provider's fleet-wide limits ([`Limiter::admit`]): the
+/// provider's concurrency slot, held while this lives, and the gate its requests draw
+/// their tokens from (the first one already taken).
+pub struct Admission {
+    pub gate: RequestGate,
+    /// `None` when the limiter's store was unreachable (the fetch goes on without it).
+    pub slot: Option<Slot>,
+}
+
+/// Why a fetch may not go now; either way it should come back later, not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deferred {
+    /// Every concurrency slot of the provider stayed busy for the whole wait.
+    Busy { message: String },
+    /// The provider's rate is spent, or it is paused after a 429.
+    Limited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+}
+
+impl Deferred {
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Busy { message } | Self::Limited { message, .. } => message,
+        }
+    }
+}
+
 impl Limiter {
     pub fn redis(
         conn: ConnectionManager,
@@ -198,6 +227,45 @@ impl Limiter {
             Backend::Local { .. } => slots::Slots::local(caps),
         };
         self
+    }
+
+    /// Lets one fetch of `provider` go under its limits, as every run does and the
+    /// console's Test connection too: a concurrency slot (held `lease` at a time, renewed
+    /// until dropped) and the first request's token, waiting at most `max_wait` in all.
+    /// Every wait and deferral of a token counts in `waits`.
+    pub async fn admit(
+        &self,
+        kind: ConnectorKind,
+        provider: &str,
+        lease: Duration,
+        max_wait: Duration,
+        waits: prometheus::IntCounter,
+    ) -> Result<Admission, Deferred> {
+        let began = std::time::Instant::now();
+        let slot = match self.acquire_slot(kind, provider, lease, max_wait).await {
+            Ok(Some(slot)) => Some(slot),
+            Ok(None) => {
+                return Err(Deferred::Busy {
+                    message: format!(
+                        "provider concurrency cap: no slot free within {} ms",
+                        max_wait.as_millis()
+                    ),
+                });
+            }
+            // The limiter's store is unreachable: go rather than stall the fleet.
+            Err(e) => {
+                tracing::warn!(error = %e, "provider concurrency cap unavailable; running without it");
+                None
+            }
+        };
+        let gate = RequestGate::new(self.clone(), kind, provider.to_owned(), max_wait, waits);
+        if let Err(e) = gate.reserve(max_wait.saturating_sub(began.elapsed())).await {
+            return Err(Deferred::Limited {
+                retry_after: e.retry_after,
+                message: e.message,
+            });
+        }
+        Ok(Admission { gate, slot })
     }
 
     /// A concurrency slot of `provider` (always granted when its kind has no cap),

@@ -18,7 +18,7 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Executed};
 use crate::job::SyncJob;
 use crate::queue::Queue;
 use crate::queue::backend::{RedisBackend, Source};
@@ -38,11 +38,7 @@ async fn handle(
     let _busy = engine.busy_guard();
     // A suspect has this process to itself: leave the run for another worker, unclaimed.
     if engine.isolating() {
-        // Not at once: the embedded queue would hand it straight back to us.
-        tokio::time::sleep(engine.cfg.poll_interval).await;
-        if let Err(e) = queue.push(&[run_id]).await {
-            tracing::debug!(error = %e, "could not hand a hint back; the re-enqueuer will");
-        }
+        hand_back(&engine, &queue, run_id).await;
         return Ok(());
     }
     // Panics are caught here rather than with apalis' `catch_panic()` layer: that layer's
@@ -55,7 +51,9 @@ async fn handle(
         .catch_unwind()
         .await
     {
-        Ok(Ok(())) => {}
+        Ok(Ok(Executed::Ran)) => {}
+        // Claimed in a batch while a suspect took this process, and given back.
+        Ok(Ok(Executed::SteppedAside)) => hand_back(&engine, &queue, run_id).await,
         // The run stays PENDING/RUNNING for the reaper and re-enqueuer. Its hint was
         // consumed, so hand it back now rather than after the re-enqueue timeout (a
         // duplicate is a no-op claim). A pause first keeps a database that fails at once
@@ -72,6 +70,15 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+/// Hands an unclaimed run's hint back to the queue, for another worker. Not at once:
+/// the embedded queue would hand it straight back to this process.
+async fn hand_back(engine: &Engine, queue: &Queue, run_id: Uuid) {
+    tokio::time::sleep(engine.cfg.poll_interval).await;
+    if let Err(e) = queue.push(&[run_id]).await {
+        tracing::debug!(error = %e, "could not hand a hint back; the re-enqueuer will");
+    }
 }
 
 /// A name unique to this process start and restart.

@@ -13,6 +13,8 @@ use uuid::Uuid;
 
 use syncfleet_worker::connectors::{self, ConnectorEnv, FetchContext};
 use syncfleet_worker::db as q;
+use syncfleet_worker::protocol::finish::bounded_wait;
+use syncfleet_worker::ratelimit;
 
 use super::Session;
 use crate::control::{self, Audit, settings::NewSettings};
@@ -210,10 +212,16 @@ pub enum Tested {
         class: String,
         message: String,
     },
+    /// Not fetched: the provider's limits hold it back (busy, rate spent, or paused).
+    Deferred {
+        message: String,
+    },
 }
 
 /// How long a test fetch may take.
 const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a test waits for its provider's slot and first token before it gives up.
+const TEST_LIMIT_WAIT: Duration = Duration::from_secs(5);
 
 /// Test connection: validates the config exactly as a create would (the connector's
 /// field errors, the SSRF guard), then fetches once and stores nothing. `existing`
@@ -258,40 +266,71 @@ pub async fn test_connection(
                 .collect(),
         )
     })?;
+    // Under the provider's fleet-wide limits like any run: a test must not spend a quota
+    // the fleet is pacing, nor add a fetch past a concurrency cap.
+    let provider = ratelimit::provider_key(kind, &config, &connector.urls());
+    let admitted = state
+        .providers
+        .admit(
+            kind,
+            &provider,
+            state.config.protocol.lease,
+            TEST_LIMIT_WAIT,
+            state.metrics.rate_limit_waits.clone(),
+        )
+        .await;
+    let admission = match admitted {
+        Ok(a) => a,
+        Err(d) => {
+            return Ok(Tested::Deferred {
+                message: d.message().to_owned(),
+            });
+        }
+    };
     let ctx = FetchContext {
         integration_id: id,
         run_id: Uuid::now_v7(),
         attempt: 1,
         previous_runs: 0,
         watermark: None,
-        gate: None,
+        gate: Some(admission.gate.clone()),
     };
-    Ok(
-        match tokio::time::timeout(TEST_TIMEOUT, connector.fetch(&ctx)).await {
-            Ok(Ok(fetched)) => Tested::Fetched {
-                count: fetched.records.len(),
-                sample: fetched
-                    .records
-                    .iter()
-                    .take(5)
-                    .map(|r| {
-                        (
-                            r.external_id.clone(),
-                            r.data.to_value().unwrap_or(Value::Null),
-                        )
-                    })
-                    .collect(),
-            },
-            Ok(Err(e)) => Tested::Failed {
-                class: e.class.as_str().to_owned(),
-                message: e.message,
-            },
-            Err(_) => Tested::Failed {
-                class: "timeout".into(),
-                message: format!("no answer within {} s", TEST_TIMEOUT.as_secs()),
-            },
+    let fetched = tokio::time::timeout(TEST_TIMEOUT, connector.fetch(&ctx)).await;
+    // A 429 pauses the provider for the whole fleet, as a run's would.
+    if let Ok(Err(e)) = &fetched
+        && e.class == entity::ErrorClass::RateLimited
+        && let Err(err) = state
+            .providers
+            .pause(&provider, bounded_wait(e.retry_after))
+            .await
+    {
+        tracing::warn!(error = %err, "could not pause the provider fleet-wide");
+    }
+    drop(admission);
+    Ok(match fetched {
+        Ok(Ok(fetched)) => Tested::Fetched {
+            count: fetched.records.len(),
+            sample: fetched
+                .records
+                .iter()
+                .take(5)
+                .map(|r| {
+                    (
+                        r.external_id.clone(),
+                        r.data.to_value().unwrap_or(Value::Null),
+                    )
+                })
+                .collect(),
         },
-    )
+        Ok(Err(e)) => Tested::Failed {
+            class: e.class.as_str().to_owned(),
+            message: e.message,
+        },
+        Err(_) => Tested::Failed {
+            class: "timeout".into(),
+            message: format!("no answer within {} s", TEST_TIMEOUT.as_secs()),
+        },
+    })
 }
 
 /// `AND i.workspace_id = $1` for a workspace key (the API's scoping).

@@ -499,6 +499,12 @@ async fn test(
                 p { (message) }
             }
         },
+        Ok(Tested::Deferred { message }) => html! {
+            div.callout.tone-warn role="status" {
+                p { b { "Not tested: the provider's limits hold it back." } " The fleet paces this provider; nothing was fetched. Try again shortly." }
+                p { (message) }
+            }
+        },
         Err(ApiError::Validation(problems)) => html! {
             div.callout.tone-bad role="alert" {
                 p { b { "Not tested: the configuration is not valid." } }

@@ -5,8 +5,12 @@
 //! - PostgreSQL: `LISTEN syncfleet_changes`. The run finish (single and batched) and
 //!   every control action (`control::audit`) send `NOTIFY` inside their transaction
 //!   (`syncfleet_worker::notify`), so the change is heard exactly when it commits.
-//! - SQLite (embedded, one process): control actions directly, finished runs from a
-//!   poll of `run_history.completed_at` (one indexed query per 250 ms).
+//! - SQLite (embedded): control actions of this process directly, and from a poll
+//!   (one indexed query each per 250 ms): finished runs (`run_history.completed_at`) and
+//!   control actions from anywhere, the API and the CLI included (`audit_events.id`).
+//! - Both: runs that started (PENDING → RUNNING) from a poll of `live_runs` (every
+//!   500 ms on PostgreSQL): the claim sends no `NOTIFY`, which would put PostgreSQL's
+//!   commit-time notify lock on the hottest path.
 //!
 //! A change is rendered once per replica (one query for a batch of changed
 //! integrations), not once per console, so open consoles add no database load beyond
@@ -40,8 +44,8 @@ use crate::state::AppState;
 const RING: usize = 4096;
 /// Changes arriving within this window are rendered together.
 const GATHER: Duration = Duration::from_millis(40);
-/// Fleet counts are refreshed at least this often while someone watches (claims, which
-/// announce nothing, move the running count).
+/// Fleet counts are refreshed at least this often while someone watches (runs that
+/// started are heard from a poll, see `poll_feed`).
 const COUNTS_EVERY: Duration = Duration::from_secs(3);
 /// How often an open stream re-checks its session (logout, revoked key, expiry).
 const RECHECK: Duration = Duration::from_secs(20);
@@ -265,18 +269,16 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     };
     let (remote_tx, mut remote) = mpsc::unbounded_channel::<Option<Uuid>>();
     let pg = Dialect::of(&state.db) == Dialect::Postgres;
-    if pg {
-        if let Some(url) = state
+    if pg
+        && let Some(url) = state
             .config
             .database_url
             .as_ref()
             .map(|u| u.expose().to_owned())
-        {
-            tokio::spawn(listen(url, remote_tx, shutdown.clone()));
-        }
-    } else {
-        tokio::spawn(poll_sqlite(state.clone(), remote_tx, shutdown.clone()));
+    {
+        tokio::spawn(listen(url, remote_tx.clone(), shutdown.clone()));
     }
+    tokio::spawn(poll_feed(state.clone(), remote_tx, shutdown.clone(), pg));
     let mut last_counts = Instant::now();
     let mut counts_due = true;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -389,46 +391,159 @@ async fn listen(url: String, tx: mpsc::UnboundedSender<Option<Uuid>>, shutdown: 
     }
 }
 
-/// The embedded mode's feed of finished runs.
-async fn poll_sqlite(
+/// How often the feed looks for runs that started (both dialects) and, on SQLite, for
+/// finished runs and control actions.
+fn poll_every(pg: bool) -> Duration {
+    Duration::from_millis(if pg { 500 } else { 250 })
+}
+
+/// Runs read per poll at most; past that the counts still move, cards wait for their finish.
+const POLL_LIMIT: u64 = 1000;
+
+/// What the database tells only by being read: runs that went PENDING → RUNNING (a
+/// claim announces nothing: a `NOTIFY` there would put PostgreSQL's commit-time notify
+/// lock on the hottest path, docs/architecture.md §12.3) and, on SQLite, which has no
+/// `NOTIFY`, finished runs and control actions from any process (the API, the CLI).
+/// One query of each per period for the whole replica, only while a console watches.
+async fn poll_feed(
     state: AppState,
     tx: mpsc::UnboundedSender<Option<Uuid>>,
     shutdown: CancellationToken,
+    pg: bool,
 ) {
     let d = Dialect::of(&state.db);
-    let mut since: Option<String> = None;
+    let every = poll_every(pg);
+    // Runs seen starting in the previous poll (id, fence): a claim stays in the window of
+    // a few consecutive polls and is announced once.
+    let mut started: HashSet<(Uuid, i64)> = HashSet::new();
+    let mut finished_since: Option<String> = None;
+    let mut audit_after: Option<Uuid> = None;
+    let window_ms = i64::try_from(every.as_millis() * 3).unwrap_or(1500);
+    let started_sql = format!(
+        "SELECT id, integration_id, fence FROM live_runs \
+         WHERE status = 'RUNNING' AND started_at > {} LIMIT {POLL_LIMIT}",
+        d.now_plus_ms("$1")
+    );
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep(every) => {}
         }
         if !state.live.watching() {
-            since = None;
+            started.clear();
+            finished_since = None;
+            audit_after = None;
             continue;
         }
-        let rows = match &since {
-            None => q::query(&state.db, format!("SELECT {} AS t", d.now()), []).await,
-            Some(s) => {
-                q::query(
-                    &state.db,
-                    "SELECT integration_id, CAST(completed_at AS TEXT) AS t FROM run_history WHERE completed_at > $1 ORDER BY completed_at",
-                    [s.clone().into()],
-                )
-                .await
-            }
-        };
-        match rows {
+        match q::query(&state.db, started_sql.as_str(), [(-window_ms).into()]).await {
             Ok(rows) => {
+                let mut now = HashSet::with_capacity(rows.len());
                 for r in &rows {
-                    if let Ok(id) = r.try_get::<Uuid>("", "integration_id") {
-                        let _ = tx.send(Some(id));
+                    let (Ok(id), Ok(integration), Ok(fence)) = (
+                        r.try_get::<Uuid>("", "id"),
+                        r.try_get::<Uuid>("", "integration_id"),
+                        r.try_get::<i64>("", "fence"),
+                    ) else {
+                        continue;
+                    };
+                    if !started.contains(&(id, fence)) {
+                        let _ = tx.send(Some(integration));
                     }
-                    if let Ok(t) = r.try_get::<String>("", "t") {
-                        since = Some(t);
-                    }
+                    now.insert((id, fence));
+                }
+                started = now;
+            }
+            Err(e) => tracing::warn!(error = %e, "console: polling started runs failed"),
+        }
+        if pg {
+            continue;
+        }
+        finished_since = poll_finished(&state, &tx, finished_since).await;
+        audit_after = poll_audit(&state, &tx, audit_after).await;
+    }
+}
+
+/// SQLite: integrations whose runs finished since the cursor (the newest `completed_at`
+/// seen; `None` starts from now).
+async fn poll_finished(
+    state: &AppState,
+    tx: &mpsc::UnboundedSender<Option<Uuid>>,
+    since: Option<String>,
+) -> Option<String> {
+    let d = Dialect::of(&state.db);
+    let rows = match &since {
+        None => q::query(&state.db, format!("SELECT {} AS t", d.now()), []).await,
+        Some(s) => {
+            q::query(
+                &state.db,
+                format!(
+                    "SELECT integration_id, CAST(completed_at AS TEXT) AS t FROM run_history \
+                     WHERE completed_at > $1 ORDER BY completed_at LIMIT {POLL_LIMIT}"
+                ),
+                [s.clone().into()],
+            )
+            .await
+        }
+    };
+    let mut cursor = since;
+    match rows {
+        Ok(rows) => {
+            for r in &rows {
+                if let Ok(id) = r.try_get::<Uuid>("", "integration_id") {
+                    let _ = tx.send(Some(id));
+                }
+                if let Ok(t) = r.try_get::<String>("", "t") {
+                    cursor = Some(t);
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "console: polling finished runs failed"),
         }
+        Err(e) => tracing::warn!(error = %e, "console: polling finished runs failed"),
     }
+    cursor
+}
+
+/// SQLite: integrations changed by a control action since the cursor (the newest audit
+/// event id seen; ids are time-ordered UUIDv7; `None` starts from the newest event).
+async fn poll_audit(
+    state: &AppState,
+    tx: &mpsc::UnboundedSender<Option<Uuid>>,
+    after: Option<Uuid>,
+) -> Option<Uuid> {
+    let Some(after) = after else {
+        let newest = q::query(&state.db, "SELECT max(id) AS id FROM audit_events", []).await;
+        return match newest {
+            Ok(rows) => Some(
+                rows.first()
+                    .and_then(|r| r.try_get::<Option<Uuid>>("", "id").ok().flatten())
+                    .unwrap_or(Uuid::nil()),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "console: polling control actions failed");
+                None
+            }
+        };
+    };
+    let rows = q::query(
+        &state.db,
+        format!(
+            "SELECT id, integration_id FROM audit_events WHERE id > $1 ORDER BY id LIMIT {POLL_LIMIT}"
+        ),
+        [after.into()],
+    )
+    .await;
+    let mut cursor = after;
+    match rows {
+        Ok(rows) => {
+            for r in &rows {
+                if let Ok(Some(id)) = r.try_get::<Option<Uuid>>("", "integration_id") {
+                    let _ = tx.send(Some(id));
+                }
+                if let Ok(id) = r.try_get::<Uuid>("", "id") {
+                    cursor = id;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "console: polling control actions failed"),
+    }
+    Some(cursor)
 }

@@ -1046,6 +1046,33 @@ async fn embedded_mode_console_flow() {
     .await;
     assert!(b.same_document().await, "the overview reloaded");
     b.shot("30-embedded-overview").await;
+    // A change made through the HTTP API (as the CLI makes it) shows without a reload:
+    // the embedded feed reads control actions from the audit trail.
+    let api = tests::ApiClient::new(&started.url, token);
+    let (s, v) = api
+        .post(
+            &format!("/api/integrations/{id}/pause"),
+            &json!({"reason": "paused from the CLI"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    b.until(
+        Duration::from_secs(5),
+        "the card turns grey",
+        &format!("document.getElementById('card-{id}')?.classList.contains('tone-off')"),
+    )
+    .await;
+    let (s, v) = api
+        .post(&format!("/api/integrations/{id}/resume"), &json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    b.until(
+        Duration::from_secs(15),
+        "green again after the resume's run",
+        &format!("document.getElementById('card-{id}')?.classList.contains('tone-ok')"),
+    )
+    .await;
+    assert!(b.same_document().await, "the overview reloaded");
     b.goto(&format!("/integrations/{id}")).await;
     b.until(
         Duration::from_secs(5),
@@ -1057,4 +1084,191 @@ async fn embedded_mode_console_flow() {
     b.close().await;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+}
+
+/// The edit form (prefilled, inline errors that write nothing, a save that is audited)
+/// and a run that starts showing on the overview without a reload.
+#[tokio::test]
+async fn edit_form_and_run_starts_live() {
+    let _one = BROWSER_LOCK.lock().await;
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    // One run at a time, so a run can wait queued behind another one.
+    let (wtoken, worker) = env.spawn_worker(&[("SYNCFLEET_WORKER_CONCURRENCY", "1")]);
+    let Some(b) = Browser::start(&app.url).await else {
+        return;
+    };
+    b.login(&env.admin_token()).await;
+    let blocker = app
+        .client
+        .create(
+            "Nightly export",
+            "synthetic",
+            json!({"records": 1, "latencyMs": 3000}),
+            None,
+        )
+        .await;
+    let id = app
+        .client
+        .create(
+            "Stock levels",
+            "synthetic",
+            json!({"records": 3, "latencyMs": 2500}),
+            Some(3600),
+        )
+        .await;
+    b.goto("/").await;
+    b.until(
+        Duration::from_secs(20),
+        "the first run's green card",
+        &format!("document.getElementById('card-{id}')?.classList.contains('tone-ok')"),
+    )
+    .await;
+
+    // A run that starts is announced, not only one that is queued or finished: queued
+    // behind a 3 s run, the card says "queued"; when the worker claims it (which sends
+    // no notification) it says "syncing now" while it runs (2.5 s).
+    wait_idle(&env).await;
+    b.mark().await;
+    app.client.trigger(blocker).await;
+    eventually(Duration::from_secs(5), "the blocker running", || async {
+        (count(
+            &env.db,
+            "SELECT COUNT(*) FROM live_runs WHERE integration_id = $1 AND status = 'RUNNING'",
+            vec![blocker.into()],
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    app.client.trigger(id).await;
+    b.until(
+        Duration::from_secs(2),
+        "the card shows the queued sync",
+        &format!("document.getElementById('card-{id}')?.textContent.includes('queued')"),
+    )
+    .await;
+    b.until(
+        Duration::from_secs(6),
+        "the card shows the running sync",
+        &format!("document.getElementById('card-{id}')?.textContent.includes('syncing now')"),
+    )
+    .await;
+    b.shot("40-overview-syncing").await;
+    b.until(
+        Duration::from_secs(10),
+        "green when it finished",
+        &format!(
+            "(() => {{ const c = document.getElementById('card-{id}'); return c && !c.textContent.includes('syncing now') && c.classList.contains('tone-ok'); }})()"
+        ),
+    )
+    .await;
+    assert!(b.same_document().await, "the overview reloaded");
+
+    // The edit form holds the stored settings.
+    b.goto(&format!("/integrations/{id}/edit")).await;
+    assert_eq!(
+        b.js("return document.querySelector('#name').value;", vec![])
+            .await,
+        json!("Stock levels")
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelector(\"[name='cfg.records']\").value;",
+            vec![]
+        )
+        .await,
+        json!("3")
+    );
+    // An invalid edit: the message next to its field, nothing written.
+    b.fill("[name='cfg.records']", "5000000").await;
+    b.click("form.intform button.primary").await;
+    b.until(
+        Duration::from_secs(5),
+        "the connector's message next to the field",
+        "document.querySelector('#err-cfg\\\\.records')?.textContent.includes('at most 1000000')",
+    )
+    .await;
+    b.shot("41-edit-invalid").await;
+    let (_, v) = app.client.get(&format!("/api/integrations/{id}")).await;
+    assert_eq!(v["config"]["records"], json!(3), "{v}");
+    assert_eq!(v["name"], json!("Stock levels"), "{v}");
+    let version = v["version"].as_i64().expect("version");
+
+    // A valid edit saves, lands on the detail page and is audited with the key.
+    b.fill("#name", "Stock levels (EU)").await;
+    b.fill("[name='cfg.records']", "5").await;
+    b.click("form.intform button.primary").await;
+    b.wait_path(&format!("/integrations/{id}")).await;
+    assert_eq!(
+        b.js("return document.querySelector('h1').textContent;", vec![])
+            .await,
+        json!("Stock levels (EU)")
+    );
+    b.shot("42-edit-saved").await;
+    let (_, v) = app.client.get(&format!("/api/integrations/{id}")).await;
+    assert_eq!(v["config"]["records"], json!(5), "{v}");
+    assert_eq!(v["config"]["latencyMs"], json!(2500), "{v}");
+    assert_eq!(v["name"], json!("Stock levels (EU)"), "{v}");
+    assert_eq!(v["version"].as_i64(), Some(version + 1), "{v}");
+    let audited = count(
+        &env.db,
+        "SELECT COUNT(*) FROM audit_events WHERE integration_id = $1 AND action = 'integration.update' AND actor LIKE 'key:%'",
+        vec![id.into()],
+    )
+    .await;
+    assert_eq!(audited, 1);
+
+    wait_idle(&env).await;
+    b.close().await;
+    wtoken.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
+
+/// Test connection keeps to the provider's fleet-wide rate limit: with one request a
+/// minute allowed, the first test fetches and the second is held back, fetching nothing
+/// and storing nothing.
+#[tokio::test]
+async fn test_connection_keeps_to_the_provider_limits() {
+    let _one = BROWSER_LOCK.lock().await;
+    let Some(env) = test_env().await else { return };
+    let app = env
+        .spawn_app(&[("SYNCFLEET_RATE_LIMITS", "synthetic=1/60s:1")])
+        .await;
+    let Some(b) = Browser::start(&app.url).await else {
+        return;
+    };
+    b.login(&env.admin_token()).await;
+    b.goto("/integrations/new?kind=synthetic").await;
+    b.fill("#name", "rate limited source").await;
+    b.fill("[name='cfg.records']", "4").await;
+    b.click("form.intform button[hx-post]").await;
+    b.until(
+        Duration::from_secs(10),
+        "the first test fetches",
+        "document.querySelector('#test-result')?.textContent.includes('Fetched 4 records')",
+    )
+    .await;
+    b.js(
+        "document.querySelector('#test-result').innerHTML = '';",
+        vec![],
+    )
+    .await;
+    b.click("form.intform button[hx-post]").await;
+    // The next token is a minute away, past the test's wait: it says so at once.
+    b.until(
+        Duration::from_secs(10),
+        "the second is held back by the provider's limit",
+        "(() => { const t = document.querySelector('#test-result')?.textContent || ''; return t.includes('limits hold it back') && t.includes('next request allowed in') && !t.includes('Fetched'); })()",
+    )
+    .await;
+    b.shot("43-test-connection-limited").await;
+    assert_eq!(
+        count(&env.db, "SELECT COUNT(*) FROM integrations", vec![]).await,
+        0
+    );
+    b.close().await;
+    app.stop().await;
 }

@@ -118,8 +118,9 @@ impl Drop for InFlight {
 /// process, and if the process dies now the run alone is to blame — which is when it
 /// counts towards its quarantine (`solo_claims`, see
 /// [`crate::protocol::claim::mark_solo`]). Released runs (a drain, a dropped future) lost
-/// nothing and are not suspects. Ordinary runs share the lock; tokio's `RwLock` is fair,
-/// so a waiting suspect is not starved by new runs.
+/// nothing and are not suspects. Ordinary runs share the lock; a run claimed while a
+/// suspect waits for or holds the process (one claimed in the same batch) steps aside
+/// instead of waiting (see [`Isolation::enter`]).
 /// While a suspect waits for or holds the process, the process takes no new runs: its
 /// fetcher pops nothing and a hint that arrives anyway goes back to the queue unclaimed
 /// (see `runner`), so no other run is claimed into a process that may be about to die
@@ -148,18 +149,81 @@ impl Drop for Suspect {
 }
 
 impl Isolation {
-    pub async fn enter(&self, suspect: bool) -> Isolated<'_> {
+    /// Enters the process for one claimed run; `None` means a suspect waits for or holds
+    /// it, and the caller must step aside: give its claim back unexecuted, so it cannot
+    /// die with the suspect. Waiting instead would queue the run behind the suspect (the
+    /// lock is fair) and, if the suspect kills the process, lose it with it: a lost lease,
+    /// a rerun, and a step towards being a suspect itself. One suspect at a time: a second
+    /// one steps aside too, else the first could take it down and make it look guilty.
+    pub async fn enter(&self, suspect: bool) -> Option<Isolated<'_>> {
         if suspect {
-            self.suspects.fetch_add(1, Ordering::Relaxed);
+            self.suspects
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .ok()?;
             let counted = Suspect(self.suspects.clone());
-            Isolated::Alone(self.lock.write().await, counted)
+            Some(Isolated::Alone(self.lock.write().await, counted))
         } else {
-            Isolated::Shared(self.lock.read().await)
+            // Fails exactly while a writer (a suspect) holds or waits for the lock.
+            self.lock.try_read().ok().map(Isolated::Shared)
         }
     }
 
     /// Suspects waiting for or holding this process (the fetcher stops while any do).
     pub fn suspects(&self) -> Arc<AtomicUsize> {
         self.suspects.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    fn is_none(i: Option<Isolated<'_>>) -> bool {
+        i.is_none()
+    }
+
+    /// A run claimed while a suspect waits for or holds the process steps aside instead
+    /// of queueing behind it, suspects included; once the suspect is done, runs enter.
+    #[tokio::test]
+    async fn runs_beside_a_suspect_step_aside_instead_of_waiting() {
+        let iso = Isolation::default();
+        let running = iso.enter(false).await.expect("an ordinary run enters");
+        let also = iso
+            .enter(false)
+            .await
+            .expect("ordinary runs share the process");
+        // The suspect waits for the two runs already executing.
+        let waiting = iso.enter(true);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut waiting)
+                .await
+                .is_err(),
+            "the suspect waits for the runs already executing"
+        );
+        assert_eq!(iso.suspects().load(Ordering::Relaxed), 1);
+        assert!(is_none(iso.enter(false).await), "a new run steps aside");
+        assert!(
+            is_none(iso.enter(true).await),
+            "a second suspect steps aside"
+        );
+        drop((running, also));
+        let alone = waiting.await.expect("the suspect gets the process");
+        assert!(matches!(alone, Isolated::Alone(..)));
+        assert!(is_none(iso.enter(false).await), "nothing runs beside it");
+        drop(alone);
+        assert_eq!(iso.suspects().load(Ordering::Relaxed), 0);
+        assert!(
+            iso.enter(false).await.is_some(),
+            "the process is open again"
+        );
+        assert!(
+            iso.enter(true).await.is_some(),
+            "and takes the next suspect"
+        );
     }
 }

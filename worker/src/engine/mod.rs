@@ -30,7 +30,7 @@ use crate::store;
 
 mod lease;
 
-use lease::{InFlight, Isolation, Tracked, with_lease};
+use lease::{InFlight, Isolated, Isolation, Tracked, with_lease};
 
 /// Longest error message stored in a SyncLog row.
 const MAX_ERROR_LEN: usize = 2000;
@@ -65,6 +65,23 @@ impl Prepared {
             },
         }
     }
+}
+
+/// What became of a delivered run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executed {
+    /// Run, finished, found stale or a duplicate: nothing more to do.
+    Ran,
+    /// Claimed while a suspect had this process and given back unexecuted
+    /// (`lease::Isolation::enter`): its hint must go back to the queue.
+    SteppedAside,
+}
+
+/// Inside a run's lease: stepped aside, or executed (with the isolation it held and
+/// what it prepared to write; `None` = nothing to write).
+enum Step<'a> {
+    Aside,
+    Ran(Isolated<'a>, Option<Prepared>),
 }
 
 /// Shared by every run of one worker process.
@@ -140,12 +157,12 @@ impl Engine {
     }
 
     /// Runs `run_id` as `owner` (the unique worker name).
-    pub async fn execute(&self, run_id: Uuid, owner: &str) -> Result<(), DbErr> {
+    pub async fn execute(&self, run_id: Uuid, owner: &str) -> Result<Executed, DbErr> {
         let claimed = self.batcher.claim(run_id, owner).await?;
         let Some(c) = claimed else {
             self.metrics.duplicate_deliveries.inc();
             tracing::debug!(sync_log.id = %run_id, "claim found nothing: duplicate delivery");
-            return Ok(());
+            return Ok(Executed::Ran);
         };
         let span = tracing::info_span!(
             "sync_run",
@@ -158,7 +175,7 @@ impl Engine {
         self.run_claimed(c).instrument(span).await
     }
 
-    async fn run_claimed(&self, mut c: Claim) -> Result<(), DbErr> {
+    async fn run_claimed(&self, mut c: Claim) -> Result<Executed, DbErr> {
         if c.claims == 1 {
             let lag = (c.started_at - c.scheduled_for).num_milliseconds().max(0);
             self.metrics.scheduler_lag.observe(lag as f64 / 1000.0);
@@ -172,7 +189,7 @@ impl Engine {
             );
             self.finish(c.fence, c.trigger, p).await?;
             self.metrics.quarantined_runs.inc();
-            return Ok(());
+            return Ok(Executed::Ran);
         }
         let flight = InFlight::new(&self.db, &self.inflight, c.fence);
         // The integration read with the claim moves into the run instead of being copied.
@@ -185,11 +202,13 @@ impl Engine {
             let suspect = source
                 .as_ref()
                 .is_some_and(|s| s.lost_leases >= SUSPECT_AFTER);
-            let alone = self.isolation.enter(suspect).await;
+            let Some(alone) = self.isolation.enter(suspect).await else {
+                return Ok(Step::Aside);
+            };
             if suspect {
                 self.metrics.isolated_runs.inc();
                 if !claim::mark_solo(&self.db, c.fence).await? {
-                    return Ok((alone, None));
+                    return Ok(Step::Ran(alone, None));
                 }
             }
             // A panic inside the run is this run's internal error: it fails under its
@@ -202,20 +221,33 @@ impl Engine {
                 Ok(p) => p?,
                 Err(panic) => Some(self.panicked(&c, panic).await),
             };
-            Ok::<_, DbErr>((alone, prepared))
+            Ok::<_, DbErr>(Step::Ran(alone, prepared))
         })
         .await;
         let result = match leased {
             None => {
                 tracing::warn!("lease lost while running; abandoning without writing");
                 self.metrics.stale_finishes.inc();
-                Ok(())
+                Ok(Executed::Ran)
             }
             Some(Err(e)) => Err(e),
+            // A suspect has this process: give the claim back unexecuted (fenced; a claim
+            // lost meanwhile is someone else's now). It is PENDING with no push time, so
+            // the caller hands its hint back and another process takes it.
+            Some(Ok(Step::Aside)) => {
+                self.metrics.stepped_aside.inc();
+                tracing::debug!("a suspect has this process; claim given back unexecuted");
+                claim::release(&self.db, c.fence)
+                    .await
+                    .map(|_| Executed::SteppedAside)
+            }
             // The integration was deleted (its runs went with it), or the claim moved on.
-            Some(Ok((_alone, None))) => Ok(()),
+            Some(Ok(Step::Ran(_alone, None))) => Ok(Executed::Ran),
             // Still alone while finishing: a crash in the finish is this run's too.
-            Some(Ok((_alone, Some(p)))) => self.finish(c.fence, c.trigger, p).await,
+            Some(Ok(Step::Ran(_alone, Some(p)))) => self
+                .finish(c.fence, c.trigger, p)
+                .await
+                .map(|()| Executed::Ran),
         };
         flight.done();
         result
@@ -325,51 +357,34 @@ impl Engine {
         // Waiting in place is bounded in total; past that the run is deferred, so contending runs do not hold
         // worker slots or starve each other.
         let max_inline = (self.cfg.lease / 3).min(Duration::from_secs(5));
-        let began = std::time::Instant::now();
-        // Held until this function returns, whichever way: dropping it frees the slot.
-        let _slot = match self
+        let admitted = self
             .limiter
-            .acquire_slot(kind, &provider, self.cfg.lease, max_inline)
-            .await
-        {
-            Ok(Some(slot)) => Some(slot),
-            Ok(None) => {
+            .admit(
+                kind,
+                &provider,
+                self.cfg.lease,
+                max_inline,
+                self.metrics.rate_limit_waits.clone(),
+            )
+            .await;
+        // The slot is held until this function returns, whichever way.
+        let (_slot, gate) = match admitted {
+            Ok(a) => (a.slot, a.gate),
+            Err(ratelimit::Deferred::Busy { message }) => {
                 self.metrics.provider_slot_deferrals.inc();
-                let msg = format!(
-                    "provider concurrency cap: no slot free within {} ms",
-                    max_inline.as_millis()
-                );
                 let wait = ratelimit::slots::retry_when_busy(max_inline);
-                return Ok(Some(Prepared::early(
-                    kind,
-                    Outcome::RateLimited { wait },
-                    msg,
-                )));
+                let outcome = Outcome::RateLimited { wait };
+                return Ok(Some(Prepared::early(kind, outcome, message)));
             }
-            // The limiter's store is unreachable: run rather than stall the fleet.
-            Err(e) => {
-                tracing::warn!(error = %e, "provider concurrency cap unavailable; running without it");
-                None
+            Err(ratelimit::Deferred::Limited {
+                retry_after,
+                message,
+            }) => {
+                let wait = finish::bounded_wait(retry_after);
+                let outcome = Outcome::RateLimited { wait };
+                return Ok(Some(Prepared::early(kind, outcome, message)));
             }
         };
-        let gate = ratelimit::RequestGate::new(
-            self.limiter.clone(),
-            kind,
-            provider.clone(),
-            max_inline,
-            self.metrics.rate_limit_waits.clone(),
-        );
-        if let Err(e) = gate
-            .reserve(max_inline.saturating_sub(began.elapsed()))
-            .await
-        {
-            let wait = finish::bounded_wait(e.retry_after);
-            return Ok(Some(Prepared::early(
-                kind,
-                Outcome::RateLimited { wait },
-                e.message,
-            )));
-        }
         let previous_runs = if connector.wants_run_count() {
             let r = db::query(
                 &self.db,
