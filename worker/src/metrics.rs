@@ -40,6 +40,8 @@ pub struct Metrics {
     pub history_rolled_up_hours: IntCounter,
     /// The rollup watermark, unix seconds (0 until the first rollup).
     pub history_watermark: IntGauge,
+    /// Open console event streams of this API process.
+    pub console_streams: IntGauge,
 }
 
 impl Metrics {
@@ -128,6 +130,10 @@ impl Metrics {
                 "history_rollup_watermark_seconds",
                 "Start of the first hour not rolled up yet (unix seconds)",
             ),
+            console_streams: gauge(
+                "console_streams",
+                "Open web console event streams (this API process)",
+            ),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -155,6 +161,7 @@ impl Metrics {
             Box::new(m.history_deleted_runs.clone()),
             Box::new(m.history_rolled_up_hours.clone()),
             Box::new(m.history_watermark.clone()),
+            Box::new(m.console_streams.clone()),
         ];
         for c in collectors {
             // Names are unique constants; a failure here would be a programming error

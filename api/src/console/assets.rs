@@ -38,6 +38,11 @@ const FILES: &[(&str, &[u8], &str)] = &[
         "text/javascript; charset=utf-8",
     ),
     (
+        "live-worker.js",
+        include_bytes!("static/live-worker.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
         "htmx.js",
         include_bytes!("static/vendor/htmx-2.0.11.min.js"),
         "text/javascript; charset=utf-8",

@@ -181,11 +181,13 @@ pub fn router() -> Router<AppState> {
 struct Watch {
     live: std::sync::Arc<Live>,
     scope: Option<Uuid>,
+    open: prometheus::IntGauge,
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
         self.live.watch(self.scope, -1);
+        self.open.dec();
     }
 }
 
@@ -204,9 +206,11 @@ async fn events(
     let scope = s.caller.workspace_id;
     let mut rx = live.tx.subscribe();
     live.watch(scope, 1);
+    state.metrics.console_streams.inc();
     let watch = Watch {
         live: live.clone(),
         scope,
+        open: state.metrics.console_streams.clone(),
     };
     // A reconnect names the last event it saw; a first connect, the page's cursor.
     let backlog = headers

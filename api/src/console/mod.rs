@@ -59,7 +59,7 @@ async fn security_headers(req: axum::extract::Request, next: axum::middleware::N
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+            "default-src 'none'; script-src 'self'; worker-src 'self'; style-src 'self'; img-src 'self' data:; \
              font-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
         ),
     );
@@ -98,7 +98,8 @@ pub fn layout(s: &Session, title: &str, active: &str, body: Markup) -> Markup {
                 script src=(assets::url("htmx.js")) defer {}
                 script src=(assets::url("app.js")) defer {}
             }
-            body hx-headers=(csrf) data-events=(format!("/console/events?since={}", s.since)) {
+            body hx-headers=(csrf) data-events=(format!("/console/events?since={}", s.since))
+                data-since=(s.since) data-live-worker=(assets::url("live-worker.js")) data-live-tag=(s.live_tag()) {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
                     a.brand href="/" { span.logo aria-hidden="true" { "◆" } " syncfleet" }

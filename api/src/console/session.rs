@@ -40,6 +40,14 @@ pub struct Session {
 }
 
 impl Session {
+    /// An opaque name of this session for the page's shared live stream (live-worker.js):
+    /// tabs of one session share a stream, another login gets its own. Derived from the
+    /// row id, never the row id itself.
+    pub fn live_tag(&self) -> String {
+        let d = Sha256::digest(format!("live:{}", self.id).as_bytes());
+        hex::encode(&d[..8])
+    }
+
     pub fn is_admin(&self) -> bool {
         matches!(self.caller.role, Role::Admin | Role::Operator)
     }

@@ -1272,3 +1272,91 @@ async fn test_connection_keeps_to_the_provider_limits() {
     b.close().await;
     app.stop().await;
 }
+
+/// Eight tabs of one session: every page loads and gets live updates, over one event
+/// stream for all of them (a browser allows six HTTP/1.1 connections per host, so eight
+/// streams of their own would leave the seventh tab unable even to load).
+#[tokio::test]
+async fn tabs_of_a_session_share_one_stream() {
+    let _one = BROWSER_LOCK.lock().await;
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let Some(b) = Browser::start(&app.url).await else {
+        return;
+    };
+    b.login(&env.admin_token()).await;
+    let id = app
+        .client
+        .create("Manual export", "synthetic", json!({"records": 1}), None)
+        .await;
+    env.leaves_work(
+        "no worker runs here: the first run's hint stays queued after the pause cancels it",
+    );
+    let mut tabs = vec![b.c.window().await.expect("window")];
+    for _ in 1..8 {
+        let w = b.c.new_window(true).await.expect("new tab");
+        b.c.switch_to_window(w.handle.clone())
+            .await
+            .expect("switch");
+        tabs.push(w.handle);
+    }
+    for t in &tabs {
+        b.c.switch_to_window(t.clone()).await.expect("switch");
+        b.goto("/").await;
+        b.until(
+            Duration::from_secs(10),
+            "live updates on, through the shared stream",
+            "window.sfEvents === 'shared' && document.getElementById('live-state')?.classList.contains('on')",
+        )
+        .await;
+        b.mark().await;
+    }
+    let streams = || async {
+        let text = reqwest::get(format!("{}/metrics", app.url))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("syncfleet_console_streams "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(streams().await, 1.0, "eight tabs, one stream");
+
+    // A change reaches every tab without a reload.
+    let (s, v) = app
+        .client
+        .post(
+            &format!("/api/integrations/{id}/pause"),
+            &json!({"reason": "month end"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    for t in &tabs {
+        b.c.switch_to_window(t.clone()).await.expect("switch");
+        b.until(
+            Duration::from_secs(5),
+            "the card turns grey in every tab",
+            &format!("document.getElementById('card-{id}')?.classList.contains('tone-off')"),
+        )
+        .await;
+        assert!(b.same_document().await, "a tab reloaded");
+    }
+    b.shot("44-eighth-tab").await;
+
+    // Closing the tabs ends the stream.
+    for t in tabs.iter().skip(1) {
+        b.c.switch_to_window(t.clone()).await.expect("switch");
+        b.c.close_window().await.expect("close tab");
+    }
+    b.c.switch_to_window(tabs[0].clone()).await.expect("switch");
+    b.goto("/login").await;
+    eventually(Duration::from_secs(10), "no stream left", || async {
+        (streams().await == 0.0).then_some(())
+    })
+    .await;
+    b.close().await;
+    app.stop().await;
+}

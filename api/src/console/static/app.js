@@ -84,21 +84,52 @@
       htmx.ajax("GET", location.pathname + location.search, { target: "#list", swap: "outerHTML", headers: { "HX-Target": "list" } });
     }
   }
+  function onMessage(m) {
+    switch (m.name) {
+      case "open": case "hello": setLive(true); break;
+      case "error": setLive(false); break;
+      case "card": onCard(m); break;
+      case "counts": onCounts(m); break;
+      case "resync": onResync(); break;
+      case "logout": location.href = "/login"; break;
+    }
+  }
+  // One stream per browser session, shared by its tabs through a SharedWorker
+  // (live-worker.js): a browser allows six connections per host, and a stream holds one
+  // for as long as its page is open. Where SharedWorker is missing, a stream of its own.
   function connect() {
-    var url = document.body.getAttribute("data-events");
-    if (!url || !window.EventSource) return;
+    var b = document.body, url = b.getAttribute("data-events");
+    if (!url) return;
+    var worker = b.getAttribute("data-live-worker"), tag = b.getAttribute("data-live-tag");
+    if (window.SharedWorker && worker && tag) {
+      try {
+        var sw = new SharedWorker(worker, { name: "syncfleet-live" });
+        sw.port.onmessage = function (e) { onMessage(e.data || {}); };
+        sw.port.start();
+        var join = function (cursor) { sw.port.postMessage({ type: "join", tag: tag, url: url, cursor: cursor }); };
+        join(b.getAttribute("data-since"));
+        window.addEventListener("pagehide", function () { sw.port.postMessage({ type: "leave" }); });
+        // Back from the page cache: rejoin; what happened meanwhile comes as a resync.
+        window.addEventListener("pageshow", function (e) { if (e.persisted) join(""); });
+        window.sfEvents = "shared";
+        return;
+      } catch (err) { /* a stream of its own, below */ }
+    }
+    if (!window.EventSource) return;
     var es = new EventSource(url);
     es.onopen = function () { setLive(true); };
     es.onerror = function () { setLive(false); };
-    es.addEventListener("hello", function () { setLive(true); });
-    es.addEventListener("card", onCard);
-    es.addEventListener("counts", onCounts);
-    es.addEventListener("resync", onResync);
-    es.addEventListener("logout", function () { es.close(); location.href = "/login"; });
-    window.sfEvents = es;
+    NAMES.forEach(function (name) {
+      es.addEventListener(name, function (ev) {
+        if (name === "logout") es.close();
+        onMessage({ name: name, data: ev.data });
+      });
+    });
+    window.sfEvents = "own";
     // Free the connection as soon as the page goes (browsers allow few per host).
     window.addEventListener("pagehide", function () { es.close(); });
   }
+  var NAMES = ["hello", "card", "counts", "resync", "logout"];
 
   // ---- chart ---------------------------------------------------------------------
   var COLORS = { SUCCESS: "#15803d", FAILED: "#b91c1c", RATE_LIMITED: "#b45309" };
