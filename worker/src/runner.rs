@@ -169,9 +169,13 @@ async fn supervise(
             let queue = queue.clone();
             async move {
                 match queue.clone() {
-                    Queue::Redis { conn, keys, .. } => {
+                    Queue::Redis {
+                        conn, client, keys, ..
+                    } => {
+                        let wake = crate::queue::redis::wakeups(client, &keys);
                         let backend = RedisBackend::new(Source {
                             conn,
+                            wake,
                             keys,
                             busy: engine.busy(),
                             suspects: engine.suspects(),

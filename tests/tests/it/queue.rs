@@ -152,3 +152,50 @@ async fn a_flushed_queue_is_refilled_at_once() {
     );
     app.stop().await;
 }
+
+/// A push wakes idle fetchers at once: with a 10 s poll interval, a run pushed while the
+/// worker idles still starts within a moment (the poll is only the fallback).
+#[tokio::test]
+async fn a_push_wakes_an_idle_worker() {
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let slow_poll = [("SYNCFLEET_POLL_INTERVAL_MS", "10000")];
+    let (wtoken, worker) = env.spawn_worker(&slow_poll);
+    let id = app
+        .client
+        .create(
+            "woken",
+            "synthetic",
+            serde_json::json!({"records": 1}),
+            None,
+        )
+        .await;
+    // The first run: by a fetch, woken or not.
+    eventually(Duration::from_secs(15), "the first run", || async {
+        (!app.client.history(id).await.is_empty()
+            && app.client.history(id).await[0]["status"] == "SUCCESS")
+            .then_some(())
+    })
+    .await;
+    // Now the worker idles in a 10 s wait; a manual run must not wait for it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let began = std::time::Instant::now();
+    app.client.trigger(id).await;
+    eventually(
+        Duration::from_secs(5),
+        "the manual run, well before the poll",
+        || async {
+            let h = app.client.history(id).await;
+            (h.len() >= 2 && h.iter().all(|r| r["status"] == "SUCCESS")).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "woken after {:?}",
+        began.elapsed()
+    );
+    wtoken.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}

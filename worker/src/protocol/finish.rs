@@ -198,12 +198,9 @@ pub async fn finish_guarded<C: ConnectionTrait + TransactionTrait>(
             audit_disable(&txn, state, dec, reqs[*k].outcome).await?;
         }
     }
-    crate::notify::changed(
-        &txn,
-        decisions.iter().map(|(k, _, _)| reqs[*k].fence.subject),
-    )
-    .await?;
     txn.commit().await?;
+    // Off the commit path: a notifying commit would queue behind every other one.
+    crate::notify::after_commit(db, decisions.iter().map(|(k, _, _)| reqs[*k].fence.subject)).await;
 
     let disabled: HashMap<usize, bool> = decisions
         .iter()

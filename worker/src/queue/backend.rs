@@ -7,7 +7,8 @@
 //! and the runs it had been driving were dropped mid-flight.)
 //!
 //! A fetch pops at most as many ids as the worker has free slots, so ids are not held in a
-//! busy process while another one idles.
+//! busy process while another one idles. An idle fetcher waits for a push's wake-up (Redis
+//! pub/sub) or its poll interval, whichever comes first.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -40,8 +41,10 @@ pub struct Source {
     /// [`crate::Engine::suspects`]).
     pub suspects: Arc<AtomicUsize>,
     pub concurrency: usize,
-    /// Sleep between fetches that found nothing.
+    /// Sleep between fetches that found nothing, unless woken first.
     pub poll: Duration,
+    /// Rung when a push added entries ([`super::redis::wakeups`]).
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// The apalis backend of the Redis queue. Pushes go through [`super::Queue::push`].
@@ -141,7 +144,11 @@ fn stream_of(src: Source) -> BoxStream<'static, Task<SyncJob>> {
                         tracing::info!("queue reachable again; fetching resumes");
                     }
                     if ids.is_empty() {
-                        tokio::time::sleep(st.src.poll).await;
+                        // A push wakes this at once; the poll is the fallback.
+                        tokio::select! {
+                            () = tokio::time::sleep(st.src.poll) => {}
+                            () = st.src.wake.notified() => {}
+                        }
                     } else {
                         st.buf.extend(ids);
                     }

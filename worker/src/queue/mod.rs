@@ -44,6 +44,8 @@ pub enum QueueError {
 pub enum Queue {
     Redis {
         conn: ConnectionManager,
+        /// For connections of their own (the fetchers' wake-up subscription).
+        client: ::redis::Client,
         keys: Keys,
         /// How often each worker process stamps its heartbeat.
         heartbeat: Duration,
@@ -68,9 +70,10 @@ impl Queue {
     /// can share a server (and a Redis Cluster keeps the queue in one hash slot).
     pub async fn redis(url: &str, prefix: &str, heartbeat: Duration) -> Result<Self, QueueError> {
         let client = ::redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        let conn = ConnectionManager::new(client.clone()).await?;
         Ok(Self::Redis {
             conn,
+            client,
             keys: Keys::new(prefix, QUEUE),
             heartbeat,
         })
@@ -149,6 +152,7 @@ impl Queue {
                 conn,
                 keys,
                 heartbeat,
+                ..
             } => {
                 // Entries silent for a minute (and at least 12 heartbeats) are forgotten.
                 let forget = (heartbeat.as_secs().max(1) * 12).max(60);
@@ -165,6 +169,7 @@ impl Queue {
                 conn,
                 keys,
                 heartbeat,
+                ..
             } => self::redis::workers_alive(conn, keys, heartbeat.as_secs().max(1) * 3).await,
             Self::Sqlite { pool, .. } => {
                 let n: i64 = sea_orm::sqlx::query_scalar(

@@ -19,6 +19,10 @@
 //! - **One clock.** Scores, heartbeats and the epoch use Redis `TIME`, never a process's.
 //! - **One hash slot.** Every key of a queue shares the hash tag `{prefix:queue}`, so the
 //!   scripts work on Redis Cluster.
+//! - **Wake-ups, not deliveries.** A push that added entries publishes on `wake`; idle
+//!   fetchers subscribed to it fetch at once instead of at their next poll. The message
+//!   carries nothing: a lost one costs a poll interval, never a run, so there is no hole
+//!   to close on shutdown (a blocking pop would hold popped ids in a dropped future).
 
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
@@ -38,6 +42,8 @@ pub struct Keys {
     ready: String,
     workers: String,
     epoch: String,
+    /// The pub/sub channel pushes announce themselves on (not a key: it holds nothing).
+    pub wake: String,
 }
 
 impl Keys {
@@ -47,6 +53,7 @@ impl Keys {
             ready: format!("{base}:ready"),
             workers: format!("{base}:workers"),
             epoch: format!("{base}:epoch"),
+            wake: format!("{base}:wake"),
             base,
         }
     }
@@ -94,7 +101,72 @@ pub async fn push(conn: &ConnectionManager, keys: &Keys, ids: &[Uuid]) -> Result
         let n: u64 = inv.invoke_async(&mut conn.clone()).await?;
         added += n;
     }
+    if added > 0 {
+        // The entries are in; a lost wake-up only costs idle fetchers a poll interval.
+        let woke: Result<i64, _> = redis::cmd("PUBLISH")
+            .arg(&keys.wake)
+            .arg(added)
+            .query_async(&mut conn.clone())
+            .await;
+        if let Err(e) = woke {
+            tracing::debug!(error = %e, "wake-up not published; fetchers find the entries at their next poll");
+        }
+    }
     Ok(added)
+}
+
+/// Wakes this process's idle fetcher whenever a push adds entries (`notify_one`, so a
+/// wake-up that arrives while it is busy makes its next idle wait return at once). The
+/// subscription lives on a connection of its own, reconnects with a capped backoff, and
+/// ends once the returned handle is dropped.
+pub fn wakeups(client: redis::Client, keys: &Keys) -> std::sync::Arc<tokio::sync::Notify> {
+    use futures::StreamExt;
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let weak = std::sync::Arc::downgrade(&wake);
+    let channel = keys.wake.clone();
+    tokio::spawn(async move {
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            let subscribed = async {
+                let mut ps = client.get_async_pubsub().await?;
+                ps.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(ps)
+            };
+            match subscribed.await {
+                Ok(ps) => {
+                    backoff = std::time::Duration::from_millis(100);
+                    let mut messages = ps.into_on_message();
+                    loop {
+                        match tokio::time::timeout(
+                            std::time::Duration::from_secs(1),
+                            messages.next(),
+                        )
+                        .await
+                        {
+                            Ok(Some(_)) => match weak.upgrade() {
+                                Some(w) => w.notify_one(),
+                                None => return,
+                            },
+                            // The connection ended: subscribe again.
+                            Ok(None) => break,
+                            // Quiet: only check that someone still listens.
+                            Err(_) if weak.strong_count() == 0 => return,
+                            Err(_) => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "wake-up subscription failed; polling meanwhile")
+                }
+            }
+            if weak.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+        }
+    });
+    wake
 }
 
 /// Pops up to `n` ids, oldest first. Entries that are not run ids are dropped.
