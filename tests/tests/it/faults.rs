@@ -245,9 +245,15 @@ async fn poison_run_is_quarantined_and_its_neighbours_are_not() {
         );
     }
     // The first run is lost twice beside others, then its three solo claims die; the
-    // integration stays a suspect, so its retries run alone from their first claim.
+    // integration stays a suspect, so its retries run alone from their first claim. The
+    // first run's two ordinary claims may also have stepped aside from a process that a
+    // healthy suspect had to itself (each adds a claim, never a crash); suspects never
+    // step aside, so the retries' counts are exact.
     let claims: Vec<i32> = rs.iter().map(|r| r.claims).collect();
-    assert_eq!(claims, [5, 3, 3], "claims per run");
+    assert!(
+        (5..=9).contains(&claims[0]) && claims[1..] == [3, 3],
+        "claims per run: {claims:?}"
+    );
     assert_eq!(
         crashes, 11,
         "every claim of the poison runs killed its worker"
@@ -274,7 +280,7 @@ async fn poison_run_is_quarantined_and_its_neighbours_are_not() {
         .filter(|r| r.status == "SUCCESS")
         .count();
     eprintln!(
-        "poison: {crashes} worker crashes, 3 runs quarantined after 5, 3 and 3 claims, then disabled; {shared} healthy runs lost a worker beside it, 0 quarantined; healthy had {ok} successes"
+        "poison: {crashes} worker crashes, 3 runs quarantined after {claims:?} claims, then disabled; {shared} healthy runs lost a worker beside it, 0 quarantined; healthy had {ok} successes"
     );
     drop(workers);
     app.stop().await;
