@@ -68,6 +68,7 @@ async fn scheduler_pass(state: &AppState) -> anyhow::Result<Option<bool>> {
         return Ok(None);
     }
     let limit = cfg.max_runs_per_tick.min(cfg.max_queue_depth - depth);
+    tracing::trace!(depth, "scheduler read the queue depth");
     let ids = schedule::tick(&state.db, limit).await?;
     tracing::trace!(scheduled = ids.len(), depth, "scheduler tick");
     if ids.is_empty() {

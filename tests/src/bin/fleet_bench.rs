@@ -22,6 +22,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
@@ -198,6 +199,10 @@ impl BenchFleet {
             vars.insert(k.clone(), v.clone());
         }
         let mut fleet = Fleet::new(&db_url, redis, vars).await;
+        // `FLEET_BENCH_LOGS=<dir>` keeps every process's log there (`<label>.log`).
+        if let Some(dir) = std::env::var_os("FLEET_BENCH_LOGS") {
+            fleet.log_dir = Some(PathBuf::from(dir));
+        }
         fleet.add_api(&[]).await;
         Self {
             fleet,
@@ -483,6 +488,31 @@ async fn lag(o: &Opts) {
             "lag round {}: {due} runs at {}/s: p50 {p50:.1} ms, p99 {p99:.1} ms, max {mx:.1} ms",
             round + 1,
             o.rate
+        );
+        // Where in the window the worst runs fell, and the second-by-second p99: a tail
+        // at the start is the fleet warming up (connections, prepared statements), one
+        // spread over the window is steady state.
+        let worst = f
+            .rows(
+                "WITH l AS (SELECT extract(epoch FROM scheduled_for - min(scheduled_for) OVER ())::float8 AS at, \
+                   extract(epoch FROM started_at - scheduled_for)::float8 * 1000 AS l FROM sync_logs) \
+                 SELECT floor(at)::bigint AS sec, percentile_cont(0.99) WITHIN GROUP (ORDER BY l) AS p99, max(l) AS mx \
+                 FROM l GROUP BY 1 ORDER BY mx DESC LIMIT 5",
+            )
+            .await;
+        let worst: Vec<String> = worst
+            .iter()
+            .map(|r| {
+                let sec: i64 = r.try_get("", "sec").unwrap();
+                let p99: f64 = r.try_get("", "p99").unwrap();
+                let mx: f64 = r.try_get("", "mx").unwrap();
+                format!("second {sec}: p99 {p99:.1} max {mx:.1}")
+            })
+            .collect();
+        eprintln!(
+            "lag round {}: worst seconds: {}",
+            round + 1,
+            worst.join("; ")
         );
         p50s.push(p50);
         p99s.push(p99);
