@@ -146,8 +146,11 @@ pub async fn run(ctx: &Ctx) -> Report {
     let quarantined = f
         .n("SELECT count(*) AS n FROM sync_logs WHERE error_class = 'worker_lost'")
         .await;
+    // Every claim takes a new fence; a claim that stepped aside unexecuted (§4.13) is
+    // given back uncounted, so `claims` never exceeds the fence and equals it unless
+    // some claim stepped aside.
     let fence_ne_claims = f
-        .n("SELECT count(*) AS n FROM sync_logs WHERE fence <> claims")
+        .n("SELECT count(*) AS n FROM sync_logs WHERE claims > fence OR claims < 1")
         .await;
     let never = f
         .n("SELECT count(*) AS n FROM integrations i WHERE NOT EXISTS \
@@ -187,7 +190,7 @@ pub async fn run(ctx: &Ctx) -> Report {
         wrong_records == 0,
     );
     r.at_most("integrations never synced", never, 0);
-    r.at_most("runs with fence ≠ claims", fence_ne_claims, 0);
+    r.at_most("runs with claims > fence (or none)", fence_ne_claims, 0);
     r.check(
         "extra claims (Σ claims − 1) explained by kills",
         reclaims,

@@ -237,7 +237,7 @@ impl Engine {
             Some(Ok(Step::Aside)) => {
                 self.metrics.stepped_aside.inc();
                 tracing::debug!("a suspect has this process; claim given back unexecuted");
-                claim::release(&self.db, c.fence)
+                claim::give_back(&self.db, c.fence)
                     .await
                     .map(|_| Executed::SteppedAside)
             }

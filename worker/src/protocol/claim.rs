@@ -147,6 +147,12 @@ pub async fn release(db: &impl ConnectionTrait, f: Fence) -> Result<bool, DbErr>
     work::release(db, &RUNS, f).await
 }
 
+/// Gives back a claim that stepped aside unexecuted: released, and not counted in
+/// `claims` (see `work::give_back`).
+pub async fn give_back(db: &impl ConnectionTrait, f: Fence) -> Result<bool, DbErr> {
+    work::give_back(db, &RUNS, f).await
+}
+
 /// Counts this claim as executed alone in its process (see `engine::lease::Isolation`):
 /// if the process dies now, the run is to blame. `false` means the claim is lost.
 pub async fn mark_solo(db: &impl ConnectionTrait, f: Fence) -> Result<bool, DbErr> {

@@ -173,8 +173,25 @@ pub async fn renew(
 /// becomes PENDING with no push time, so the re-enqueuer hands it to another worker on
 /// its next pass.
 pub async fn release(db: &impl ConnectionTrait, w: &Work, f: Fence) -> Result<bool, DbErr> {
+    hand_back(db, w, f, "").await
+}
+
+/// Gives back a claim that never started executing (it stepped aside, see
+/// docs/architecture.md §4.13): released like [`release`], and its claim uncounted, so
+/// `claims` counts the claims that executed (or died executing) and stepping aside never
+/// feeds the backstop. The fence keeps its value: the next claim still gets a new one.
+pub async fn give_back(db: &impl ConnectionTrait, w: &Work, f: Fence) -> Result<bool, DbErr> {
+    hand_back(db, w, f, ", claims = claims - 1").await
+}
+
+async fn hand_back(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    f: Fence,
+    also: &str,
+) -> Result<bool, DbErr> {
     let sql = format!(
-        "UPDATE {t} SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = NULL \
+        "UPDATE {t} SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = NULL{also} \
          WHERE id = $1 AND fence = $2 AND status = 'RUNNING'",
         t = w.table
     );
