@@ -1353,7 +1353,9 @@ async fn tabs_of_a_session_share_one_stream() {
     }
     b.c.switch_to_window(tabs[0].clone()).await.expect("switch");
     b.goto("/login").await;
-    eventually(Duration::from_secs(10), "no stream left", || async {
+    // The server notices a closed stream at its next write at the latest: the 15 s
+    // keep-alive.
+    eventually(Duration::from_secs(25), "no stream left", || async {
         (streams().await == 0.0).then_some(())
     })
     .await;
