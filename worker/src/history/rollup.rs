@@ -107,11 +107,16 @@ async fn step(db: &DatabaseConnection, target: DateTime<Utc>) -> Result<Step, Db
             [],
         )
         .await?;
+        // Early returns end the transaction here, not when it is dropped: a dropped
+        // transaction's rollback is deferred, and its row lock would make the next pass
+        // (of this process, at once) see the watermark busy.
         let Some(r) = rows.first() else {
+            txn.rollback().await?;
             return Ok(Step::Busy);
         };
         let wm: Option<DateTime<Utc>> = r.try_get("", "rolled_up_to")?;
         if wm.is_some_and(|w| w >= target) {
+            txn.rollback().await?;
             return Ok(Step::Done(wm));
         }
         let step = match next_hour(&txn, wm, target).await? {
@@ -138,6 +143,7 @@ async fn step(db: &DatabaseConnection, target: DateTime<Utc>) -> Result<Step, Db
             None => {
                 let txn = db.begin().await?;
                 if !advance(&txn, wm, target).await? {
+                    txn.rollback().await?;
                     return Ok(Step::Busy);
                 }
                 txn.commit().await?;
@@ -149,6 +155,7 @@ async fn step(db: &DatabaseConnection, target: DateTime<Utc>) -> Result<Step, Db
                 let to = hour + TimeDelta::hours(1);
                 let txn = db.begin().await?;
                 if !advance(&txn, wm, to).await? {
+                    txn.rollback().await?;
                     return Ok(Step::Busy);
                 }
                 upsert(&txn, &stats).await?;
