@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::util::{count, eventually};
+use crate::util::{count, eventually, gauge};
 
 /// One browser at a time: the machine has two cores.
 static BROWSER_LOCK: LazyLock<tokio::sync::Mutex<()>> =
@@ -1311,19 +1311,8 @@ async fn tabs_of_a_session_share_one_stream() {
         .await;
         b.mark().await;
     }
-    let streams = || async {
-        let text = reqwest::get(format!("{}/metrics", app.url))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .find_map(|l| l.strip_prefix("syncfleet_console_streams "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(-1.0)
-    };
-    assert_eq!(streams().await, 1.0, "eight tabs, one stream");
+    let streams = || gauge(&app.url, "syncfleet_console_streams");
+    assert_eq!(streams().await, 1, "eight tabs, one stream");
 
     // A change reaches every tab without a reload.
     let (s, v) = app
@@ -1356,7 +1345,7 @@ async fn tabs_of_a_session_share_one_stream() {
     // The server notices a closed stream at its next write at the latest: the 15 s
     // keep-alive.
     eventually(Duration::from_secs(25), "no stream left", || async {
-        (streams().await == 0.0).then_some(())
+        (streams().await == 0).then_some(())
     })
     .await;
     b.close().await;

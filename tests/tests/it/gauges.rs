@@ -7,22 +7,7 @@ use serde_json::{Value, json};
 use tests::ApiClient;
 use tests::env::test_env;
 
-use crate::util::eventually;
-
-/// One unlabelled sample of `/metrics` at `base`.
-async fn gauge(base: &str, name: &str) -> i64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not on {base}/metrics:\n{text}"))
-}
+use crate::util::{eventually, gauge};
 
 /// Four integrations the system disables (a config error skips the retries), one with a
 /// run that stays RUNNING.

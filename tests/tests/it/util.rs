@@ -39,3 +39,18 @@ pub async fn strings(db: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -
         .map(|r| r.try_get_by_index::<String>(0).expect("string"))
         .collect()
 }
+
+/// One unlabelled sample of `/metrics` at `base`.
+pub async fn gauge(base: &str, name: &str) -> i64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not on {base}/metrics:\n{text}"))
+}
