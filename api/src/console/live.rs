@@ -47,6 +47,10 @@ const GATHER: Duration = Duration::from_millis(40);
 /// Fleet counts are refreshed at least this often while someone watches (runs that
 /// started are heard from a poll, see `poll_feed`).
 const COUNTS_EVERY: Duration = Duration::from_secs(3);
+/// How often an idle stream writes a comment. A closed browser connection is noticed at
+/// a write (the second one after the close at the latest), so this bounds how long a
+/// gone console keeps its stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// How often an open stream re-checks its session (logout, revoked key, expiry).
 const RECHECK: Duration = Duration::from_secs(20);
 
@@ -263,7 +267,7 @@ async fn events(
             }
         }
     };
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 
 /// The change feed of this replica, until `shutdown`.

@@ -1342,8 +1342,8 @@ async fn tabs_of_a_session_share_one_stream() {
     }
     b.c.switch_to_window(tabs[0].clone()).await.expect("switch");
     b.goto("/login").await;
-    // The server notices a closed stream at its next write at the latest: the 15 s
-    // keep-alive.
+    // The server notices a closed stream at a write: the second 5 s keep-alive after
+    // the close at the latest.
     eventually(Duration::from_secs(25), "no stream left", || async {
         (streams().await == 0).then_some(())
     })
