@@ -91,7 +91,24 @@ async fn serve(
             shutdown.clone(),
         ));
     }
+    if let Some(u) = &state.config.public_url {
+        syncfleet_worker::notifications::events::set_public_url(u.as_str());
+    }
+    // Freshness objectives that follow the lease get this process's (§4.16).
+    match syncfleet_worker::notifications::freshness::align_defaults(&state.db, state.lease_secs())
+        .await
+    {
+        Ok(n) if n > 0 => tracing::info!(integrations = n, "freshness objectives aligned"),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not align freshness objectives; the next start will")
+        }
+    }
     tasks.spawn(scheduler::run_scheduler(state.clone(), shutdown.clone()));
+    tasks.spawn(crate::notifications::run_pump(
+        state.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(scheduler::run_maintenance(state.clone(), shutdown.clone()));
     tasks.spawn(scheduler::run_history(state.clone(), shutdown.clone()));
     tasks.spawn(crate::console::live::run(state.clone(), shutdown.clone()));
@@ -265,6 +282,9 @@ pub async fn run_worker(config: Config, shutdown: CancellationToken) -> anyhow::
     db::ensure_migrated(&db).await?;
     let queue = redis_queue(&config).await?;
     let metrics = Metrics::new();
+    if let Some(u) = &config.public_url {
+        syncfleet_worker::notifications::events::set_public_url(u.as_str());
+    }
     let engine = Engine::new(
         db.clone(),
         config.protocol.clone(),

@@ -238,6 +238,35 @@ impl Config {
             shutdown_grace: ms("SYNCFLEET_SHUTDOWN_GRACE_MS", d.shutdown_grace)?,
             poll_interval: ms("SYNCFLEET_POLL_INTERVAL_MS", d.poll_interval)?,
             queue_retention: ms("SYNCFLEET_QUEUE_RETENTION_MS", d.queue_retention)?,
+            notify: {
+                let n = d.notify;
+                let backoff = RetryPolicy {
+                    base: ms("SYNCFLEET_NOTIFY_BACKOFF_BASE_MS", n.backoff.base)?,
+                    cap: ms("SYNCFLEET_NOTIFY_BACKOFF_CAP_MS", n.backoff.cap)?,
+                };
+                if backoff.cap < backoff.base {
+                    return Err(ConfigError::new(
+                        "SYNCFLEET_NOTIFY_BACKOFF_CAP_MS",
+                        "must not be below SYNCFLEET_NOTIFY_BACKOFF_BASE_MS",
+                    ));
+                }
+                syncfleet_worker::config::NotifyConfig {
+                    timeout: ms("SYNCFLEET_NOTIFY_TIMEOUT_MS", n.timeout)?,
+                    retry_window: match get("SYNCFLEET_NOTIFY_RETRY_WINDOW") {
+                        None => n.retry_window,
+                        Some(v) => parse_duration("SYNCFLEET_NOTIFY_RETRY_WINDOW", &v)?,
+                    },
+                    backoff,
+                    disable_after: i32::try_from(positive(
+                        "SYNCFLEET_NOTIFY_DISABLE_AFTER",
+                        u64::try_from(n.disable_after).unwrap_or(10),
+                    )?)
+                    .map_err(|_| {
+                        ConfigError::new("SYNCFLEET_NOTIFY_DISABLE_AFTER", "is too large")
+                    })?,
+                    pump_period: ms("SYNCFLEET_NOTIFY_PUMP_MS", n.pump_period)?,
+                }
+            },
         };
         if protocol.lease < Duration::from_millis(30) {
             return Err(ConfigError::new(

@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod keyhash;
+pub mod notifications;
 pub mod routes;
 pub mod scheduler;
 pub mod state;

@@ -164,6 +164,27 @@ async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
     if r.repaired > 0 {
         state.scheduler_wake.notify_one();
     }
+    // Deliveries: the same recovery steps of the same mechanism (§4.16).
+    let dr = syncfleet_worker::notifications::recover(
+        &state.db,
+        &cfg.notify,
+        cfg.max_claims,
+        cfg.reenqueue_after,
+        cfg.max_runs_per_tick,
+    )
+    .await;
+    if !dr.push.is_empty() || dr.quarantined > 0 {
+        tracing::info!(
+            requeued = dr.requeued,
+            pushed = dr.push.len(),
+            quarantined = dr.quarantined,
+            "delivery recovery pass"
+        );
+        state
+            .queue
+            .push_work(&syncfleet_worker::notifications::DELIVERIES, &dr.push)
+            .await?;
+    }
     // Queue hygiene every pass: only the embedded queue keeps finished entries (one
     // DELETE of those older than the retention); the Redis queue has none.
     let removed = state.queue.cleanup(cfg.queue_retention).await?;
@@ -262,9 +283,17 @@ async fn repush_all_pending(state: &AppState) -> anyhow::Result<(usize, bool)> {
 pub async fn refresh_gauges(state: &AppState) -> anyhow::Result<(u64, u64)> {
     let rows = q::query(
         &state.db,
-        "SELECT (SELECT COUNT(*) FROM live_runs WHERE status = 'PENDING') AS pending, \
+        format!(
+            "SELECT (SELECT COUNT(*) FROM live_runs WHERE status = 'PENDING') AS pending, \
                 (SELECT COUNT(*) FROM live_runs WHERE status = 'RUNNING') AS running, \
-                (SELECT COUNT(*) FROM integrations WHERE health = 'disabled') AS disabled",
+                (SELECT COUNT(*) FROM integrations WHERE health = 'disabled') AS disabled, \
+                (SELECT COUNT(*) FROM integrations WHERE stale_since IS NOT NULL) AS stale, \
+                (SELECT MAX({age}) FROM integrations WHERE sync_enabled AND stale_after_secs IS NOT NULL) AS max_age_ms, \
+                (SELECT COUNT(*) FROM notification_deliveries WHERE status = 'pending') AS deliveries, \
+                (SELECT MAX({dage}) FROM notification_deliveries WHERE status = 'pending') AS oldest_ms",
+            age = q::Dialect::of(&state.db).ms_since("COALESCE(last_success_at, created_at)"),
+            dage = q::Dialect::of(&state.db).ms_since("created_at"),
+        ),
         [],
     )
     .await?;
@@ -278,6 +307,14 @@ pub async fn refresh_gauges(state: &AppState) -> anyhow::Result<(u64, u64)> {
         .metrics
         .disabled_integrations
         .set(r.try_get("", "disabled")?);
+    let m = &state.metrics;
+    m.stale_integrations.set(r.try_get("", "stale")?);
+    let secs = |c: &str| -> anyhow::Result<i64> {
+        Ok(r.try_get::<Option<i64>>("", c)?.unwrap_or(0).max(0) / 1000)
+    };
+    m.max_staleness.set(secs("max_age_ms")?);
+    m.deliveries_pending.set(r.try_get("", "deliveries")?);
+    m.oldest_pending_delivery.set(secs("oldest_ms")?);
     Ok((
         u64::try_from(pending).unwrap_or(0),
         u64::try_from(running).unwrap_or(0),

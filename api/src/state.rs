@@ -41,6 +41,14 @@ pub struct AppState {
     pub providers: syncfleet_worker::ratelimit::Limiter,
 }
 
+impl AppState {
+    /// The lease in whole seconds (at least 1): the default freshness objective is twice
+    /// the interval plus it.
+    pub fn lease_secs(&self) -> i64 {
+        i64::try_from(self.config.protocol.lease.as_secs().max(1)).unwrap_or(60)
+    }
+}
+
 /// Limits the requests with unknown keys per client address: each costs a database
 /// lookup, so past the budget an address gets 429 *before* any lookup of a key it has
 /// not verified recently, until its wait is over. Keys verified recently are never

@@ -35,6 +35,15 @@ pub struct IntegrationView {
     pub last_sync_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// Freshness objective in force, seconds (`null` = none); `staleAfterCustom` = set
+    /// by hand, else twice the interval plus the lease.
+    pub stale_after: Option<i64>,
+    pub stale_after_custom: bool,
+    /// The objective is breached (since `staleSince`).
+    pub stale: bool,
+    pub stale_since: Option<DateTime<Utc>>,
+    /// Seconds since the last success (or since creation, before the first one).
+    pub staleness_seconds: i64,
     /// Optimistic-locking version: send it back with a PATCH.
     pub version: i32,
     pub created_at: DateTime<Utc>,
@@ -75,6 +84,14 @@ impl From<integrations::Model> for IntegrationView {
             last_sync_at: m.last_sync_at,
             last_success_at: m.last_success_at,
             last_error: m.last_error,
+            stale_after: m.stale_after_secs,
+            stale_after_custom: m.stale_after_custom,
+            stale: m.stale_since.is_some(),
+            stale_since: m.stale_since,
+            // Display only: the process clock is good enough for an age.
+            staleness_seconds: (Utc::now() - m.last_success_at.unwrap_or(m.created_at))
+                .num_seconds()
+                .max(0),
             version: m.version,
             created_at: m.created_at,
             updated_at: m.updated_at,

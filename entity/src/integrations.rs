@@ -38,6 +38,16 @@ pub struct Model {
     pub watermark: Option<String>,
     /// Runs this integration has had (maintained where runs are created).
     pub runs_total: i64,
+    /// Freshness objective in force, seconds (`None` = none). Unless `stale_after_custom`,
+    /// the API keeps it at twice the interval plus the lease.
+    pub stale_after_secs: Option<i64>,
+    pub stale_after_custom: bool,
+    /// When the objective is breached unless a success comes first (indexed due time).
+    pub stale_at: Option<DateTimeUtc>,
+    /// Breached since (an `integration.stale` event was written).
+    pub stale_since: Option<DateTimeUtc>,
+    /// An open failure streak, disable or breach: the next success is a recovery.
+    pub unhealthy_since: Option<DateTimeUtc>,
     /// Optimistic-locking version of the settings.
     pub version: i32,
     pub created_at: DateTimeUtc,

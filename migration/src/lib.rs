@@ -21,6 +21,7 @@ mod m20261202_000013_operator_role;
 mod m20261202_000014_console;
 mod m20261202_000015_live_runs;
 mod m20261202_000016_run_stats_hourly;
+mod m20261202_000017_notifications;
 
 pub struct Migrator;
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000014_console::Migration),
             Box::new(m20261202_000015_live_runs::Migration),
             Box::new(m20261202_000016_run_stats_hourly::Migration),
+            Box::new(m20261202_000017_notifications::Migration),
         ]
     }
 }

@@ -36,6 +36,41 @@ pub struct ProtocolConfig {
     pub poll_interval: Duration,
     /// Completed queue entries older than this are removed from the queue backend.
     pub queue_retention: Duration,
+    /// Webhook deliveries (docs/architecture.md §4.16).
+    pub notify: NotifyConfig,
+}
+
+/// How webhook deliveries are attempted and retried.
+#[derive(Debug, Clone, Copy)]
+pub struct NotifyConfig {
+    /// One attempt's HTTP timeout (`SYNCFLEET_NOTIFY_TIMEOUT_MS`).
+    pub timeout: Duration,
+    /// A delivery is retried until this long after its event (`SYNCFLEET_NOTIFY_RETRY_WINDOW`).
+    pub retry_window: Duration,
+    /// Backoff between attempts (`SYNCFLEET_NOTIFY_BACKOFF_BASE_MS`, `…_CAP_MS`), the
+    /// run protocol's policy with its jitter.
+    pub backoff: RetryPolicy,
+    /// An endpoint is disabled after this many consecutive failed deliveries
+    /// (`SYNCFLEET_NOTIFY_DISABLE_AFTER`).
+    pub disable_after: i32,
+    /// How often the delivery pump pushes due deliveries and looks for breached
+    /// freshness objectives (`SYNCFLEET_NOTIFY_PUMP_MS`).
+    pub pump_period: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            retry_window: Duration::from_secs(24 * 3600),
+            backoff: RetryPolicy {
+                base: Duration::from_secs(5),
+                cap: Duration::from_secs(3600),
+            },
+            disable_after: 10,
+            pump_period: Duration::from_millis(250),
+        }
+    }
 }
 
 impl Default for ProtocolConfig {
@@ -55,6 +90,7 @@ impl Default for ProtocolConfig {
             shutdown_grace: Duration::from_secs(20),
             poll_interval: Duration::from_millis(20),
             queue_retention: Duration::from_secs(3600),
+            notify: NotifyConfig::default(),
         }
     }
 }

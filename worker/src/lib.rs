@@ -14,6 +14,7 @@ pub mod history;
 pub mod job;
 pub mod metrics;
 pub mod net;
+pub mod notifications;
 pub mod notify;
 pub mod poll;
 pub mod protocol;

@@ -42,6 +42,16 @@ pub struct Metrics {
     pub history_watermark: IntGauge,
     /// Open console event streams of this API process.
     pub console_streams: IntGauge,
+    /// Webhook delivery attempts by outcome (`delivered`, `retrying`, `failed`, `stale`).
+    pub deliveries: IntCounterVec,
+    /// Integrations whose freshness objective is breached.
+    pub stale_integrations: IntGauge,
+    /// The largest time since the last success among enabled integrations with an
+    /// objective (one series, whatever the fleet's size).
+    pub max_staleness: IntGauge,
+    pub deliveries_pending: IntGauge,
+    /// Age of the oldest pending delivery, seconds.
+    pub oldest_pending_delivery: IntGauge,
 }
 
 impl Metrics {
@@ -134,6 +144,30 @@ impl Metrics {
                 "console_streams",
                 "Open web console event streams (this API process)",
             ),
+            deliveries: IntCounterVec::new(
+                Opts::new(
+                    "notification_attempts_total",
+                    "Webhook delivery attempts by outcome",
+                ),
+                &["outcome"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            stale_integrations: gauge(
+                "stale_integrations",
+                "Integrations whose freshness objective is breached",
+            ),
+            max_staleness: gauge(
+                "integration_staleness_max_seconds",
+                "Largest time since the last success among enabled integrations with a freshness objective",
+            ),
+            deliveries_pending: gauge(
+                "notification_deliveries_pending",
+                "Webhook deliveries not finished yet",
+            ),
+            oldest_pending_delivery: gauge(
+                "notification_oldest_pending_seconds",
+                "Age of the oldest pending webhook delivery",
+            ),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -162,6 +196,11 @@ impl Metrics {
             Box::new(m.history_rolled_up_hours.clone()),
             Box::new(m.history_watermark.clone()),
             Box::new(m.console_streams.clone()),
+            Box::new(m.deliveries.clone()),
+            Box::new(m.stale_integrations.clone()),
+            Box::new(m.max_staleness.clone()),
+            Box::new(m.deliveries_pending.clone()),
+            Box::new(m.oldest_pending_delivery.clone()),
         ];
         for c in collectors {
             // Names are unique constants; a failure here would be a programming error

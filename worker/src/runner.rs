@@ -34,49 +34,57 @@ async fn handle(
     queue: Data<Queue>,
     worker: WorkerContext,
 ) -> Result<(), BoxDynError> {
-    let SyncJob::V1 { run_id } = job;
     let _busy = engine.busy_guard();
-    // A suspect has this process to itself: leave the run for another worker, unclaimed.
+    // A suspect has this process to itself: leave the work for another worker, unclaimed.
     if engine.isolating() {
-        hand_back(&engine, &queue, run_id).await;
+        hand_back(&engine, &queue, job).await;
         return Ok(());
     }
     // Panics are caught here rather than with apalis' `catch_panic()` layer: that layer's
     // handler type is a higher-ranked fn pointer that makes the worker future fail the
     // `Send` bound of `tokio::spawn`. A panic inside a run's execution is caught by the
     // engine and fails that run as `internal` under its fence; one that escapes to here
-    // (claim or finish) drops the run's future, whose guard releases the claim to PENDING
-    // at once (see `engine::lease::InFlight`).
-    match AssertUnwindSafe(engine.execute(run_id, worker.name()))
-        .catch_unwind()
-        .await
-    {
+    // (claim or finish) drops the claim's future, whose guard releases the claim to
+    // PENDING at once (see `engine::lease::InFlight`).
+    let executed = match job {
+        SyncJob::V1 { run_id } => {
+            AssertUnwindSafe(engine.execute(run_id, worker.name()))
+                .catch_unwind()
+                .await
+        }
+        SyncJob::Delivery1 { delivery_id } => {
+            AssertUnwindSafe(engine.deliver(delivery_id, worker.name()))
+                .catch_unwind()
+                .await
+        }
+    };
+    match executed {
         Ok(Ok(Executed::Ran)) => {}
         // Claimed in a batch while a suspect took this process, and given back.
-        Ok(Ok(Executed::SteppedAside)) => hand_back(&engine, &queue, run_id).await,
-        // The run stays PENDING/RUNNING for the reaper and re-enqueuer. Its hint was
+        Ok(Ok(Executed::SteppedAside)) => hand_back(&engine, &queue, job).await,
+        // The item stays PENDING/RUNNING for the reaper and re-enqueuer. Its hint was
         // consumed, so hand it back now rather than after the re-enqueue timeout (a
         // duplicate is a no-op claim). A pause first keeps a database that fails at once
         // (refused logins, DNS) from turning this into a loop.
         Ok(Err(e)) => {
-            tracing::warn!(sync_log.id = %run_id, error = %e, "run aborted by a database error; hint pushed back");
+            tracing::warn!(id = %job.id(), error = %e, "work aborted by a database error; hint pushed back");
             tokio::time::sleep(PUSH_BACK_AFTER).await;
-            if let Err(e) = queue.push(&[run_id]).await {
+            if let Err(e) = queue.push_jobs(&[job]).await {
                 tracing::debug!(error = %e, "could not push the hint back; the re-enqueuer will");
             }
         }
         Err(_) => {
-            tracing::error!(sync_log.id = %run_id, "run panicked outside its execution; its claim was released")
+            tracing::error!(id = %job.id(), "work panicked outside its execution; its claim was released")
         }
     }
     Ok(())
 }
 
-/// Hands an unclaimed run's hint back to the queue, for another worker. Not at once:
-/// the embedded queue would hand it straight back to this process.
-async fn hand_back(engine: &Engine, queue: &Queue, run_id: Uuid) {
+/// Hands an unclaimed hint back to the queue, for another worker. Not at once: the
+/// embedded queue would hand it straight back to this process.
+async fn hand_back(engine: &Engine, queue: &Queue, job: SyncJob) {
     tokio::time::sleep(engine.cfg.poll_interval).await;
-    if let Err(e) = queue.push(&[run_id]).await {
+    if let Err(e) = queue.push_jobs(&[job]).await {
         tracing::debug!(error = %e, "could not hand a hint back; the re-enqueuer will");
     }
 }

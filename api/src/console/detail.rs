@@ -583,6 +583,7 @@ async fn settings(
                     name: None,
                     config: None,
                     max_retries: Some(n),
+                    stale_after: None,
                 },
             )
             .await

@@ -346,6 +346,7 @@ async fn create(
         sync_interval: interval,
         sync_enabled: !d.get("enabled").is_empty(),
         max_retries,
+        stale_after: None,
     };
     if d.errors.is_empty() {
         match actions::create(&state, &s, body).await {
@@ -429,6 +430,7 @@ async fn save(
             name: Some(d.get("name").to_owned()),
             config: Some(config),
             max_retries,
+            stale_after: None,
         };
         match actions::update(&state, &s, m.id, body).await {
             Ok(v) => return Ok(Redirect::to(&format!("/integrations/{}", v.id)).into_response()),

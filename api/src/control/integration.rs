@@ -23,6 +23,8 @@ pub struct NewIntegration {
     pub interval: Option<i64>,
     pub enabled: bool,
     pub max_retries: i32,
+    /// A custom freshness objective, seconds (`None` = the default).
+    pub stale_after: Option<i64>,
 }
 
 /// Creates it; a new enabled integration is due at once.
@@ -38,8 +40,9 @@ pub async fn create(
         &txn,
         format!(
             "INSERT INTO integrations (id, workspace_id, name, kind, config, sync_interval_secs, sync_enabled, \
-             next_sync_at, next_trigger, followup_requested, retry_count, max_retries, health, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, {next}, 'schedule', false, 0, $8, $9, 1, {now}, {now})"
+             next_sync_at, next_trigger, followup_requested, retry_count, max_retries, health, version, created_at, updated_at, \
+             stale_after_secs, stale_after_custom) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, {next}, 'schedule', false, 0, $8, $9, 1, {now}, {now}, $10, $11)"
         ),
         [
             n.id.into(),
@@ -51,9 +54,12 @@ pub async fn create(
             n.enabled.into(),
             n.max_retries.into(),
             (if n.enabled { "healthy" } else { "paused" }).into(),
+            n.stale_after.into(),
+            n.stale_after.is_some().into(),
         ],
     )
     .await?;
+    syncfleet_worker::notifications::freshness::refresh(&txn, n.id, state.lease_secs()).await?;
     let m = reread(&txn, n.id).await?;
     audit(
         &txn,
@@ -80,6 +86,8 @@ pub struct Changes {
     pub name: Option<String>,
     pub config: Option<Value>,
     pub max_retries: Option<i32>,
+    /// `Some(None)` = back to the default freshness objective.
+    pub stale_after: Option<Option<i64>>,
     pub reason: Option<String>,
 }
 
@@ -110,6 +118,15 @@ pub async fn update(
         ],
     )
     .await?;
+    if let Some(custom) = ch.stale_after {
+        q::exec(
+            &txn,
+            "UPDATE integrations SET stale_after_secs = $2, stale_after_custom = $3 WHERE id = $1",
+            [id.into(), custom.into(), custom.is_some().into()],
+        )
+        .await?;
+        syncfleet_worker::notifications::freshness::refresh(&txn, id, state.lease_secs()).await?;
+    }
     let after = reread(&txn, id).await?;
     audit(
         &txn,

@@ -22,6 +22,7 @@ use crate::error::ApiError;
 
 pub mod integration;
 pub mod keys;
+pub mod notifications;
 pub mod runs;
 pub mod settings;
 pub mod workspaces;

@@ -6,6 +6,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use syncfleet_worker::db::{self as q, Dialect};
+use syncfleet_worker::notifications::{EventType, NewEvent};
 
 use super::{Audit, audit, lock, reread};
 use crate::auth::Caller;
@@ -100,7 +101,24 @@ pub async fn apply(
         )
         .await?;
     }
+    syncfleet_worker::notifications::freshness::refresh(&txn, id, state.lease_secs()).await?;
     let after = reread(&txn, id).await?;
+    // A user's pause or resume is an event too (§4.16), written with the change.
+    let event = match change {
+        Change::Pause => Some(EventType::Paused),
+        Change::Enable => Some(EventType::Resumed),
+        _ => None,
+    };
+    let mut deliveries = Vec::new();
+    if let Some(t) = event {
+        let mut e = NewEvent::new(t, id);
+        e.health_before = Some(m.health);
+        e.reason = reason.clone();
+        e.actor = Some(caller.actor());
+        deliveries = syncfleet_worker::notifications::events::emit(&txn, &[e])
+            .await?
+            .deliveries;
+    }
     audit(
         &txn,
         caller,
@@ -115,6 +133,7 @@ pub async fn apply(
     )
     .await?;
     txn.commit().await?;
+    crate::notifications::push_now(state, &deliveries).await;
     if matches!(change, Change::Enable | Change::Reschedule) {
         state.scheduler_wake.notify_one();
     }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use super::{fleet, history, integrations, keys, workspaces};
+use super::{fleet, history, integrations, keys, notifications, workspaces};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -24,6 +24,9 @@ use crate::state::AppState;
         fleet::status, fleet::stats, fleet::queue, fleet::retry,
         keys::create, keys::list, keys::revoke,
         workspaces::create, workspaces::list, workspaces::read, workspaces::update, workspaces::remove,
+        notifications::create, notifications::list, notifications::read, notifications::update,
+        notifications::remove, notifications::rotate, notifications::test, notifications::deliveries,
+        notifications::delivery, notifications::retry, notifications::events,
     ),
     components(schemas(Problem, FieldProblemSchema)),
     modifiers(&BearerAuth),

@@ -44,6 +44,8 @@ pub struct FleetStatus {
     pub integrations: i64,
     pub disabled_integrations: i64,
     pub paused_integrations: i64,
+    /// Integrations whose freshness objective is breached.
+    pub stale_count: i64,
     pub last_successful_sync: Option<DateTime<Utc>>,
 }
 
@@ -65,7 +67,8 @@ pub async fn status(
                   AND s.completed_at >= {hour_ago}{scope}) AS failed, \
                (SELECT COUNT(*) FROM integrations i WHERE 1 = 1{scope}) AS total, \
                (SELECT COUNT(*) FROM integrations i WHERE i.health = 'disabled'{scope}) AS disabled, \
-               (SELECT COUNT(*) FROM integrations i WHERE i.health = 'paused'{scope}) AS paused",
+               (SELECT COUNT(*) FROM integrations i WHERE i.health = 'paused'{scope}) AS paused, \
+               (SELECT COUNT(*) FROM integrations i WHERE i.stale_since IS NOT NULL{scope}) AS stale",
             hour_ago = d.now_plus_ms("-3600000"),
         ),
         values.clone(),
@@ -118,6 +121,7 @@ pub async fn status(
         integrations: r.try_get("", "total")?,
         disabled_integrations: r.try_get("", "disabled")?,
         paused_integrations: r.try_get("", "paused")?,
+        stale_count: r.try_get("", "stale")?,
         last_successful_sync,
     }))
 }

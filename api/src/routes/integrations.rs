@@ -58,6 +58,27 @@ pub struct CreateIntegration {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 100)]
     pub max_retries: Option<i64>,
+    /// Freshness objective, seconds (the shortest interval allowed to 1 year): stale
+    /// when no sync succeeded for this long. Absent or `null` = twice the interval plus
+    /// the lease (none for manual-only integrations).
+    #[serde(default)]
+    #[schema(maximum = 31536000)]
+    pub stale_after: Option<i64>,
+}
+
+/// The longest objective, seconds (a year); the shortest is the shortest interval.
+const MAX_STALE_AFTER: i64 = 31_536_000;
+
+fn stale_after_problem(state: &AppState, v: Option<i64>, errors: &mut Vec<FieldProblem>) {
+    let min = state.config.min_interval_secs;
+    if let Some(v) = v
+        && !(min..=MAX_STALE_AFTER).contains(&v)
+    {
+        errors.push(FieldProblem {
+            field: "staleAfter".into(),
+            message: format!("must be from {min} to {MAX_STALE_AFTER} seconds"),
+        });
+    }
 }
 
 fn empty_object() -> Value {
@@ -214,6 +235,7 @@ pub(crate) async fn create_integration(
         body.max_retries,
         &mut errors,
     );
+    stale_after_problem(&state, body.stale_after, &mut errors);
     let Some(kind) = kind.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
@@ -238,6 +260,7 @@ pub(crate) async fn create_integration(
             interval,
             enabled: body.sync_enabled,
             max_retries,
+            stale_after: body.stale_after,
         },
     )
     .await?;
@@ -335,9 +358,14 @@ pub struct UpdateIntegration {
     /// 1–100.
     #[schema(minimum = 1, maximum = 100)]
     pub max_retries: Option<i64>,
+    /// Freshness objective, seconds (the shortest interval to 1 year); `null` = back to the default
+    /// (twice the interval plus the lease); absent = unchanged.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub stale_after: Option<Option<i64>>,
 }
 
-/// Update name, config or maxRetries (optimistic locking on `version`).
+/// Update name, config, maxRetries or staleAfter (optimistic locking on `version`).
 #[utoipa::path(patch, path = "/api/integrations/{id}", params(("id" = Uuid, Path)), request_body = UpdateIntegration,
     tag = "integrations", responses((status = 200, body = IntegrationView), (status = 409, description = "stale version")))]
 pub async fn update(
@@ -373,6 +401,7 @@ pub(crate) async fn update_integration(
         body.max_retries,
         &mut errors,
     );
+    stale_after_problem(&state, body.stale_after.flatten(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -385,6 +414,7 @@ pub(crate) async fn update_integration(
         name: body.name.map(|n| n.trim().to_owned()),
         config,
         max_retries: body.max_retries.map(|r| r as i32),
+        stale_after: body.stale_after,
         reason: None,
     };
     let after = control::integration::update(&state, &caller, m.id, changes).await?;

@@ -7,6 +7,7 @@ pub mod health;
 pub mod history;
 pub mod integrations;
 pub mod keys;
+pub mod notifications;
 pub mod workspaces;
 
 use axum::Router;
@@ -24,6 +25,7 @@ pub fn app(state: AppState) -> Router {
         .merge(history::router())
         .merge(fleet::router())
         .merge(keys::router())
+        .merge(notifications::router())
         .merge(workspaces::router())
         .merge(docs::router())
         .merge(crate::console::router(state.clone()))

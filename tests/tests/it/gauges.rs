@@ -9,34 +9,45 @@ use tests::env::test_env;
 
 use crate::util::{eventually, gauge};
 
-/// Four integrations the system disables (a config error skips the retries), one with a
-/// run that stays RUNNING.
+/// Four integrations the system disables (a config error skips the retries) and that go
+/// stale a second later (their objective is 1 s), one with a run that stays RUNNING.
 async fn seed(c: &ApiClient) {
     for i in 0..4 {
-        c.create(
-            &format!("broken {i}"),
-            "synthetic",
-            json!({ "failAlways": true, "errorClass": "config" }),
-            None,
-        )
-        .await;
+        let (s, v) = c
+            .post(
+                "/api/integrations",
+                &json!({
+                    "name": format!("broken {i}"), "kind": "synthetic", "staleAfter": 1,
+                    "config": { "failAlways": true, "errorClass": "config" },
+                }),
+            )
+            .await;
+        assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
     }
     c.create("slow", "synthetic", json!({ "latencyMs": 60_000 }), None)
         .await;
 }
 
 async fn settled(c: &ApiClient) -> Value {
-    eventually(Duration::from_secs(20), "4 disabled, 1 running", || async {
-        let (_, st) = c.get("/api/sync/status").await;
-        (st["disabledIntegrations"] == 4 && st["runsRunning"] == 1 && st["runsPending"] == 0)
-            .then_some(st)
-    })
+    eventually(
+        Duration::from_secs(20),
+        "4 disabled and stale, 1 running",
+        || async {
+            let (_, st) = c.get("/api/sync/status").await;
+            (st["disabledIntegrations"] == 4
+                && st["staleCount"] == 4
+                && st["runsRunning"] == 1
+                && st["runsPending"] == 0)
+                .then_some(st)
+        },
+    )
     .await
 }
 
 async fn assert_agree(base: &str, st: &Value) {
     for (metric, field) in [
         ("syncfleet_disabled_integrations", "disabledIntegrations"),
+        ("syncfleet_stale_integrations", "staleCount"),
         ("syncfleet_runs_running", "runsRunning"),
         ("syncfleet_runs_pending", "runsPending"),
         ("syncfleet_queue_depth", "queueDepth"),

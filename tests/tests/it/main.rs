@@ -12,6 +12,7 @@ mod faults;
 mod foundation;
 mod gauges;
 mod history;
+mod notifications;
 mod protocol;
 mod queue;
 mod recovery;

@@ -63,7 +63,7 @@ async fn a_run_has_at_most_one_queue_entry() {
             <= rq::FETCH_MAX
     );
     // A run whose entry was consumed can be pushed again.
-    q.push(&first).await.expect("push");
+    q.push_jobs(&first).await.expect("push");
     assert!(q.depth().await.expect("depth") >= 100);
 }
 

@@ -217,6 +217,8 @@ async fn a_workspace_sees_nothing_of_another() {
                 .join("/");
             let body = if path.ends_with("sync-settings") {
                 Some(json!({ "syncInterval": 120 }))
+            } else if m == Method::PATCH && path.contains("/notifications/") {
+                Some(json!({ "description": "stolen" }))
             } else if m == Method::PATCH {
                 Some(json!({ "version": 1, "name": "stolen" }))
             } else if m == Method::POST {

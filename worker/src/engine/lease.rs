@@ -1,5 +1,6 @@
-//! What keeps a claimed run honest while it executes: its lease renewal, its release when
-//! its future is dropped, and the isolation of runs that have lost a worker before.
+//! What keeps a claim honest while it executes, whatever its kind of work: its lease
+//! renewal, its release when its future is dropped, and the isolation of runs that have
+//! lost a worker before.
 //!
 //! All three live and die with the run's own future. The renewal is a branch of the same
 //! `select!` as the work (never a detached task), so a run whose future is dropped — a
@@ -16,28 +17,29 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::protocol::Fence;
-use crate::protocol::claim;
+use crate::work::{self, Work};
 
 /// Runs `work` while renewing `f`'s lease every `lease / 3`; `None` when the lease was
 /// lost first (reaped, reclaimed or finished elsewhere): the caller writes nothing.
 pub async fn with_lease<T>(
     db: &DatabaseConnection,
+    w: &'static Work,
     f: Fence,
     lease: Duration,
-    work: impl Future<Output = T>,
+    body: impl Future<Output = T>,
 ) -> Option<T> {
     tokio::select! {
         biased;
-        t = work => Some(t),
-        () = renew_until_lost(db, f, lease) => None,
+        t = body => Some(t),
+        () = renew_until_lost(db, w, f, lease) => None,
     }
 }
 
-async fn renew_until_lost(db: &DatabaseConnection, f: Fence, lease: Duration) {
+async fn renew_until_lost(db: &DatabaseConnection, w: &'static Work, f: Fence, lease: Duration) {
     let every = (lease / 3).max(Duration::from_millis(10));
     loop {
         tokio::time::sleep(every).await;
-        match claim::renew(db, f, lease).await {
+        match work::renew(db, w, f, lease).await {
             Ok(true) => {}
             Ok(false) => return,
             // A transient database error: keep trying until the lease runs out.
@@ -46,8 +48,9 @@ async fn renew_until_lost(db: &DatabaseConnection, f: Fence, lease: Duration) {
     }
 }
 
-/// The claims this process is executing, shared with the guards that release them.
-pub type Tracked = Arc<Mutex<HashSet<Fence>>>;
+/// The claims this process is executing (of every kind), shared with the guards that
+/// release them.
+pub type Tracked = Arc<Mutex<HashSet<(&'static Work, Fence)>>>;
 
 /// Tracks one claim while it executes. Dropped before [`InFlight::done`] — the run's
 /// future was dropped mid-flight — it releases the claim to PENDING (fenced: a claim that
@@ -56,18 +59,25 @@ pub type Tracked = Arc<Mutex<HashSet<Fence>>>;
 pub struct InFlight {
     db: DatabaseConnection,
     tracked: Tracked,
+    work: &'static Work,
     fence: Fence,
     armed: bool,
 }
 
 impl InFlight {
-    pub fn new(db: &DatabaseConnection, tracked: &Tracked, fence: Fence) -> Self {
+    pub fn new(
+        db: &DatabaseConnection,
+        tracked: &Tracked,
+        work: &'static Work,
+        fence: Fence,
+    ) -> Self {
         if let Ok(mut set) = tracked.lock() {
-            set.insert(fence);
+            set.insert((work, fence));
         }
         Self {
             db: db.clone(),
             tracked: tracked.clone(),
+            work,
             fence,
             armed: true,
         }
@@ -81,10 +91,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let (tracked, fence) = (self.tracked.clone(), self.fence);
+        let (tracked, w, fence) = (self.tracked.clone(), self.work, self.fence);
         let forget = move || {
             if let Ok(mut set) = tracked.lock() {
-                set.remove(&fence);
+                set.remove(&(w, fence));
             }
         };
         if !self.armed {
@@ -95,10 +105,10 @@ impl Drop for InFlight {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    match claim::release(&db, fence).await {
-                        Ok(true) => tracing::warn!(sync_log.id = %fence.id, "run dropped mid-flight; released to PENDING"),
+                    match work::release(&db, w, fence).await {
+                        Ok(true) => tracing::warn!(work = w.name, id = %fence.id, "claim dropped mid-flight; released to PENDING"),
                         Ok(false) => {}
-                        Err(e) => tracing::warn!(sync_log.id = %fence.id, error = %e, "release of a dropped run failed; the reaper will recover it"),
+                        Err(e) => tracing::warn!(work = w.name, id = %fence.id, error = %e, "release of a dropped claim failed; the reaper will recover it"),
                     }
                     forget();
                 });

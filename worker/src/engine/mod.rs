@@ -19,11 +19,11 @@ use crate::config::ProtocolConfig;
 use crate::connectors::{self, ConnectorEnv, FetchContext};
 use crate::db;
 use crate::metrics::Metrics;
-use crate::protocol::Fence;
 use crate::protocol::batch::{Batcher, FinishReq};
 use crate::protocol::claim::{self, Claim, Source};
 use crate::protocol::finish::{self, Finished, RunReport};
 use crate::protocol::policy::Outcome;
+use crate::protocol::{Fence, RUNS};
 use crate::ratelimit::{self, Limiter};
 use crate::secrets::SecretBox;
 use crate::store;
@@ -100,6 +100,8 @@ pub struct Engine {
     /// Handler calls in flight (claimed or not): the queue fetches only for free slots.
     busy: Arc<AtomicUsize>,
     isolation: Isolation,
+    /// Webhook deliveries' HTTP client (through the SSRF guard, with the attempt timeout).
+    notify_client: reqwest::Client,
 }
 
 /// Counts one handler call in flight while it lives.
@@ -121,7 +123,9 @@ impl Engine {
         limiter: Limiter,
     ) -> Arc<Self> {
         let batcher = Batcher::start(db.clone(), cfg.retry, cfg.lease);
+        let notify_client = env.net.http_client(cfg.notify.timeout);
         Arc::new(Self {
+            notify_client,
             batcher,
             db,
             cfg,
@@ -191,10 +195,10 @@ impl Engine {
             self.metrics.quarantined_runs.inc();
             return Ok(Executed::Ran);
         }
-        let flight = InFlight::new(&self.db, &self.inflight, c.fence);
+        let flight = InFlight::new(&self.db, &self.inflight, &RUNS, c.fence);
         // The integration read with the claim moves into the run instead of being copied.
         let loaded = c.source.take();
-        let leased = with_lease(&self.db, c.fence, self.cfg.lease, async {
+        let leased = with_lease(&self.db, &RUNS, c.fence, self.cfg.lease, async {
             let source = match loaded {
                 Some(s) => s,
                 None => self.load_source(c.integration_id).await?,
@@ -540,21 +544,143 @@ impl Engine {
         Ok(())
     }
 
+    /// Attempts delivery `id` as `owner`: the same claim, lease, release and fenced
+    /// finish as a run ([`crate::work`]), with the delivery's own rules
+    /// ([`crate::notifications::deliver`]).
+    pub async fn deliver(&self, id: Uuid, owner: &str) -> Result<Executed, DbErr> {
+        use crate::notifications::DELIVERIES;
+        use crate::notifications::deliver::{self, Answer};
+        let claimed = crate::work::claim(
+            &self.db,
+            &DELIVERIES,
+            &[id],
+            owner,
+            self.cfg.lease,
+            "",
+            None,
+        )
+        .await?;
+        let Some(row) = claimed.first() else {
+            self.metrics.duplicate_deliveries.inc();
+            return Ok(Executed::Ran);
+        };
+        let f = Fence::of(row, DELIVERIES.subject)?;
+        let claims: i32 = row.try_get("", "claims")?;
+        let span = tracing::info_span!("delivery", delivery.id = %id, endpoint.id = %f.subject, fence = f.fence);
+        let flight = InFlight::new(&self.db, &self.inflight, &DELIVERIES, f);
+        let leased = with_lease(&self.db, &DELIVERIES, f, self.cfg.lease, async {
+            // An attempt is an ordinary claim: it steps aside from a suspect like a run.
+            let Some(_shared) = self.isolation.enter(false).await else {
+                return Ok(None);
+            };
+            if claims > self.cfg.max_claims * CLAIMS_BACKSTOP {
+                let error = format!("claimed {claims} times without finishing; quarantined");
+                return Ok(Some((
+                    Answer::Failed {
+                        status: None,
+                        error,
+                    },
+                    0,
+                )));
+            }
+            let sending = match deliver::load(&self.db, self.secrets.as_ref(), id).await {
+                Ok(Some(s)) => s,
+                // The delivery went with its endpoint or event.
+                Ok(None) => {
+                    return Ok(Some((
+                        Answer::Failed {
+                            status: None,
+                            error: "gone".into(),
+                        },
+                        0,
+                    )));
+                }
+                Err(e) => {
+                    let error = format!("cannot read the delivery: {e}");
+                    return Ok(Some((
+                        Answer::Failed {
+                            status: None,
+                            error,
+                        },
+                        0,
+                    )));
+                }
+            };
+            if !sending.endpoint_enabled {
+                let error = "the endpoint is disabled".to_owned();
+                return Ok(Some((
+                    Answer::Failed {
+                        status: None,
+                        error,
+                    },
+                    0,
+                )));
+            }
+            let now = crate::protocol::reaper::db_now(&self.db).await?;
+            Ok::<_, DbErr>(Some(
+                deliver::send(&self.notify_client, &sending, now.timestamp()).await,
+            ))
+        })
+        .instrument(span.clone())
+        .await;
+        let result = match leased {
+            None => {
+                self.metrics.stale_finishes.inc();
+                Ok(Executed::Ran)
+            }
+            Some(Err(e)) => Err(e),
+            Some(Ok(None)) => {
+                self.metrics.stepped_aside.inc();
+                crate::work::give_back(&self.db, &DELIVERIES, f)
+                    .await
+                    .map(|_| Executed::SteppedAside)
+            }
+            Some(Ok(Some((answer, latency)))) => {
+                let done = deliver::finish(
+                    &self.db,
+                    &self.cfg.notify,
+                    f,
+                    answer,
+                    latency,
+                    crate::work::Guard::Owner,
+                )
+                .instrument(span)
+                .await?;
+                let outcome = match done {
+                    deliver::Finished::Delivered => "delivered",
+                    deliver::Finished::Retrying(_) => "retrying",
+                    deliver::Finished::Failed { .. } => "failed",
+                    deliver::Finished::Stale => "stale",
+                };
+                self.metrics.deliveries.with_label_values(&[outcome]).inc();
+                if let deliver::Finished::Failed {
+                    endpoint_disabled: true,
+                } = done
+                {
+                    tracing::warn!(endpoint.id = %f.subject, "notification endpoint disabled after repeated failed deliveries");
+                }
+                Ok(Executed::Ran)
+            }
+        };
+        flight.done();
+        result
+    }
+
     /// Gives every in-flight claim back (bounded shutdown): they become PENDING for
     /// another worker instead of waiting for their lease to expire.
     pub async fn release_all(&self) -> usize {
-        let fences: Vec<Fence> = self
+        let claims: Vec<(&'static crate::work::Work, Fence)> = self
             .inflight
             .lock()
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
         let mut n = 0;
-        for f in fences {
-            match claim::release(&self.db, f).await {
+        for (w, f) in claims {
+            match crate::work::release(&self.db, w, f).await {
                 Ok(true) => n += 1,
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(sync_log.id = %f.id, error = %e, "release failed; the reaper will recover it")
+                    tracing::warn!(work = w.name, id = %f.id, error = %e, "release failed; the reaper will recover it")
                 }
             }
         }

@@ -119,7 +119,7 @@ pub async fn finish_guarded<C: ConnectionTrait + TransactionTrait>(
     let mut iids: Vec<Uuid> = reqs.iter().map(|r| r.fence.subject).collect();
     iids.sort();
     iids.dedup();
-    let states = lock_states(&txn, &iids, guard).await?;
+    let (states, unhealthy) = lock_states(&txn, &iids, guard).await?;
     crate::chaos::finish_stall().await;
 
     // 2. The fence check of every run: its live row is deleted if the claim still holds
@@ -198,6 +198,9 @@ pub async fn finish_guarded<C: ConnectionTrait + TransactionTrait>(
             audit_disable(&txn, state, dec, reqs[*k].outcome).await?;
         }
     }
+    // 7. Health events, with the state change they describe (§4.16).
+    let events = health_events(reqs, &decisions, &unhealthy);
+    crate::notifications::events::emit(&txn, &events).await?;
     txn.commit().await?;
     // Off the commit path: a notifying commit would queue behind every other one.
     crate::notify::after_commit(db, decisions.iter().map(|(k, _, _)| reqs[*k].fence.subject)).await;
@@ -217,16 +220,70 @@ pub async fn finish_guarded<C: ConnectionTrait + TransactionTrait>(
     Ok(out)
 }
 
+/// The events a batch's finishes cause: `sync.failed` for every failure,
+/// `integration.at_risk` on entering that health, `integration.disabled` with its cause,
+/// and `integration.recovered` for a success that ends a failure streak, a disable or a
+/// breach (`unhealthy`: the integrations with one open).
+fn health_events(
+    reqs: &[FinishReq],
+    decisions: &[(usize, IntegrationState, policy::Decision)],
+    unhealthy: &std::collections::HashSet<Uuid>,
+) -> Vec<crate::notifications::NewEvent> {
+    use crate::notifications::{EventType, NewEvent};
+    let mut out = Vec::new();
+    for (k, state, dec) in decisions {
+        let r = &reqs[*k];
+        let event = |t: EventType| {
+            let mut e = NewEvent::new(t, state.id);
+            e.run_id = Some(r.fence.id);
+            e.health_before = Some(state.health);
+            e.error_class = class_of(r.outcome);
+            e.error = r.report.error_message.clone();
+            e
+        };
+        if let Outcome::Failure(class) = r.outcome {
+            out.push(event(EventType::SyncFailed));
+            if dec.disabled_now {
+                let mut e = event(EventType::Disabled);
+                e.reason = Some(
+                    match class {
+                        ErrorClass::Auth => "auth",
+                        ErrorClass::Config => "config",
+                        ErrorClass::WorkerLost => "poison_run",
+                        _ => "max_retries",
+                    }
+                    .into(),
+                );
+                out.push(e);
+            } else if dec.health == HealthState::AtRisk && state.health != HealthState::AtRisk {
+                out.push(event(EventType::AtRisk));
+            }
+        } else if dec.success && unhealthy.contains(&state.id) {
+            let mut e = event(EventType::Recovered);
+            e.error = None;
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// The integrations' state, keyed by id, and those with an open failure streak, disable
+/// or breach (`unhealthy_since` set).
+type Locked = (
+    HashMap<Uuid, IntegrationState>,
+    std::collections::HashSet<Uuid>,
+);
+
 /// Locks the integrations `ids` (sorted) and reads the state the policy decides from.
 async fn lock_states(
     txn: &impl ConnectionTrait,
     ids: &[Uuid],
     guard: Guard,
-) -> Result<HashMap<Uuid, IntegrationState>, DbErr> {
+) -> Result<Locked, DbErr> {
     let rows = match Dialect::of(txn) {
         Dialect::Postgres => {
             let sql = format!(
-                "SELECT id, {STATE_COLUMNS} FROM integrations WHERE id = ANY($1::text::uuid[]) ORDER BY id {}",
+                "SELECT id, {STATE_COLUMNS}, unhealthy_since FROM integrations WHERE id = ANY($1::text::uuid[]) ORDER BY id {}",
                 match guard {
                     Guard::Owner => "FOR UPDATE",
                     Guard::LeaseExpired => "FOR UPDATE SKIP LOCKED",
@@ -237,18 +294,24 @@ async fn lock_states(
         // A no-op write takes the database's write lock before anything is read.
         Dialect::Sqlite => {
             let sql = format!(
-                "UPDATE integrations SET retry_count = retry_count WHERE id IN ({}) RETURNING id, {STATE_COLUMNS}",
+                "UPDATE integrations SET retry_count = retry_count WHERE id IN ({}) RETURNING id, {STATE_COLUMNS}, unhealthy_since",
                 work::placeholders(1, ids.len())
             );
             db::query(txn, sql, ids.iter().map(|id| Value::from(*id))).await?
         }
     };
     let mut states = HashMap::with_capacity(rows.len());
+    let mut unhealthy = std::collections::HashSet::new();
     for i in rows {
         let id: Uuid = i.try_get("", "id")?;
         states.insert(id, state_of(id, &i)?);
+        if i.try_get::<Option<chrono::DateTime<chrono::Utc>>>("", "unhealthy_since")?
+            .is_some()
+        {
+            unhealthy.insert(id);
+        }
     }
-    Ok(states)
+    Ok((states, unhealthy))
 }
 
 /// The integrations' next state, one statement for the batch.
@@ -271,8 +334,13 @@ async fn update_integrations(
            last_error = CASE WHEN v.ok THEN NULL ELSE v.err END, \
            watermark = CASE WHEN v.ok AND v.wm IS NOT NULL THEN v.wm ELSE watermark END, \
            lost_leases = CASE WHEN v.ok THEN 0 ELSE lost_leases END, \
+           stale_since = CASE WHEN v.ok THEN NULL ELSE stale_since END, \
+           stale_at = CASE WHEN NOT v.ok THEN stale_at WHEN v.en THEN {stale} ELSE NULL END, \
+           unhealthy_since = CASE WHEN v.ok THEN NULL \
+             WHEN v.rc > integrations.retry_count THEN COALESCE(unhealthy_since, {now}) ELSE unhealthy_since END, \
            updated_at = {now}",
         next = d.now_plus_ms("v.next_ms"),
+        stale = crate::notifications::freshness::next_stale_at(d),
     );
     if d == Dialect::Postgres {
         // One text parameter whatever the batch size (see `work::pg_array`).

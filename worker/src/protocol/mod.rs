@@ -29,6 +29,7 @@ pub const RUNS: Work = Work {
     name: "sync",
     table: "live_runs",
     subject: "integration_id",
+    due: false,
 };
 
 /// Locks an integration's row and returns `cols` of it.

@@ -109,7 +109,7 @@ impl BackendConfig for RedisBackend {
 
 struct State {
     src: Source,
-    buf: VecDeque<uuid::Uuid>,
+    buf: VecDeque<SyncJob>,
     /// `Some(delay)` while Redis is unreachable.
     failing: Option<Duration>,
 }
@@ -122,10 +122,10 @@ fn stream_of(src: Source) -> BoxStream<'static, Task<SyncJob>> {
     };
     stream::unfold(st, |mut st| async move {
         loop {
-            if let Some(run_id) = st.buf.pop_front() {
-                // The task id is the run id: it names the run in apalis' spans.
-                let task = TaskBuilder::new(SyncJob::V1 { run_id })
-                    .task_id(TaskId::from_string(run_id.to_string()))
+            if let Some(job) = st.buf.pop_front() {
+                // The task id is the item's id: it names the run (or delivery) in apalis' spans.
+                let task = TaskBuilder::new(job)
+                    .task_id(TaskId::from_string(job.id().to_string()))
                     .build();
                 return Some((task, st));
             }

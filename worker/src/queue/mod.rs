@@ -92,17 +92,26 @@ impl Queue {
     /// Pushes one hint per run id. On Redis a run that already has an entry keeps it (and
     /// its place in line), so pushing again is always safe.
     pub async fn push(&self, run_ids: &[Uuid]) -> Result<(), QueueError> {
+        self.push_work(&crate::protocol::RUNS, run_ids).await
+    }
+
+    /// Pushes one hint per item of the kind `w` (the same queue carries every kind).
+    pub async fn push_work(&self, w: &crate::work::Work, ids: &[Uuid]) -> Result<(), QueueError> {
+        let jobs: Vec<SyncJob> = ids.iter().map(|&id| SyncJob::of(w, id)).collect();
+        self.push_jobs(&jobs).await
+    }
+
+    /// Pushes these hints.
+    pub async fn push_jobs(&self, jobs: &[SyncJob]) -> Result<(), QueueError> {
         match self {
             Self::Redis { conn, keys, .. } => {
-                self::redis::push(conn, keys, run_ids).await?;
+                self::redis::push(conn, keys, jobs).await?;
             }
             Self::Sqlite { storage, .. } => {
-                for chunk in run_ids.chunks(self::redis::PUSH_CHUNK) {
-                    let jobs: Vec<SyncJob> =
-                        chunk.iter().map(|&run_id| SyncJob::V1 { run_id }).collect();
+                for chunk in jobs.chunks(self::redis::PUSH_CHUNK) {
                     storage
                         .clone()
-                        .push_bulk(jobs)
+                        .push_bulk(chunk.to_vec())
                         .await
                         .map_err(|e| QueueError::Push(e.to_string()))?;
                 }

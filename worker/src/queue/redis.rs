@@ -27,6 +27,8 @@
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
+use crate::job::SyncJob;
+
 use super::QueueError;
 
 /// Ids per push script call: bounded work per call whatever the caller passes.
@@ -89,14 +91,18 @@ local now = tonumber(redis.call('TIME')[1])
 return redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 ";
 
-pub async fn push(conn: &ConnectionManager, keys: &Keys, ids: &[Uuid]) -> Result<u64, QueueError> {
+pub async fn push(
+    conn: &ConnectionManager,
+    keys: &Keys,
+    jobs: &[SyncJob],
+) -> Result<u64, QueueError> {
     let script = redis::Script::new(PUSH_LUA);
     let mut added = 0;
-    for chunk in ids.chunks(PUSH_CHUNK) {
+    for chunk in jobs.chunks(PUSH_CHUNK) {
         let mut inv = script.prepare_invoke();
         inv.key(&keys.ready);
-        for id in chunk {
-            inv.arg(id.to_string());
+        for j in chunk {
+            inv.arg(j.member());
         }
         let n: u64 = inv.invoke_async(&mut conn.clone()).await?;
         added += n;
@@ -169,12 +175,12 @@ pub fn wakeups(client: redis::Client, keys: &Keys) -> std::sync::Arc<tokio::sync
     wake
 }
 
-/// Pops up to `n` ids, oldest first. Entries that are not run ids are dropped.
+/// Pops up to `n` hints, oldest first. Entries that name nothing are dropped.
 pub async fn fetch(
     conn: &ConnectionManager,
     keys: &Keys,
     n: usize,
-) -> Result<Vec<Uuid>, QueueError> {
+) -> Result<Vec<SyncJob>, QueueError> {
     let popped: Vec<(String, f64)> = redis::cmd("ZPOPMIN")
         .arg(&keys.ready)
         .arg(n.clamp(1, FETCH_MAX))
@@ -182,10 +188,10 @@ pub async fn fetch(
         .await?;
     Ok(popped
         .into_iter()
-        .filter_map(|(id, _)| match id.parse() {
-            Ok(id) => Some(id),
-            Err(_) => {
-                tracing::warn!(entry = %id, "dropping a queue entry that is not a run id");
+        .filter_map(|(m, _)| match SyncJob::from_member(&m) {
+            Some(j) => Some(j),
+            None => {
+                tracing::warn!(entry = %m, "dropping a queue entry that names no work");
                 None
             }
         })

@@ -28,7 +28,7 @@ use crate::db::{self, Dialect};
 pub const MAX_BATCH: usize = 256;
 
 /// A kind of leased work: where its live rows are and what they belong to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Work {
     /// For logs and metrics.
     pub name: &'static str,
@@ -39,6 +39,20 @@ pub struct Work {
     /// The column naming what an item is of (a run's integration). A finish locks its
     /// subjects' rows before the live rows (the fleet-wide lock order).
     pub subject: &'static str,
+    /// The live table has `due_at`: a PENDING item is claimable (and pushed) only once
+    /// it is due, so a retry can wait out its backoff in the live table ([`defer`]).
+    pub due: bool,
+}
+
+impl Work {
+    /// `" AND (due_at IS NULL OR due_at <= now)"` for kinds with a due time.
+    fn due_now(&self, d: Dialect) -> String {
+        if self.due {
+            format!(" AND (due_at IS NULL OR due_at <= {})", d.now())
+        } else {
+            String::new()
+        }
+    }
 }
 
 /// A claim on one item: its id and the fence that every write of this claim carries.
@@ -86,7 +100,7 @@ pub fn pg_array<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> Str
 }
 
 /// `$first, $first+1, …` (`n` of them).
-pub(crate) fn placeholders(first: usize, n: usize) -> String {
+pub fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
@@ -128,10 +142,11 @@ pub async fn claim(
     let update = format!(
         "UPDATE {t} SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
          lease_owner = $1, worker_id = $1, lease_until = {until}, started_at = COALESCE(started_at, {now}) \
-         WHERE {target} AND (status = 'PENDING' OR (status = 'RUNNING' AND lease_until < {now})) \
+         WHERE {target} AND ((status = 'PENDING'{due}) OR (status = 'RUNNING' AND lease_until < {now})) \
          RETURNING id, {s}, fence, claims, solo_claims, started_at{sep}{carried}",
         t = w.table,
         s = w.subject,
+        due = w.due_now(d),
         until = d.now_plus_ms("$2"),
         sep = if carried.is_empty() { "" } else { ", " },
     );
@@ -197,6 +212,57 @@ async fn hand_back(
     );
     let r = db::exec(db, sql, [f.id.into(), f.fence.into()]).await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Ends this claim's attempt without ending the item (a retry after a backoff): the
+/// item becomes PENDING again, not claimable before `delay_ms` from now, its claim
+/// counts reset (this claim finished, so none of them is a claim "without finishing"),
+/// and not pushed, so the kind's pump pushes it once it is due ([`due_unpushed`]).
+/// Fenced like a finish; `false` means the claim is stale. For kinds with `due`.
+pub async fn defer(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    f: Fence,
+    delay_ms: i64,
+) -> Result<bool, DbErr> {
+    debug_assert!(w.due, "{} has no due time", w.name);
+    let d = Dialect::of(db);
+    let sql = format!(
+        "UPDATE {t} SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = NULL, \
+         started_at = NULL, claims = 0, solo_claims = 0, due_at = {due} \
+         WHERE id = $1 AND fence = $2 AND status = 'RUNNING'",
+        t = w.table,
+        due = d.now_plus_ms("$3"),
+    );
+    let r = db::exec(db, sql, [f.id.into(), f.fence.into(), delay_ms.into()]).await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// PENDING items that are due and were never pushed (new, or deferred and now due):
+/// stamps them pushed and returns them, soonest due first, for a push. For kinds with
+/// `due`; the read is the partial index on `due_at` of the unpushed PENDING rows.
+pub async fn due_unpushed(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    limit: u64,
+) -> Result<Vec<Uuid>, DbErr> {
+    debug_assert!(w.due, "{} has no due time", w.name);
+    let d = Dialect::of(db);
+    let now = d.now();
+    let rows = db::query(
+        db,
+        format!(
+            "UPDATE {t} SET enqueued_at = {now} WHERE id IN (\
+               SELECT id FROM {t} WHERE status = 'PENDING' AND enqueued_at IS NULL \
+               AND (due_at IS NULL OR due_at <= {now}) ORDER BY due_at LIMIT {limit} {lock}) \
+             AND status = 'PENDING' AND enqueued_at IS NULL RETURNING id",
+            t = w.table,
+            lock = d.skip_locked(),
+        ),
+        [],
+    )
+    .await?;
+    rows.iter().map(|r| r.try_get("", "id")).collect()
 }
 
 /// Counts this claim as executed alone in its process (docs/architecture.md §4.13): if
@@ -331,10 +397,11 @@ pub async fn pushed_before(
         db,
         format!(
             "UPDATE {t} SET enqueued_at = {now} WHERE id IN (\
-               SELECT id FROM {t} WHERE status = 'PENDING' AND (enqueued_at IS NULL OR enqueued_at < {cutoff}) \
+               SELECT id FROM {t} WHERE status = 'PENDING' AND (enqueued_at IS NULL OR enqueued_at < {cutoff}){due} \
                ORDER BY enqueued_at NULLS FIRST LIMIT {limit} {lock}) RETURNING id",
             t = w.table,
             now = d.now(),
+            due = w.due_now(d),
             lock = d.skip_locked(),
         ),
         // A literal LIMIT: PostgreSQL's generic plan for a parameterised one sorts every row.

@@ -1,0 +1,97 @@
+//! Notifications (docs/architecture.md §4.16): typed health events written with the
+//! state change that causes them, freshness objectives, and webhook deliveries — the
+//! second kind of leased work, claimed, leased, fenced, reaped and retried by the same
+//! mechanism as sync runs ([`crate::work`]).
+
+pub mod deliver;
+pub mod events;
+pub mod freshness;
+pub mod sign;
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
+use uuid::Uuid;
+
+use crate::config::{NotifyConfig, ms};
+use crate::db::Dialect;
+use crate::work::{self, Work};
+
+pub use events::{EventType, NewEvent};
+
+/// Webhook deliveries as leased work: live in `live_deliveries` (id = the delivery's
+/// id), their subject the endpoint, and a due time so a retry waits out its backoff.
+pub const DELIVERIES: Work = Work {
+    name: "delivery",
+    table: "live_deliveries",
+    subject: "endpoint_id",
+    due: true,
+};
+
+/// One pass of the delivery pump: deliveries that are due and not pushed (new ones,
+/// retries whose backoff ended), and integrations whose freshness objective was
+/// breached. Returns the deliveries to push.
+pub async fn pump<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    limit: u64,
+) -> Result<(Vec<Uuid>, usize), DbErr> {
+    let stale = freshness::detect(db, limit).await?;
+    let due = work::due_unpushed(db, &DELIVERIES, limit).await?;
+    Ok((due, stale.len()))
+}
+
+/// What recovery did for deliveries.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Expired or overdue deliveries to push again.
+    pub push: Vec<Uuid>,
+    pub requeued: usize,
+    pub quarantined: u64,
+}
+
+/// The reaper's steps for deliveries, the same as for runs: expired leases back to
+/// PENDING, poison quarantined, overdue pushes repeated.
+pub async fn recover<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    cfg: &NotifyConfig,
+    max_claims: i32,
+    reenqueue_after: Duration,
+    limit: u64,
+) -> Recovered {
+    fn or_log<T: Default>(step: &str, r: Result<T, DbErr>) -> T {
+        r.unwrap_or_else(|e| {
+            tracing::warn!(step, error = %e, "delivery recovery step failed; the next pass retries");
+            T::default()
+        })
+    }
+    let quarantined = or_log(
+        "delivery quarantine",
+        deliver::quarantine(db, cfg, max_claims, limit).await,
+    );
+    let requeued: Vec<Uuid> = or_log(
+        "delivery requeue",
+        work::requeue_expired(db, &DELIVERIES, max_claims, limit).await,
+    )
+    .into_iter()
+    .map(|(id, _)| id)
+    .collect();
+    let cutoff = Dialect::of(db).now_plus_ms("$1");
+    let overdue = or_log(
+        "delivery re-enqueue",
+        work::pushed_before(
+            db,
+            &DELIVERIES,
+            &cutoff,
+            (-ms(reenqueue_after)).into(),
+            limit,
+        )
+        .await,
+    );
+    let mut push = requeued.clone();
+    push.extend(overdue);
+    Recovered {
+        push,
+        requeued: requeued.len(),
+        quarantined,
+    }
+}
