@@ -340,3 +340,56 @@ pub fn scope(s: &Session) -> (String, Vec<sea_orm::Value>) {
         None => (String::new(), Vec::new()),
     }
 }
+
+/// `POST /api/notifications/endpoints`: the endpoint's row and its secret (shown once).
+pub async fn endpoint_create(
+    state: &AppState,
+    s: &Session,
+    workspace: Uuid,
+    fields: control::notifications::EndpointFields,
+) -> Result<(sea_orm::QueryResult, String), ApiError> {
+    s.caller.require_admin()?;
+    control::notifications::create(state, &s.caller, workspace, fields, None).await
+}
+
+/// `PATCH /api/notifications/endpoints/{id}`.
+pub async fn endpoint_update(
+    state: &AppState,
+    s: &Session,
+    id: Uuid,
+    fields: control::notifications::EndpointFields,
+) -> Result<sea_orm::QueryResult, ApiError> {
+    s.caller.require_admin()?;
+    control::notifications::update(state, &s.caller, id, fields).await
+}
+
+/// `POST /api/notifications/endpoints/{id}/rotate-secret`: the new secret.
+pub async fn endpoint_rotate(
+    state: &AppState,
+    s: &Session,
+    id: Uuid,
+    grace_secs: i64,
+) -> Result<String, ApiError> {
+    s.caller.require_admin()?;
+    control::notifications::rotate(state, &s.caller, id, grace_secs).await
+}
+
+/// `POST /api/notifications/endpoints/{id}/test`.
+pub async fn endpoint_test(state: &AppState, s: &Session, id: Uuid) -> Result<(), ApiError> {
+    s.caller.require_admin()?;
+    control::notifications::test(state, &s.caller, id)
+        .await
+        .map(|_| ())
+}
+
+/// `DELETE /api/notifications/endpoints/{id}`.
+pub async fn endpoint_delete(state: &AppState, s: &Session, id: Uuid) -> Result<(), ApiError> {
+    s.caller.require_admin()?;
+    control::notifications::delete(state, &s.caller, id).await
+}
+
+/// `POST /api/notifications/deliveries/{id}/retry`.
+pub async fn delivery_retry(state: &AppState, s: &Session, id: Uuid) -> Result<(), ApiError> {
+    s.caller.require_admin()?;
+    control::notifications::retry(state, &s.caller, id).await
+}

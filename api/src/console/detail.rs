@@ -1,7 +1,8 @@
-//! Page: one integration (`/integrations/{id}`): its state, settings, Sync now,
-//! Pause/Resume, a chart of recent runs, the sync history (cursor pages), the audit
-//! timeline and a preview of its records. The state, chart, history and audit are one
-//! live region that reloads when the integration changes.
+//! Page: one integration (`/integrations/{id}`): its state (with its freshness
+//! objective, its staleness, and a Stale badge when the objective is breached),
+//! settings, Sync now, Pause/Resume, a chart of recent runs, the sync history (cursor
+//! pages), the audit timeline and a preview of its records. The state, chart, history
+//! and audit are one live region that reloads when the integration changes.
 
 use axum::Form;
 use axum::Router;
@@ -18,7 +19,8 @@ use syncfleet_worker::db as q;
 use syncfleet_worker::history::{self as runs_history, HISTORY, STATS_TABLE};
 
 use super::{
-    ConsoleError, Session, abs, actions, interval_text, layout, page, rel, status_icon, toast, tone,
+    ConsoleError, Session, abs, actions, age_text, interval_text, layout, page, rel, status_icon,
+    toast, tone,
 };
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, PathId, Scoped};
@@ -146,6 +148,12 @@ async fn live_region(state: &AppState, s: &Session, id: Uuid) -> Result<Markup, 
     let m = load(state, &s.caller, id).await?;
     let v = IntegrationView::from(m);
     let (class, label) = tone(&v.health, v.last_sync_at.is_some());
+    // A breached freshness objective turns a healthy (or new) integration amber.
+    let card_class = if v.stale && matches!(class, "ok" | "new") {
+        "warn"
+    } else {
+        class
+    };
     let live_run = q::query(
         &state.db,
         "SELECT status FROM live_runs WHERE integration_id = $1 LIMIT 1",
@@ -187,9 +195,14 @@ async fn live_region(state: &AppState, s: &Session, id: Uuid) -> Result<Markup, 
     let chart = chart_data(state, id).await?;
     Ok(html! {
         div #live hx-get=(format!("/integrations/{id}/live")) hx-trigger="sf-refresh from:body, sf-live" hx-swap="outerHTML" {
-            section.card.state.(format!("tone-{class}")) {
+            section.card.state.(format!("tone-{card_class}")) {
                 div.statehead {
                     span.badge.(format!("tone-{class}")) id="health-badge" data-health=(v.health) { span.dot aria-hidden="true" {} (label) }
+                    @if v.stale {
+                        span.badge.tone-warn #stale-badge title="The freshness objective is breached: no success for longer than it allows" {
+                            span.dot aria-hidden="true" {} "Stale"
+                        }
+                    }
                     @match live_run.as_deref() {
                         Some("RUNNING") => span.syncing { "syncing now" },
                         Some(_) => span.syncing { "queued" },
@@ -225,6 +238,23 @@ async fn live_region(state: &AppState, s: &Session, id: Uuid) -> Result<Markup, 
                     } }
                     div { dt { "Interval" } dd #interval { (interval_text(v.sync_interval)) } }
                     div { dt { "Failures in a row" } dd { (v.retry_count) " of " (v.max_retries) } }
+                    div { dt { "Freshness objective" } dd #stale-after {
+                        @match v.stale_after {
+                            Some(secs) => {
+                                (age_text(secs))
+                                @if secs >= 60 { " " span.muted title="staleAfter" { "(" (secs) " s)" } }
+                            }
+                            None => span.muted { "none" },
+                        }
+                        @if !v.stale_after_custom {
+                            " " span.muted { @if v.stale_after.is_some() { "(default: twice the interval plus the lease)" } @else { "(default: none for manual syncs only)" } }
+                        }
+                    } }
+                    div { dt { "Staleness" } dd #staleness data-seconds=(v.staleness_seconds) data-stale=[v.stale.then_some("1")] {
+                        (age_text(v.staleness_seconds)) " "
+                        span.muted { @if v.last_success_at.is_some() { "since the last success" } @else { "since it was created (no success yet)" } }
+                        @if v.stale { br; span.tone-warn { "stale since " (rel(v.stale_since, "")) } }
+                    } }
                 }
                 @if let Some(err) = v.last_error.as_deref().filter(|_| v.health != "healthy") {
                     p.lasterr { "Last sync failed: " (super::first_line(err, 300)) }
@@ -400,7 +430,8 @@ fn history_table(
     }
 }
 
-fn format_ms(ms: i64) -> String {
+/// Milliseconds as a short duration: "850 ms", "2.5 s", "3 min 5 s".
+pub fn format_ms(ms: i64) -> String {
     if ms < 1000 {
         format!("{ms} ms")
     } else if ms < 60_000 {

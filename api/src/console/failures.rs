@@ -1,6 +1,7 @@
 //! Page: failures (`/failures`): failing, at-risk and disabled integrations, newest
 //! failure first, with the last error's class and message. Retry one run, retry all,
-//! re-enable, clear (acknowledge: hidden until it fails again).
+//! re-enable, clear (acknowledge: hidden until it fails again). Below them, stale
+//! integrations (freshness objective breached, longest first), with Sync now.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -11,7 +12,7 @@ use uuid::Uuid;
 
 use syncfleet_worker::db as q;
 
-use super::{ConsoleError, Session, actions, layout, page, rel, toast, tone};
+use super::{ConsoleError, Session, actions, age_text, layout, page, rel, toast, tone};
 use crate::error::ApiError;
 use crate::routes::common::parse_id;
 use crate::state::AppState;
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/failures/retry/{log_id}", post(retry_one))
         .route("/failures/{id}/re-enable", post(re_enable))
         .route("/failures/{id}/clear", post(clear))
+        .route("/failures/{id}/sync", post(sync_now))
 }
 
 struct Failing {
@@ -37,6 +39,52 @@ struct Failing {
     log_id: Option<Uuid>,
     error_class: Option<String>,
     error_message: Option<String>,
+    stale_since: Option<DateTime<Utc>>,
+}
+
+/// An integration whose freshness objective is breached.
+struct Stale {
+    id: Uuid,
+    name: String,
+    kind: String,
+    health: String,
+    stale_after: Option<i64>,
+    stale_since: DateTime<Utc>,
+    last_success_at: Option<DateTime<Utc>>,
+    /// Seconds since the last success (or creation), as the API counts it.
+    staleness: i64,
+}
+
+async fn stale(state: &AppState, s: &Session) -> Result<Vec<Stale>, ApiError> {
+    let (scope, values) = actions::scope(s);
+    let rows = q::query(
+        &state.db,
+        format!(
+            "SELECT i.id, i.name, i.kind, i.health, i.stale_after_secs, i.stale_since, i.last_success_at, i.created_at \
+             FROM integrations i WHERE i.stale_since IS NOT NULL{scope} ORDER BY i.stale_since, i.id LIMIT 500"
+        ),
+        values,
+    )
+    .await?;
+    let now = Utc::now();
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let last_success_at: Option<DateTime<Utc>> = r.try_get("", "last_success_at")?;
+        let created_at: DateTime<Utc> = r.try_get("", "created_at")?;
+        out.push(Stale {
+            id: r.try_get("", "id")?,
+            name: r.try_get("", "name")?,
+            kind: r.try_get("", "kind")?,
+            health: r.try_get("", "health")?,
+            stale_after: r.try_get("", "stale_after_secs")?,
+            stale_since: r.try_get("", "stale_since")?,
+            last_success_at,
+            staleness: (now - last_success_at.unwrap_or(created_at))
+                .num_seconds()
+                .max(0),
+        });
+    }
+    Ok(out)
 }
 
 async fn failing(state: &AppState, s: &Session) -> Result<Vec<Failing>, ApiError> {
@@ -44,7 +92,7 @@ async fn failing(state: &AppState, s: &Session) -> Result<Vec<Failing>, ApiError
     let rows = q::query(
         &state.db,
         format!(
-            "SELECT i.id, i.name, i.kind, i.health, i.retry_count, i.max_retries, i.last_sync_at, i.last_error, \
+            "SELECT i.id, i.name, i.kind, i.health, i.retry_count, i.max_retries, i.last_sync_at, i.last_error, i.stale_since, \
                l.id AS log_id, l.error_class, l.error_message \
              FROM integrations i \
              LEFT JOIN run_history l ON l.id = (SELECT f.id FROM run_history f WHERE f.integration_id = i.id \
@@ -74,6 +122,7 @@ async fn failing(state: &AppState, s: &Session) -> Result<Vec<Failing>, ApiError
             error_message: r
                 .try_get::<Option<String>>("", "error_message")?
                 .or(last_error),
+            stale_since: r.try_get("", "stale_since")?,
         });
     }
     Ok(out)
@@ -81,13 +130,16 @@ async fn failing(state: &AppState, s: &Session) -> Result<Vec<Failing>, ApiError
 
 async fn list(state: &AppState, s: &Session) -> Result<Markup, ApiError> {
     let rows = failing(state, s).await?;
+    let stale = stale(state, s).await?;
     Ok(html! {
         div #failures hx-get="/failures/list" hx-trigger="sf-refresh from:body, sf-live" hx-swap="outerHTML" {
-            @if rows.is_empty() {
+            @if rows.is_empty() && stale.is_empty() {
                 div.empty {
                     h2 { "Nothing is failing" }
-                    p { "Integrations that fail, are one failure from being disabled, or were disabled show up here with their last error. Cleared ones come back if they fail again." }
+                    p { "Integrations that fail, are one failure from being disabled, or were disabled show up here with their last error. Cleared ones come back if they fail again. Stale ones (no success for longer than their freshness objective) are listed too." }
                 }
+            } @else if rows.is_empty() {
+                p.empty-inline { "Nothing is failing." }
             } @else {
                 @if s.is_admin() {
                     div.bulk {
@@ -103,6 +155,7 @@ async fn list(state: &AppState, s: &Session) -> Result<Markup, ApiError> {
                             header {
                                 a.name href=(format!("/integrations/{}", f.id)) { (f.name) }
                                 span.badge.(format!("tone-{class}")) { span.dot aria-hidden="true" {} (label) }
+                                @if f.stale_since.is_some() { span.badge.tone-warn.stale { span.dot aria-hidden="true" {} "Stale" } }
                                 span.muted { (f.kind) " · " (f.retry_count) " of " (f.max_retries) " failures · last run " (rel(f.last_sync_at, "never")) }
                             }
                             p.lasterr {
@@ -118,6 +171,37 @@ async fn list(state: &AppState, s: &Session) -> Result<Markup, ApiError> {
                                         button hx-post=(format!("/failures/{}/re-enable", f.id)) hx-target="#toasts" hx-swap="afterbegin" { "Re-enable" }
                                     }
                                     button.link hx-post=(format!("/failures/{}/clear", f.id)) hx-target="#toasts" hx-swap="afterbegin" { "Clear" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if !stale.is_empty() {
+                section #stale {
+                    h2 { "Stale " span.muted { "(" (stale.len()) " past their freshness objective)" } }
+                    ul.failures {
+                        @for st in &stale {
+                            @let (class, label) = tone(&st.health, true);
+                            li.card.tone-warn id=(format!("stale-{}", st.id)) data-id=(st.id) {
+                                header {
+                                    a.name href=(format!("/integrations/{}", st.id)) { (st.name) }
+                                    span.badge.tone-warn { span.dot aria-hidden="true" {} "Stale" }
+                                    @if st.health != "healthy" { span.badge.(format!("tone-{class}")) { span.dot aria-hidden="true" {} (label) } }
+                                    span.muted {
+                                        (st.kind) " · objective "
+                                        @match st.stale_after { Some(secs) => (age_text(secs)), None => "none" }
+                                        " · last success " (rel(st.last_success_at, "never"))
+                                    }
+                                }
+                                p {
+                                    "Stale since " (rel(Some(st.stale_since), "")) ": "
+                                    b { (age_text(st.staleness)) } " without a successful sync."
+                                }
+                                @if s.is_admin() {
+                                    div.actions {
+                                        button hx-post=(format!("/failures/{}/sync", st.id)) hx-target="#toasts" hx-swap="afterbegin" { "Sync now" }
+                                    }
                                 }
                             }
                         }
@@ -189,6 +273,23 @@ async fn re_enable(
         "Re-enabled: failures reset, a run starts now.",
         true,
     ))
+}
+
+async fn sync_now(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<String>,
+) -> super::Result {
+    let id = parse_id(&id).map_err(ConsoleError::fragment)?;
+    let r = actions::sync_now(&state, &s, id)
+        .await
+        .map_err(ConsoleError::fragment)?;
+    let text = if r.coalesced {
+        "A run is already queued or running for this integration."
+    } else {
+        "Sync queued: a manual run starts shortly."
+    };
+    Ok(toast(true, text, true))
 }
 
 async fn clear(State(state): State<AppState>, s: Session, Path(id): Path<String>) -> super::Result {

@@ -14,6 +14,7 @@ mod fleet;
 mod form;
 pub mod live;
 mod login;
+mod notifications;
 mod overview;
 mod session;
 
@@ -32,6 +33,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/", "Integrations"),
     ("/failures", "Failures"),
     ("/fleet", "Fleet"),
+    ("/notifications", "Notifications"),
 ];
 
 pub fn router(state: AppState) -> Router<AppState> {
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(form::router())
         .merge(failures::router())
         .merge(fleet::router())
+        .merge(notifications::router())
         .merge(login::router())
         .merge(live::router())
         .layer(axum::middleware::from_fn_with_state(state, session::guard))
@@ -302,6 +305,28 @@ pub fn interval_text(secs: Option<i64>) -> String {
         Some(s) if s % 3600 == 0 => format!("{} h", s / 3600),
         Some(s) if s % 60 == 0 => format!("{} min", s / 60),
         Some(s) => format!("{s} s"),
+    }
+}
+
+/// Seconds as an age, written as the browser writes relative times (app.js): "45 s",
+/// "3 min 20 s", "2 h 5 min", "3 d".
+pub fn age_text(secs: i64) -> String {
+    let s = secs.max(0);
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        if s < 600 && s % 60 != 0 {
+            format!("{} min {} s", s / 60, s % 60)
+        } else {
+            format!("{} min", s / 60)
+        }
+    } else if s < 86_400 {
+        match (s / 60) % 60 {
+            0 => format!("{} h", s / 3600),
+            m => format!("{} h {m} min", s / 3600),
+        }
+    } else {
+        format!("{} d", s / 86_400)
     }
 }
 

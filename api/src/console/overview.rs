@@ -1,6 +1,7 @@
-//! Page: the integrations overview (`/`). A card per integration with its health,
-//! last and next sync, records and last error; fleet counts on top; filter by health
-//! and kind, search by name, pages of 50. Cards and counts update live (live.rs).
+//! Page: the integrations overview (`/`). A card per integration with its health (and
+//! a stale badge when its freshness objective is breached), last and next sync, records
+//! and last error; fleet counts on top; filter by health (or stale) and kind, search by
+//! name, pages of 50. Cards and counts update live (live.rs).
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -29,6 +30,9 @@ const HEALTHS: &[(&str, &str)] = &[
     ("disabled", "Disabled"),
     ("paused", "Paused"),
 ];
+/// The health filter's extra choice: integrations whose freshness objective is breached
+/// (whatever their health).
+const STALE: &str = "stale";
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/", get(show))
@@ -50,6 +54,8 @@ pub struct CardRow {
     pub live: Option<String>,
     /// Records the last successful run fetched.
     pub held: Option<i64>,
+    /// Its freshness objective is breached since.
+    pub stale_since: Option<DateTime<Utc>>,
 }
 
 impl CardRow {
@@ -67,6 +73,7 @@ impl CardRow {
             last_error: r.try_get("", "last_error")?,
             live: r.try_get("", "live_status")?,
             held: r.try_get("", "held")?,
+            stale_since: r.try_get("", "stale_since")?,
         })
     }
 }
@@ -77,7 +84,7 @@ impl CardRow {
 fn card_select(inner: &str, order: &str) -> String {
     format!(
         "SELECT i.id, i.workspace_id, i.name, i.kind, i.health, i.sync_enabled, i.sync_interval_secs, \
-         i.next_sync_at, i.last_sync_at, i.last_error, \
+         i.next_sync_at, i.last_sync_at, i.last_error, i.stale_since, \
          (SELECT s.status FROM live_runs s WHERE s.integration_id = i.id LIMIT 1) AS live_status, \
          (SELECT s.records_count FROM run_history s WHERE s.integration_id = i.id AND s.status = 'SUCCESS' ORDER BY s.id DESC LIMIT 1) AS held \
          FROM ({inner}) i{order}"
@@ -86,11 +93,23 @@ fn card_select(inner: &str, order: &str) -> String {
 
 pub fn card(c: &CardRow) -> Markup {
     let (class, label) = tone(&c.health, c.last_sync_at.is_some());
+    // A breached freshness objective turns a healthy (or new) card amber.
+    let card_class = if c.stale_since.is_some() && matches!(class, "ok" | "new") {
+        "warn"
+    } else {
+        class
+    };
     html! {
-        article.icard.(format!("tone-{class}")) id=(format!("card-{}", c.id)) data-health=(c.health) {
+        article.icard.(format!("tone-{card_class}")) id=(format!("card-{}", c.id)) data-health=(c.health)
+            data-stale=[c.stale_since.is_some().then_some("1")] {
             header {
                 a.name href=(format!("/integrations/{}", c.id)) { (c.name) }
                 span.badge.(format!("tone-{class}")) { span.dot aria-hidden="true" {} (label) }
+                @if let Some(t) = c.stale_since {
+                    span.badge.tone-warn.stale title=(format!("Freshness objective breached since {}", t.format("%Y-%m-%d %H:%M UTC"))) {
+                        span.dot aria-hidden="true" {} "Stale"
+                    }
+                }
             }
             p.kind { (c.kind) " · every " (interval_text(c.interval)) }
             dl {
@@ -154,6 +173,9 @@ pub async fn counts(state: &AppState, caller: &Caller) -> Result<Markup, ApiErro
             a.count.(if st.failed_last_hour > 0 { "tone-bad" } else { "" }) href="/failures" { b { (st.failed_last_hour) } " failed in the last hour" }
             a.count.(if st.disabled_integrations > 0 { "tone-bad" } else { "" }) href="/?health=disabled" { b { (st.disabled_integrations) } " disabled" }
             a.count href="/?health=paused" { b { (st.paused_integrations) } " paused" }
+            a.count.stale href="/?health=stale" title="Freshness objective breached" {
+                @if st.stale_count > 0 { span.tone-warn { b { (st.stale_count) } " stale" } } @else { b { (st.stale_count) } " stale" }
+            }
             span.count.muted { b { (st.integrations) } @if st.integrations == 1 { " integration" } @else { " integrations" } }
         }
     })
@@ -218,7 +240,9 @@ async fn list(state: &AppState, s: &Session, f: &Filters) -> Result<Markup, ApiE
     if let Some(ws) = s.caller.workspace_id {
         bind(&mut filter, " AND i.workspace_id = ?", ws.into());
     }
-    if !f.health.is_empty() {
+    if f.health == STALE {
+        filter.push_str(" AND i.stale_since IS NOT NULL");
+    } else if !f.health.is_empty() {
         if !HEALTHS.iter().any(|(h, _)| *h == f.health) {
             return Err(ApiError::field(
                 "health",
@@ -334,6 +358,7 @@ async fn show(
                 select name="health" {
                     option value="" { "Any health" }
                     @for (h, label) in HEALTHS { option value=(h) selected[f.health == *h] { (label) } }
+                    option value=(STALE) selected[f.health == STALE] { "Stale (objective breached)" }
                 }
             }
             label { span.sr { "Kind" }

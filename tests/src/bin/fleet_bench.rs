@@ -13,6 +13,11 @@
 //! - `freshness`: `--integrations` (100000) on `--interval` (300) s intervals, 5% failing
 //!   forever; p99 staleness of the healthy ones over `--duration` s, and the failing
 //!   ones' backoff and disable checked run by run.
+//! - `storm`: a shared source goes down: `--integrations` (5000) integrations fail with a
+//!   config error (disabled at once) in the same instant as `--healthy` (20000) healthy
+//!   ones are due; one webhook endpoint (a receiver in this process) takes the
+//!   `integration.disabled` events. Reports when the last event arrived and the healthy
+//!   wave's runs/s, against a round of the healthy wave alone.
 //! - `footprint`: RSS of api and workers idle and under load, PostgreSQL bytes per 1M
 //!   runs, Redis `used_memory` idle, after `--runs` (1000000) completed runs and after the
 //!   queue retention window.
@@ -47,6 +52,8 @@ struct Opts {
     runs: u64,
     retry_base_ms: u64,
     retention_ms: u64,
+    /// `storm`: the healthy integrations due beside the failing ones.
+    healthy: u64,
     /// Extra `KEY=VALUE` settings for every process, comma separated.
     env: Vec<(String, String)>,
 }
@@ -54,7 +61,7 @@ struct Opts {
 fn opts() -> Opts {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let scenario = args.first().cloned().unwrap_or_else(|| {
-        eprintln!("usage: fleet-bench <throughput|lag|freshness|footprint> [--key value]...");
+        eprintln!("usage: fleet-bench <throughput|lag|freshness|footprint|storm> [--key value]...");
         std::process::exit(2)
     });
     let mut kv: HashMap<String, String> = HashMap::new();
@@ -82,6 +89,7 @@ fn opts() -> Opts {
         "throughput" => (50_000, 86_400),
         "lag" | "freshness" => (100_000, 300),
         "footprint" => (50_000, 1),
+        "storm" => (5_000, 86_400),
         other => {
             eprintln!("unknown scenario `{other}`");
             std::process::exit(2)
@@ -96,6 +104,7 @@ fn opts() -> Opts {
             .map(|w| w.split(',').filter_map(|x| x.trim().parse().ok()).collect())
             .unwrap_or_else(|| match scenario.as_str() {
                 "throughput" => vec![1, 2, 4],
+                "storm" => vec![4],
                 _ => vec![2],
             }),
         rounds: usize::try_from(num("rounds", 3)).unwrap_or(3),
@@ -108,6 +117,7 @@ fn opts() -> Opts {
         runs: num("runs", 1_000_000),
         retry_base_ms: num("retry-base-ms", 10_000),
         retention_ms: num("retention-ms", 30_000),
+        healthy: num("healthy", 20_000),
         env: kv
             .get("env")
             .map(|e| {
@@ -429,6 +439,184 @@ async fn throughput(o: &Opts) {
     for l in table {
         println!("{l}");
     }
+}
+
+/// The event ids a [`Sink`] got, and when the last request came.
+type Seen = (
+    std::collections::HashSet<String>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
+/// A webhook receiver: counts the distinct event ids it got and when the last one came.
+#[derive(Clone, Default)]
+struct Sink {
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+}
+
+impl Sink {
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let me = self.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let me = me.clone();
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut g = me.seen.lock().unwrap();
+                g.0.insert(id);
+                g.1 = Some(chrono::Utc::now());
+                axum::http::StatusCode::NO_CONTENT
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        url
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().0.len()
+    }
+
+    fn last(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.seen.lock().unwrap().1
+    }
+}
+
+/// A shared source goes down while a healthy wave runs; see the module docs.
+async fn storm(o: &Opts) {
+    let w = o.workers.first().copied().unwrap_or(4);
+    let (healthy, failing) = (o.healthy, o.integrations);
+    let (mut alone, mut beside, mut delivered_s, mut p99_s) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..o.rounds {
+        for with_storm in [false, true] {
+            let sink = Sink::default();
+            let url = sink.start().await;
+            let allow = [("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true".to_owned())];
+            let mut f = BenchFleet::start(o, &allow).await;
+            f.add_workers(w).await;
+            f.seed_group(
+                "h",
+                healthy,
+                86_400,
+                "'{\"records\": 0}'::jsonb",
+                "t0 + interval '1 day'",
+                "NULL",
+            )
+            .await;
+            if with_storm {
+                f.seed_group(
+                    "s",
+                    failing,
+                    86_400,
+                    "'{\"failAlways\": true, \"errorClass\": \"config\"}'::jsonb",
+                    "t0 + interval '1 day'",
+                    "NULL",
+                )
+                .await;
+                f.exec(&format!(
+                    "INSERT INTO notification_endpoints (id, workspace_id, url, description, event_types, enabled, format, \
+                       secret, created_at, updated_at) \
+                     SELECT gen_random_uuid(), id, '{url}', 'storm', '[\"integration.disabled\"]', true, 'standard', \
+                       'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', now(), now() FROM workspaces ORDER BY created_at LIMIT 1"
+                ))
+                .await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            f.exec("UPDATE integrations SET next_sync_at = date_trunc('second', now()) + interval '3 seconds'")
+                .await;
+            let t0: chrono::DateTime<chrono::Utc> = f
+                .one("SELECT min(next_sync_at) AS t FROM integrations", "t")
+                .await;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let done: i64 = f
+                    .one(
+                        "SELECT count(*) AS n FROM run_history r JOIN integrations i ON i.id = r.integration_id \
+                         WHERE r.status = 'SUCCESS' AND i.name LIKE 'h %'",
+                        "n",
+                    )
+                    .await;
+                let events_in = !with_storm || sink.count() as u64 >= failing;
+                if done as u64 >= healthy && events_in {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "storm round timed out at {done}/{healthy} healthy runs, {}/{failing} events",
+                    sink.count()
+                );
+            }
+            let secs: f64 = f
+                .one(
+                    &format!(
+                        "SELECT extract(epoch FROM max(r.completed_at) - '{t0}'::timestamptz)::float8 AS s \
+                         FROM run_history r JOIN integrations i ON i.id = r.integration_id WHERE i.name LIKE 'h %'"
+                    ),
+                    "s",
+                )
+                .await;
+            let rate = healthy as f64 / secs;
+            if with_storm {
+                let last = sink.last().expect("events arrived");
+                let after = (last - t0).num_milliseconds() as f64 / 1000.0;
+                // Event written (the failed run's finish) → delivered (the attempt's finish).
+                let p99: f64 = f
+                    .one(
+                        "SELECT (percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM a.finished_at - e.created_at)))::float8 AS p \
+                         FROM delivery_attempts a JOIN notification_deliveries d ON d.id = a.delivery_id \
+                         JOIN events e ON e.id = d.event_id WHERE a.outcome = 'delivered'",
+                        "p",
+                    )
+                    .await;
+                let disabled: i64 = f
+                    .one(
+                        "SELECT count(*) AS n FROM integrations WHERE health = 'disabled'",
+                        "n",
+                    )
+                    .await;
+                assert_eq!(
+                    disabled as u64, failing,
+                    "every failing integration disabled"
+                );
+                eprintln!(
+                    "storm round {}: {failing} disabled, {} events delivered, the last {after:.1} s after the due instant \
+                     (event → delivered p99 {p99:.2} s); healthy wave {rate:.0} runs/s",
+                    round + 1,
+                    sink.count(),
+                );
+                beside.push(rate);
+                delivered_s.push(after);
+                p99_s.push(p99);
+            } else {
+                eprintln!(
+                    "storm round {} (healthy wave alone): {rate:.0} runs/s",
+                    round + 1
+                );
+                alone.push(rate);
+            }
+            f.stop().await;
+        }
+    }
+    let (a, b) = (median(&alone).0, median(&beside).0);
+    println!(
+        "| workers | healthy runs | failing (disabled) | last event delivered after due, s | event → delivered p99, s | healthy runs/s alone | healthy runs/s in the storm | slowdown |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {w} | {healthy} | {failing} | {} | {} | {} | {} | {:.1} % |",
+        fmt3(&delivered_s, 1),
+        fmt3(&p99_s, 2),
+        fmt3(&alone, 0),
+        fmt3(&beside, 0),
+        (1.0 - b / a) * 100.0
+    );
 }
 
 /// `rate` integrations fall due per second for `window` seconds.
@@ -776,6 +964,7 @@ async fn main() {
         "lag" => lag(&o).await,
         "freshness" => freshness(&o).await,
         "footprint" => footprint(&o).await,
+        "storm" => storm(&o).await,
         _ => unreachable!(),
     }
 }

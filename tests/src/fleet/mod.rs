@@ -265,9 +265,9 @@ impl Fleet {
             .await;
         self.exec(&format!(
             "INSERT INTO integrations (id, workspace_id, name, kind, config, sync_interval_secs, sync_enabled, \
-               health, next_sync_at, last_success_at, created_at, updated_at) \
+               health, next_sync_at, last_success_at, created_at, updated_at, stale_after_secs) \
              SELECT md5('{tag}' || g)::uuid, '{ws}', '{tag} ' || g, 'synthetic', {config}, {interval}, true, \
-               'healthy', {next}, {last_success}, now(), now() \
+               'healthy', {next}, {last_success}, now(), now(), 2 * {interval} + 60 \
              FROM generate_series(1, {n}) g, (SELECT now() AS t0) t"
         ))
         .await;

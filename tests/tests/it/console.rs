@@ -1354,3 +1354,417 @@ async fn tabs_of_a_session_share_one_stream() {
     b.close().await;
     app.stop().await;
 }
+
+/// What the test receiver got: each request's headers and body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+/// A local webhook receiver answering 200 to every POST; returns its URL.
+async fn webhook_receiver() -> (String, Received, tokio::task::JoinHandle<()>) {
+    let got = Received::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let g = g.clone();
+                async move {
+                    g.lock().unwrap().push((headers, body.to_vec()));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), got, server)
+}
+
+/// Whether a received webhook is signed with `secret` (as a receiver checks it).
+fn signed_with(headers: &axum::http::HeaderMap, body: &[u8], secret: &str) -> bool {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ts: i64 = h("webhook-timestamp").parse().unwrap_or(0);
+    syncfleet_worker::notifications::sign::verify(
+        secret,
+        h("webhook-id"),
+        ts,
+        body,
+        h("webhook-signature"),
+        chrono::Utc::now().timestamp(),
+    )
+    .is_ok()
+}
+
+/// The Notifications page: add an endpoint (its secret shown once, and it is the one
+/// that signs), send a test and watch its delivery succeed, rotate the secret (a new
+/// one, shown once, signing beside the old); a viewer sees it all read-only.
+#[tokio::test]
+async fn notifications_page_adds_tests_and_rotates_an_endpoint() {
+    let _one = BROWSER_LOCK.lock().await;
+    let Some(env) = test_env().await else { return };
+    let (hook, received, server) = webhook_receiver().await;
+    let private = [("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true")];
+    let app = env.spawn_app(&private).await;
+    let (wtoken, worker) = env.spawn_worker(&private);
+    let Some(b) = Browser::start(&app.url).await else {
+        return;
+    };
+    b.login(&env.admin_token()).await;
+    b.goto("/notifications").await;
+    assert_eq!(
+        b.js(
+            "return document.querySelector('header.top nav a[aria-current=page]')?.getAttribute('href');",
+            vec![]
+        )
+        .await,
+        json!("/notifications")
+    );
+
+    // An invalid URL: the API's message next to the field, nothing written.
+    b.fill("#ep-url", "ftp://example.com/hook").await;
+    b.htmx_click("document.querySelector('#add-endpoint button.primary')")
+        .await;
+    b.until(
+        Duration::from_secs(5),
+        "the message next to the URL",
+        "document.querySelector('#err-url')?.textContent.includes('not http or https')",
+    )
+    .await;
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM notification_endpoints",
+            vec![]
+        )
+        .await,
+        0
+    );
+
+    // Add it: the secret is shown once, in its box.
+    b.fill("#ep-url", &hook).await;
+    b.fill("#ep-description", "on-call <b>channel</b>").await;
+    b.click("#add-endpoint input[value='integration.disabled']")
+        .await;
+    b.htmx_click("document.querySelector('#add-endpoint button.primary')")
+        .await;
+    let secret = b
+        .until(
+            Duration::from_secs(5),
+            "the secret, shown once",
+            "(() => { const box = document.querySelector('#add-endpoint .secret-once'); return box && box.textContent.includes('not shown again') && box.querySelector('.secret-value')?.textContent.trim(); })()",
+        )
+        .await;
+    let secret = secret.as_str().expect("secret").to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let id = b
+        .until(
+            Duration::from_secs(5),
+            "the endpoint in the table",
+            &format!(
+                "[...document.querySelectorAll('#endpoints tr.endpoint')].find(r => r.querySelector('.url')?.textContent === {hook:?})?.dataset.id"
+            ),
+        )
+        .await;
+    let id = Uuid::parse_str(id.as_str().expect("endpoint id")).expect("uuid");
+    assert_eq!(
+        b.js(&format!("return document.querySelector('#endpoint-{id}').textContent.includes('integration.disabled') && document.querySelector('#endpoint-{id}').textContent.includes('on-call <b>channel</b>');"), vec![]).await,
+        json!(true)
+    );
+    b.shot("50-notifications-added").await;
+    // Once: a reload shows it nowhere.
+    b.goto("/notifications").await;
+    assert_eq!(
+        b.js(
+            "return document.documentElement.outerHTML.includes(arguments[0]);",
+            vec![json!(secret)]
+        )
+        .await,
+        json!(false),
+        "the secret is shown again"
+    );
+
+    // Send test: the delivery turns succeeded without a reload, signed with that secret.
+    b.mark().await;
+    b.htmx_click(&format!(
+        "document.querySelector('#endpoint-{id} button[data-action=test]')"
+    ))
+    .await;
+    b.until(
+        Duration::from_secs(5),
+        "the test toast",
+        "document.querySelector('#toasts .toast.ok')?.textContent.includes('Test sent')",
+    )
+    .await;
+    b.until(
+        Duration::from_secs(15),
+        "the test delivery succeeded",
+        "document.querySelector('#deliveries tr.delivery[data-event=test][data-status=succeeded]')",
+    )
+    .await;
+    assert!(b.same_document().await, "the page reloaded");
+    assert_eq!(
+        b.js(
+            "return document.querySelector('#deliveries tr.delivery[data-event=test] td:nth-child(5)').textContent.trim();",
+            vec![]
+        )
+        .await,
+        json!("200")
+    );
+    {
+        let got = received.lock().unwrap();
+        assert_eq!(got.len(), 1, "one test webhook");
+        assert!(
+            signed_with(&got[0].0, &got[0].1, &secret),
+            "the shown secret signs"
+        );
+    }
+    b.js(
+        "document.querySelector('#deliveries').scrollIntoView({block: 'center'});",
+        vec![],
+    )
+    .await;
+    b.shot("51-notifications-test-delivered").await;
+
+    // Rotate: a new secret, shown once; the next delivery is signed with both.
+    b.htmx_click(&format!(
+        "document.querySelector('#endpoint-{id} button[data-action=rotate]')"
+    ))
+    .await;
+    let rotated = b
+        .until(
+            Duration::from_secs(5),
+            "the new secret",
+            "(() => { const box = document.querySelector('#secret-slot .secret-once'); return box && box.textContent.includes('not shown again') && box.querySelector('.secret-value')?.textContent.trim(); })()",
+        )
+        .await;
+    let rotated = rotated.as_str().expect("new secret").to_owned();
+    assert!(
+        rotated.starts_with("whsec_") && rotated != secret,
+        "{rotated}"
+    );
+    b.until(
+        Duration::from_secs(5),
+        "the previous secret's grace in the table",
+        &format!("document.querySelector('#endpoint-{id}')?.textContent.includes('previous secret still signs')"),
+    )
+    .await;
+    b.shot("52-notifications-rotated").await;
+    b.htmx_click(&format!(
+        "document.querySelector('#endpoint-{id} button[data-action=test]')"
+    ))
+    .await;
+    b.until(
+        Duration::from_secs(15),
+        "the second test delivery succeeded",
+        "document.querySelectorAll('#deliveries tr.delivery[data-event=test][data-status=succeeded]').length === 2",
+    )
+    .await;
+    {
+        let got = received.lock().unwrap();
+        assert_eq!(got.len(), 2, "two test webhooks");
+        assert!(
+            signed_with(&got[1].0, &got[1].1, &rotated),
+            "the new secret signs"
+        );
+        assert!(
+            signed_with(&got[1].0, &got[1].1, &secret),
+            "the old one too, in its grace"
+        );
+    }
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM audit_events WHERE actor LIKE 'key:%' AND action IN \
+             ('notification_endpoint.create', 'notification_endpoint.rotate_secret')",
+            vec![]
+        )
+        .await,
+        2
+    );
+
+    // A viewer sees the endpoint and its deliveries, and no form or button.
+    let (s, v) = app
+        .client
+        .post("/api/keys", &json!({"name": "wallboard", "role": "viewer"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let viewer_key = v["key"].as_str().unwrap().to_owned();
+    b.click(".who form button").await;
+    b.wait_path("/login").await;
+    b.login(&viewer_key).await;
+    b.goto("/notifications").await;
+    b.until(
+        Duration::from_secs(5),
+        "the endpoint and its deliveries",
+        &format!("document.getElementById('endpoint-{id}') && document.querySelectorAll('#deliveries tr.delivery').length === 2"),
+    )
+    .await;
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('main button, main form, #add-endpoint').length;",
+            vec![]
+        )
+        .await,
+        json!(0),
+        "a viewer sees write controls"
+    );
+    let token = b.csrf().await;
+    assert_eq!(
+        post_status(
+            &b,
+            &format!("/notifications/endpoints/{id}/test"),
+            Some(&token)
+        )
+        .await,
+        403
+    );
+    b.shot("53-notifications-viewer").await;
+
+    b.close().await;
+    wtoken.cancel();
+    let _ = worker.await;
+    app.stop().await;
+    server.abort();
+}
+
+/// A stale integration (no success within its freshness objective) shows on the
+/// overview (an amber card with a Stale badge, the stale count, the stale filter), on
+/// the Failures page, and on its detail page with its objective and staleness.
+#[tokio::test]
+async fn stale_integrations_show_on_the_overview_failures_and_detail() {
+    let _one = BROWSER_LOCK.lock().await;
+    let Some(env) = test_env().await else { return };
+    env.leaves_work("no worker runs here: the first runs stay queued, so nothing succeeds");
+    let app = env.spawn_app(&[("SYNCFLEET_NOTIFY_PUMP_MS", "100")]).await;
+    let Some(b) = Browser::start(&app.url).await else {
+        return;
+    };
+    b.login(&env.admin_token()).await;
+    let (s, v) = app
+        .client
+        .post(
+            "/api/integrations",
+            &json!({"name": "Never fresh", "kind": "synthetic", "config": {}, "syncInterval": 3600, "staleAfter": 1}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = Uuid::parse_str(v["id"].as_str().unwrap()).unwrap();
+    let fresh = app
+        .client
+        .create("Fresh enough", "synthetic", json!({}), Some(3600))
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "the objective breached",
+        || async {
+            (count(
+                &env.db,
+                "SELECT COUNT(*) FROM integrations WHERE id = $1 AND stale_since IS NOT NULL",
+                vec![id.into()],
+            )
+            .await
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+
+    b.goto("/").await;
+    b.until(
+        Duration::from_secs(5),
+        "an amber card with a Stale badge",
+        &format!("(() => {{ const c = document.getElementById('card-{id}'); return c && c.dataset.stale === '1' && c.classList.contains('tone-warn') && c.querySelector('.badge.stale'); }})()"),
+    )
+    .await;
+    assert_eq!(
+        b.js(&format!("return !document.getElementById('card-{fresh}').dataset.stale && !document.querySelector('#card-{fresh} .badge.stale');"), vec![]).await,
+        json!(true)
+    );
+    b.until(
+        Duration::from_secs(5),
+        "the stale count",
+        "document.querySelector('#counts .count.stale')?.textContent.trim() === '1 stale'",
+    )
+    .await;
+    b.shot("60-overview-stale").await;
+    b.goto("/?health=stale").await;
+    assert_eq!(
+        b.js(
+            "return [...document.querySelectorAll('#list article.icard')].map(c => c.id);",
+            vec![]
+        )
+        .await,
+        json!([format!("card-{id}")])
+    );
+
+    b.goto("/failures").await;
+    b.until(
+        Duration::from_secs(5),
+        "listed as stale",
+        &format!("document.querySelector('#stale-{id}')?.textContent.includes('without a successful sync')"),
+    )
+    .await;
+    assert_eq!(
+        b.js(
+            &format!("return !document.getElementById('stale-{fresh}');"),
+            vec![]
+        )
+        .await,
+        json!(true)
+    );
+    b.shot("61-failures-stale").await;
+
+    b.goto(&format!("/integrations/{id}")).await;
+    b.until(
+        Duration::from_secs(5),
+        "the stale badge",
+        "document.querySelector('#stale-badge')",
+    )
+    .await;
+    let objective = b
+        .js(
+            "return document.querySelector('#stale-after').textContent;",
+            vec![],
+        )
+        .await;
+    let objective = objective.as_str().unwrap();
+    assert!(
+        objective.contains("1 s") && !objective.contains("default"),
+        "{objective}"
+    );
+    let staleness = b
+        .js(
+            "return document.querySelector('#staleness').textContent;",
+            vec![],
+        )
+        .await;
+    assert!(
+        staleness.as_str().unwrap().contains("since it was created"),
+        "{staleness}"
+    );
+    b.shot("62-detail-stale").await;
+    b.goto(&format!("/integrations/{fresh}")).await;
+    let objective = b
+        .js(
+            "return document.querySelector('#stale-after').textContent;",
+            vec![],
+        )
+        .await;
+    assert!(
+        objective
+            .as_str()
+            .unwrap()
+            .contains("(default: twice the interval plus the lease)"),
+        "{objective}"
+    );
+    assert_eq!(
+        b.js("return !document.querySelector('#stale-badge');", vec![])
+            .await,
+        json!(true)
+    );
+
+    b.close().await;
+    app.stop().await;
+}
