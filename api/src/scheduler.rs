@@ -254,6 +254,25 @@ async fn history_pass(
         }
         Err(e) => tracing::warn!(error = %e, "history retention failed; the next pass retries"),
     }
+    // Events and their finished deliveries follow the same retention (§3.10).
+    let mut pruned = 0;
+    loop {
+        match syncfleet_worker::notifications::prune(&state.db, cfg.retention, 1000).await {
+            Ok(n) => {
+                pruned += n;
+                if n < 1000 || shutdown.is_cancelled() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "event retention failed; the next pass retries");
+                break;
+            }
+        }
+    }
+    if pruned > 0 {
+        tracing::info!(events = pruned, "event retention");
+    }
 }
 
 /// Pushes every PENDING run last pushed before now, in chunks, up to the depth bound;

@@ -175,6 +175,9 @@ impl MigrationTrait for Migration {
             "CREATE INDEX idx_events_integration ON events (integration_id, created_at)",
         )
         .await?;
+        // The history pass prunes events by age (with their finished deliveries).
+        db.execute_unprepared("CREATE INDEX idx_events_created ON events (created_at)")
+            .await?;
 
         use NotificationEndpoints as N;
         manager

@@ -796,3 +796,53 @@ async fn the_embedded_mode_delivers() {
     assert_eq!(disabled.body["data"]["reason"], "auth");
     app.stop().await;
 }
+
+/// Events older than the retention go with their finished deliveries and attempts; an
+/// event with a delivery still pending stays, however old.
+#[tokio::test]
+async fn old_events_are_pruned_with_their_finished_deliveries() {
+    let Some(env) = test_env().await else { return };
+    let ws = syncfleet_api::db::default_workspace(&env.db)
+        .await
+        .expect("workspace");
+    let (done, pending, fresh) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let ep = Uuid::now_v7();
+    let sql = format!(
+        "INSERT INTO notification_endpoints (id, workspace_id, url, event_types, format, secret, created_at, updated_at) \
+           VALUES ('{ep}', '{ws}', 'http://example.com/h', '[]', 'standard', 'whsec_x', now(), now()); \
+         INSERT INTO events (id, workspace_id, event_type, body, created_at) VALUES \
+           ('{done}', '{ws}', 'test', '{{}}', now() - interval '40 days'), \
+           ('{pending}', '{ws}', 'test', '{{}}', now() - interval '40 days'), \
+           ('{fresh}', '{ws}', 'test', '{{}}', now()); \
+         INSERT INTO notification_deliveries (id, workspace_id, endpoint_id, event_id, event_type, status, attempts, created_at) VALUES \
+           (gen_random_uuid(), '{ws}', '{ep}', '{done}', 'test', 'succeeded', 1, now() - interval '40 days'), \
+           (gen_random_uuid(), '{ws}', '{ep}', '{pending}', 'test', 'pending', 0, now() - interval '40 days'); \
+         INSERT INTO delivery_attempts (id, delivery_id, attempt, finished_at, outcome) \
+           SELECT gen_random_uuid(), id, 1, now(), 'delivered' FROM notification_deliveries WHERE event_id = '{done}';"
+    );
+    sea_orm::ConnectionTrait::execute_unprepared(&env.db, &sql)
+        .await
+        .expect("seed");
+    let n = syncfleet_worker::notifications::prune(&env.db, Duration::from_secs(30 * 86_400), 100)
+        .await
+        .expect("prune");
+    assert_eq!(n, 1);
+    let left =
+        crate::util::strings(&env.db, "SELECT id::text FROM events ORDER BY id", vec![]).await;
+    let mut want = vec![pending.to_string(), fresh.to_string()];
+    want.sort();
+    assert_eq!(left, want);
+    assert_eq!(
+        crate::util::count(&env.db, "SELECT COUNT(*) FROM delivery_attempts", vec![]).await,
+        0
+    );
+    assert_eq!(
+        crate::util::count(
+            &env.db,
+            "SELECT COUNT(*) FROM notification_deliveries",
+            vec![]
+        )
+        .await,
+        1
+    );
+}

@@ -95,3 +95,52 @@ pub async fn recover<C: ConnectionTrait + TransactionTrait>(
         quarantined,
     }
 }
+
+/// Deletes up to `limit` events older than `older_than` whose deliveries have all
+/// finished, with those deliveries and their attempts (the history pass, with the run
+/// history's retention). Returns how many events went.
+pub async fn prune<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    older_than: Duration,
+    limit: u64,
+) -> Result<u64, DbErr> {
+    use sea_orm::{TransactionSession, Value};
+
+    use crate::db;
+    let txn = db.begin().await?;
+    let d = Dialect::of(&txn);
+    let rows = db::query(
+        &txn,
+        format!(
+            "SELECT id FROM events e WHERE created_at < {cutoff} AND NOT EXISTS \
+               (SELECT 1 FROM notification_deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
+             ORDER BY created_at LIMIT {limit}",
+            cutoff = d.now_plus_ms("$1"),
+        ),
+        [(-ms(older_than)).into()],
+    )
+    .await?;
+    let ids: Vec<Uuid> = rows
+        .iter()
+        .map(|r| r.try_get("", "id"))
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        txn.rollback().await?;
+        return Ok(0);
+    }
+    let list = work::placeholders(1, ids.len());
+    let values = || ids.iter().map(|id| Value::from(*id)).collect::<Vec<_>>();
+    // Children first: SQLite may run without foreign keys.
+    for sql in [
+        format!(
+            "DELETE FROM delivery_attempts WHERE delivery_id IN \
+             (SELECT id FROM notification_deliveries WHERE event_id IN ({list}))"
+        ),
+        format!("DELETE FROM notification_deliveries WHERE event_id IN ({list})"),
+        format!("DELETE FROM events WHERE id IN ({list})"),
+    ] {
+        db::exec(&txn, sql, values()).await?;
+    }
+    txn.commit().await?;
+    Ok(ids.len() as u64)
+}
