@@ -235,7 +235,7 @@ pub async fn send(client: &reqwest::Client, s: &Sending, now: i64) -> (Answer, i
             // The SSRF guard refuses inside the client (resolver, redirects): that is
             // final, like a 4xx, not a transient connection error.
             let text = error_chain(&e);
-            if text.contains("not allowed") || text.contains("forbidden") {
+            if text.contains("SYNCFLEET_ALLOW_PRIVATE_NETWORKS") {
                 Answer::Failed {
                     status: None,
                     error: cut(text),
