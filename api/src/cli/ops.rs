@@ -186,6 +186,7 @@ pub async fn status(conn: Conn) -> Result<()> {
             ("integrations", s(&v["integrations"])),
             ("disabled", s(&v["disabledIntegrations"])),
             ("paused", s(&v["pausedIntegrations"])),
+            ("stale", s(&v["staleCount"])),
             ("last successful sync", t(&v["lastSuccessfulSync"])),
         ]
         .iter()

@@ -15,8 +15,8 @@
 //!   ones' backoff and disable checked run by run.
 //! - `storm`: a shared source goes down: `--integrations` (5000) integrations fail with a
 //!   config error (disabled at once) in the same instant as `--healthy` (20000) healthy
-//!   ones are due; one webhook endpoint (a receiver in this process) takes the
-//!   `integration.disabled` events. Reports when the last event arrived and the healthy
+//!   ones are due; `--endpoints` (1) webhook endpoints (a receiver in this process) each
+//!   take the `integration.disabled` events. Reports when the last event arrived and the healthy
 //!   wave's runs/s, against a round of the healthy wave alone.
 //! - `footprint`: RSS of api and workers idle and under load, PostgreSQL bytes per 1M
 //!   runs, Redis `used_memory` idle, after `--runs` (1000000) completed runs and after the
@@ -54,6 +54,8 @@ struct Opts {
     retention_ms: u64,
     /// `storm`: the healthy integrations due beside the failing ones.
     healthy: u64,
+    /// `storm`: endpoints that each take every `integration.disabled` event.
+    endpoints: u64,
     /// Extra `KEY=VALUE` settings for every process, comma separated.
     env: Vec<(String, String)>,
 }
@@ -118,6 +120,7 @@ fn opts() -> Opts {
         retry_base_ms: num("retry-base-ms", 10_000),
         retention_ms: num("retention-ms", 30_000),
         healthy: num("healthy", 20_000),
+        endpoints: num("endpoints", 1),
         env: kv
             .get("env")
             .map(|e| {
@@ -457,21 +460,28 @@ impl Sink {
     async fn start(&self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        // Endpoints add `/<n>` to it.
         let me = self.clone();
-        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
-            let me = me.clone();
-            async move {
-                let id = headers
-                    .get("webhook-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                let mut g = me.seen.lock().unwrap();
-                g.0.insert(id);
-                g.1 = Some(chrono::Utc::now());
-                axum::http::StatusCode::NO_CONTENT
-            }
-        });
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+                let me = me.clone();
+                async move {
+                    // One count per endpoint (path) and event.
+                    let id = format!(
+                        "{} {}",
+                        uri.path(),
+                        headers
+                            .get("webhook-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                    );
+                    let mut g = me.seen.lock().unwrap();
+                    g.0.insert(id);
+                    g.1 = Some(chrono::Utc::now());
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            },
+        );
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -522,8 +532,10 @@ async fn storm(o: &Opts) {
                 f.exec(&format!(
                     "INSERT INTO notification_endpoints (id, workspace_id, url, description, event_types, enabled, format, \
                        secret, created_at, updated_at) \
-                     SELECT gen_random_uuid(), id, '{url}', 'storm', '[\"integration.disabled\"]', true, 'standard', \
-                       'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', now(), now() FROM workspaces ORDER BY created_at LIMIT 1"
+                     SELECT gen_random_uuid(), w.id, '{url}/' || k, 'storm', '[\"integration.disabled\"]', true, 'standard', \
+                       'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', now(), now() \
+                     FROM (SELECT id FROM workspaces ORDER BY created_at LIMIT 1) w, generate_series(1, {}) k",
+                    o.endpoints
                 ))
                 .await;
             }
@@ -543,14 +555,15 @@ async fn storm(o: &Opts) {
                         "n",
                     )
                     .await;
-                let events_in = !with_storm || sink.count() as u64 >= failing;
+                let events_in = !with_storm || sink.count() as u64 >= failing * o.endpoints;
                 if done as u64 >= healthy && events_in {
                     break;
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "storm round timed out at {done}/{healthy} healthy runs, {}/{failing} events",
-                    sink.count()
+                    "storm round timed out at {done}/{healthy} healthy runs, {}/{} deliveries",
+                    sink.count(),
+                    failing * o.endpoints
                 );
             }
             let secs: f64 = f
@@ -586,7 +599,7 @@ async fn storm(o: &Opts) {
                     "every failing integration disabled"
                 );
                 eprintln!(
-                    "storm round {}: {failing} disabled, {} events delivered, the last {after:.1} s after the due instant \
+                    "storm round {}: {failing} disabled, {} deliveries, the last {after:.1} s after the due instant \
                      (event → delivered p99 {p99:.2} s); healthy wave {rate:.0} runs/s",
                     round + 1,
                     sink.count(),
@@ -606,11 +619,12 @@ async fn storm(o: &Opts) {
     }
     let (a, b) = (median(&alone).0, median(&beside).0);
     println!(
-        "| workers | healthy runs | failing (disabled) | last event delivered after due, s | event → delivered p99, s | healthy runs/s alone | healthy runs/s in the storm | slowdown |"
+        "| workers | healthy runs | failing (disabled) × endpoints | last event delivered after due, s | event → delivered p99, s | healthy runs/s alone | healthy runs/s in the storm | slowdown |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {w} | {healthy} | {failing} | {} | {} | {} | {} | {:.1} % |",
+        "| {w} | {healthy} | {failing} × {} | {} | {} | {} | {} | {:.1} % |",
+        o.endpoints,
         fmt3(&delivered_s, 1),
         fmt3(&p99_s, 2),
         fmt3(&alone, 0),
