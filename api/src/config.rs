@@ -94,6 +94,8 @@ pub struct Config {
     /// The console's public address (`SYNCFLEET_PUBLIC_URL`); `https://` makes its
     /// session cookie `Secure`.
     pub public_url: Option<url::Url>,
+    /// How long an `Idempotency-Key`'s answer is kept (`SYNCFLEET_IDEMPOTENCY_WINDOW`).
+    pub idempotency_window: Duration,
     /// A console session ends after this long without a request…
     pub console_idle_timeout: Duration,
     /// …and this long after login, whatever happens.
@@ -317,7 +319,12 @@ impl Config {
             "SYNCFLEET_CONSOLE_SESSION_LIFETIME_SECS",
             12 * 3600,
         )?);
+        let idempotency_window = match get("SYNCFLEET_IDEMPOTENCY_WINDOW") {
+            None => Duration::from_secs(24 * 3600),
+            Some(v) => parse_duration("SYNCFLEET_IDEMPOTENCY_WINDOW", &v)?,
+        };
         Ok(Self {
+            idempotency_window,
             public_url,
             console_idle_timeout,
             console_session_lifetime,

@@ -30,6 +30,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("the integration changed since version {0} was read; reload and retry")]
     VersionConflict(i32),
+    /// A local write's `If-Match` names another version than the record's (`None`: the
+    /// record does not exist).
+    #[error("{}", match .0 { Some(v) => format!("the record is at version {v}; reload it and retry"), None => "the record does not exist".to_owned() })]
+    RecordVersionConflict(Option<i32>),
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
     #[error("rate limit exceeded; retry in {0} s")]
     RateLimited(u64),
     #[error("request body exceeds 1 MiB")]
@@ -96,9 +102,14 @@ impl ApiError {
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            Self::VersionConflict(_) => {
+            Self::VersionConflict(_) | Self::RecordVersionConflict(_) => {
                 (StatusCode::CONFLICT, "version_conflict", "Version conflict")
             }
+            Self::IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+            ),
             Self::RateLimited(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

@@ -36,11 +36,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+impl<T: DeserializeOwned> ApiJson<T> {
+    /// The body of a handler that also needs the raw bytes (to hash them, for an
+    /// idempotency key): the same checks as the extractor.
+    pub fn from_bytes(headers: &axum::http::HeaderMap, bytes: &[u8]) -> Result<Self, ApiError> {
+        if !is_json_headers(headers) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        parse(bytes).map(Self)
+    }
+}
+
 /// Whether the request says its body is JSON: `application/json` or
 /// `application/<something>+json`, with any parameters.
 fn is_json(req: &Request) -> bool {
-    let Some(ct) = req
-        .headers()
+    is_json_headers(req.headers())
+}
+
+fn is_json_headers(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
     else {

@@ -273,6 +273,14 @@ async fn history_pass(
     if pruned > 0 {
         tracing::info!(events = pruned, "event retention");
     }
+    // Idempotency keys are kept for their window (§3.11).
+    match crate::control::records::prune_keys(&state.db, state.config.idempotency_window).await {
+        Ok(n) if n > 0 => tracing::debug!(keys = n, "idempotency keys expired"),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "idempotency key retention failed; the next pass retries")
+        }
+    }
 }
 
 /// Pushes every PENDING run last pushed before now, in chunks, up to the depth bound;

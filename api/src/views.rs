@@ -201,6 +201,14 @@ pub struct RecordView {
     pub version: i32,
     pub deleted_at: Option<DateTime<Utc>>,
     pub synced_at: DateTime<Utc>,
+    /// `synced`, `pending` (a local change waits in the outbox), `pushing`, `conflict` or `failed`.
+    pub sync_state: String,
+    /// What the cloud last said: its version (an ETag, a number or a timestamp) and id.
+    pub cloud_version: Option<String>,
+    pub cloud_id: Option<String>,
+    /// The last local write, and who made it.
+    pub modified_at: Option<DateTime<Utc>>,
+    pub modified_by: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -22,6 +22,7 @@ mod m20261202_000014_console;
 mod m20261202_000015_live_runs;
 mod m20261202_000016_run_stats_hourly;
 mod m20261202_000017_notifications;
+mod m20261202_000018_outbox;
 
 pub struct Migrator;
 
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000015_live_runs::Migration),
             Box::new(m20261202_000016_run_stats_hourly::Migration),
             Box::new(m20261202_000017_notifications::Migration),
+            Box::new(m20261202_000018_outbox::Migration),
         ]
     }
 }

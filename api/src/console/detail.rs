@@ -77,6 +77,7 @@ async fn show(State(state): State<AppState>, s: Session, Path(id): Path<String>)
             cursor: None,
             updated_since: None,
             include_deleted: false,
+            sync_state: None,
         }),
     )
     .await?

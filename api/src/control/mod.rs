@@ -23,6 +23,7 @@ use crate::error::ApiError;
 pub mod integration;
 pub mod keys;
 pub mod notifications;
+pub mod records;
 pub mod runs;
 pub mod settings;
 pub mod workspaces;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use super::{fleet, history, integrations, keys, notifications, workspaces};
+use super::{fleet, history, integrations, keys, notifications, records, workspaces};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -27,6 +27,7 @@ use crate::state::AppState;
         notifications::create, notifications::list, notifications::read, notifications::update,
         notifications::remove, notifications::rotate, notifications::test, notifications::deliveries,
         notifications::delivery, notifications::retry, notifications::events,
+        records::put_record, records::patch_record, records::delete_record, records::batch,
     ),
     components(schemas(Problem, FieldProblemSchema)),
     modifiers(&BearerAuth),

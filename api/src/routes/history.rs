@@ -191,6 +191,8 @@ pub struct RecordQuery {
     /// Include soft-deleted records (default false).
     #[serde(default)]
     pub include_deleted: bool,
+    /// Only records in this sync state: `synced`, `pending`, `pushing`, `conflict` or `failed`.
+    pub sync_state: Option<String>,
 }
 
 /// The synced records: the fast local read path that replaces calling the source.
@@ -203,11 +205,25 @@ pub async fn records(
 ) -> Result<Json<RecordPage>, ApiError> {
     let (_, size) = page_bounds(None, p.page_size)?;
     let mut sql = String::from(
-        "SELECT external_id, data, version, deleted_at, synced_at FROM records WHERE integration_id = $1",
+        "SELECT external_id, data, version, deleted_at, synced_at, sync_state, cloud_version, cloud_id, \
+         modified_at, modified_by FROM records WHERE integration_id = $1",
     );
     let mut values: Vec<Value> = vec![m.id.into()];
     if !p.include_deleted {
         sql.push_str(" AND deleted_at IS NULL");
+    }
+    if let Some(st) = p.sync_state {
+        if !matches!(
+            st.as_str(),
+            "synced" | "pending" | "pushing" | "conflict" | "failed"
+        ) {
+            return Err(ApiError::field(
+                "syncState",
+                "must be synced, pending, pushing, conflict or failed",
+            ));
+        }
+        values.push(st.into());
+        sql.push_str(&format!(" AND sync_state = ${}", values.len()));
     }
     if let Some(since) = p.updated_since {
         values.push(since.into());
@@ -227,6 +243,11 @@ pub async fn records(
             version: r.try_get("", "version")?,
             deleted_at: r.try_get("", "deleted_at")?,
             synced_at: r.try_get("", "synced_at")?,
+            sync_state: r.try_get("", "sync_state")?,
+            cloud_version: r.try_get("", "cloud_version")?,
+            cloud_id: r.try_get("", "cloud_id")?,
+            modified_at: r.try_get("", "modified_at")?,
+            modified_by: r.try_get("", "modified_by")?,
         });
     }
     let next_cursor = (records.len() as u64 == size)

@@ -8,6 +8,7 @@ pub mod history;
 pub mod integrations;
 pub mod keys;
 pub mod notifications;
+pub mod records;
 pub mod workspaces;
 
 use axum::Router;
@@ -26,6 +27,7 @@ pub fn app(state: AppState) -> Router {
         .merge(fleet::router())
         .merge(keys::router())
         .merge(notifications::router())
+        .merge(records::router())
         .merge(workspaces::router())
         .merge(docs::router())
         .merge(crate::console::router(state.clone()))

@@ -13,6 +13,7 @@ mod foundation;
 mod gauges;
 mod history;
 mod notifications;
+mod outbox;
 mod protocol;
 mod queue;
 mod recovery;
