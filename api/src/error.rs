@@ -76,6 +76,13 @@ fn is_unavailable(e: &sea_orm::DbErr) -> bool {
         | DbErr::Query(RuntimeErr::SqlxError(s)) => s,
         _ => return false,
     };
+    // A row lock held past the session's `lock_timeout` (a busy moment, §2.7): the
+    // request is safe to retry, like an outage.
+    if let Sqlx::Database(d) = sqlx.as_ref()
+        && d.code().as_deref() == Some("55P03")
+    {
+        return true;
+    }
     matches!(
         sqlx.as_ref(),
         Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::WorkerCrashed

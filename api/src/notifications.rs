@@ -1,7 +1,9 @@
-//! The API side of notifications (docs/architecture.md §4.16): the delivery pump, and
-//! pushing the deliveries a request created without waiting for it.
+//! The API side of notifications and pushes (docs/architecture.md §4.16, §4.17): the pump
+//! that queues due deliveries and pushes, and pushing the deliveries a request created
+//! without waiting for it.
 
 use syncfleet_worker::notifications::{self, DELIVERIES};
+use syncfleet_worker::push::PUSHES;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -62,7 +64,21 @@ pub async fn run_pump(state: AppState, shutdown: CancellationToken) {
                     // Stamped but not pushed: the re-enqueuer pushes them after its timeout.
                     tracing::warn!(error = %e, deliveries = n, "push of due deliveries failed; the re-enqueuer will retry");
                 }
-                n as u64 >= limit
+                // Pushes of local changes that are due (new, or retrying after a backoff).
+                let pushes =
+                    match syncfleet_worker::work::due_unpushed(&state.db, &PUSHES, limit).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading due pushes failed");
+                            Vec::new()
+                        }
+                    };
+                if !pushes.is_empty()
+                    && let Err(e) = state.queue.push_work(&PUSHES, &pushes).await
+                {
+                    tracing::warn!(error = %e, pushes = pushes.len(), "queueing due pushes failed; the re-enqueuer will retry");
+                }
+                n as u64 >= limit || pushes.len() as u64 >= limit
             }
             Err(e) => {
                 tracing::warn!(error = %e, "delivery pump pass failed");

@@ -164,6 +164,26 @@ async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
     if r.repaired > 0 {
         state.scheduler_wake.notify_one();
     }
+    // Pushes of local changes: the same steps again (§4.17).
+    match syncfleet_worker::push::recover(
+        &state.db,
+        cfg.notify.backoff,
+        cfg.max_claims,
+        cfg.reenqueue_after,
+        cfg.max_runs_per_tick,
+    )
+    .await
+    {
+        Ok(p) if !p.is_empty() => {
+            tracing::info!(pushes = p.len(), "push recovery pass");
+            state
+                .queue
+                .push_work(&syncfleet_worker::push::PUSHES, &p)
+                .await?;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "push recovery failed; the next pass retries"),
+    }
     // Deliveries: the same recovery steps of the same mechanism (§4.16).
     let dr = syncfleet_worker::notifications::recover(
         &state.db,
@@ -317,7 +337,9 @@ pub async fn refresh_gauges(state: &AppState) -> anyhow::Result<(u64, u64)> {
                 (SELECT COUNT(*) FROM integrations WHERE stale_since IS NOT NULL) AS stale, \
                 (SELECT MAX({age}) FROM integrations WHERE sync_enabled AND stale_after_secs IS NOT NULL) AS max_age_ms, \
                 (SELECT COUNT(*) FROM notification_deliveries WHERE status = 'pending') AS deliveries, \
-                (SELECT MAX({dage}) FROM notification_deliveries WHERE status = 'pending') AS oldest_ms",
+                (SELECT MAX({dage}) FROM notification_deliveries WHERE status = 'pending') AS oldest_ms, \
+                (SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'pushing')) AS outbox, \
+                (SELECT MAX({dage}) FROM outbox WHERE status IN ('pending', 'pushing')) AS outbox_ms",
             age = q::Dialect::of(&state.db).ms_since("COALESCE(last_success_at, created_at)"),
             dage = q::Dialect::of(&state.db).ms_since("created_at"),
         ),
@@ -342,6 +364,8 @@ pub async fn refresh_gauges(state: &AppState) -> anyhow::Result<(u64, u64)> {
     m.max_staleness.set(secs("max_age_ms")?);
     m.deliveries_pending.set(r.try_get("", "deliveries")?);
     m.oldest_pending_delivery.set(secs("oldest_ms")?);
+    m.outbox_pending.set(r.try_get("", "outbox")?);
+    m.outbox_oldest_pending.set(secs("outbox_ms")?);
     Ok((
         u64::try_from(pending).unwrap_or(0),
         u64::try_from(running).unwrap_or(0),

@@ -8,6 +8,8 @@
 //! - `outbox`: one row per accepted local change, written in the same transaction as the
 //!   change: the operation, the record's data and version after it, and the cloud
 //!   version it was based on.
+//! - `live_pushes`: the third kind of leased work, a record's push while it is PENDING
+//!   or RUNNING (at most one per record), pointing at the outbox entry it carries.
 //! - `idempotency_keys`: the first answer to each `Idempotency-Key` of a workspace, with
 //!   the hash of the request it answered.
 
@@ -46,6 +48,25 @@ enum Outbox {
     CreatedBy,
     CreatedAt,
     FinishedAt,
+}
+
+#[derive(DeriveIden)]
+enum LivePushes {
+    Table,
+    Id,
+    IntegrationId,
+    ExternalId,
+    OutboxId,
+    Status,
+    Claims,
+    SoloClaims,
+    Fence,
+    LeaseOwner,
+    LeaseUntil,
+    EnqueuedAt,
+    StartedAt,
+    WorkerId,
+    DueAt,
 }
 
 #[derive(DeriveIden)]
@@ -150,6 +171,50 @@ impl MigrationTrait for Migration {
             db.execute_unprepared(sql).await?;
         }
 
+        // The third kind of leased work: a record's push while PENDING or RUNNING, at most
+        // one per record (its changes go out in order, one in flight at a time).
+        use LivePushes as L;
+        manager
+            .create_table(
+                Table::create()
+                    .table(L::Table)
+                    .col(ColumnDef::new(L::Id).uuid().not_null().primary_key())
+                    .col(ColumnDef::new(L::IntegrationId).uuid().not_null())
+                    .col(ColumnDef::new(L::ExternalId).string_len(512).not_null())
+                    .col(ColumnDef::new(L::OutboxId).uuid().not_null())
+                    .col(ColumnDef::new(L::Status).string_len(16).not_null())
+                    .col(ColumnDef::new(L::Claims).integer().not_null().default(0))
+                    .col(
+                        ColumnDef::new(L::SoloClaims)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(ColumnDef::new(L::Fence).big_integer().not_null().default(0))
+                    .col(ColumnDef::new(L::LeaseOwner).string_len(200).null())
+                    .col(ts(L::LeaseUntil).null())
+                    .col(ts(L::EnqueuedAt).null())
+                    .col(ts(L::StartedAt).null())
+                    .col(ColumnDef::new(L::WorkerId).string_len(200).null())
+                    .col(ts(L::DueAt).null())
+                    .check(Expr::col(L::Status).is_in(["PENDING", "RUNNING"]))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_live_pushes_integration")
+                            .from(L::Table, L::IntegrationId)
+                            .to(Integrations::Table, Integrations::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        for sql in [
+            "CREATE UNIQUE INDEX uq_live_pushes_record ON live_pushes (integration_id, external_id)",
+            "CREATE INDEX idx_live_pushes_due ON live_pushes (due_at) WHERE status = 'PENDING' AND enqueued_at IS NULL",
+        ] {
+            db.execute_unprepared(sql).await?;
+        }
+
         use IdempotencyKeys as K;
         manager
             .create_table(
@@ -175,6 +240,7 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         db.execute_unprepared("DROP TABLE idempotency_keys").await?;
+        db.execute_unprepared("DROP TABLE live_pushes").await?;
         db.execute_unprepared("DROP TABLE outbox").await?;
         db.execute_unprepared("DROP INDEX idx_records_sync_state")
             .await?;

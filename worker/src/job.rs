@@ -13,6 +13,8 @@ pub enum SyncJob {
     V1 { run_id: Uuid },
     /// A webhook delivery (docs/architecture.md §4.16).
     Delivery1 { delivery_id: Uuid },
+    /// A push of a local change (docs/architecture.md §4.17).
+    Push1 { push_id: Uuid },
 }
 
 impl SyncJob {
@@ -20,6 +22,8 @@ impl SyncJob {
     pub fn of(w: &Work, id: Uuid) -> Self {
         if w.name == crate::notifications::DELIVERIES.name {
             Self::Delivery1 { delivery_id: id }
+        } else if w.name == crate::push::PUSHES.name {
+            Self::Push1 { push_id: id }
         } else {
             Self::V1 { run_id: id }
         }
@@ -29,6 +33,7 @@ impl SyncJob {
         match self {
             Self::V1 { run_id } => run_id,
             Self::Delivery1 { delivery_id } => delivery_id,
+            Self::Push1 { push_id } => push_id,
         }
     }
 
@@ -38,18 +43,22 @@ impl SyncJob {
         match self {
             Self::V1 { run_id } => run_id.to_string(),
             Self::Delivery1 { delivery_id } => format!("d:{delivery_id}"),
+            Self::Push1 { push_id } => format!("p:{push_id}"),
         }
     }
 
     /// The hint a ready-set entry names; `None` for an entry that names nothing.
     pub fn from_member(m: &str) -> Option<Self> {
-        match m.strip_prefix("d:") {
-            Some(id) => id
+        if let Some(id) = m.strip_prefix("d:") {
+            return id
                 .parse()
                 .ok()
-                .map(|delivery_id| Self::Delivery1 { delivery_id }),
-            None => m.parse().ok().map(|run_id| Self::V1 { run_id }),
+                .map(|delivery_id| Self::Delivery1 { delivery_id });
         }
+        if let Some(id) = m.strip_prefix("p:") {
+            return id.parse().ok().map(|push_id| Self::Push1 { push_id });
+        }
+        m.parse().ok().map(|run_id| Self::V1 { run_id })
     }
 }
 
@@ -62,8 +71,9 @@ mod tests {
         let id = Uuid::now_v7();
         let run = SyncJob::V1 { run_id: id };
         let delivery = SyncJob::Delivery1 { delivery_id: id };
+        let push = SyncJob::Push1 { push_id: id };
         assert_eq!(run.member(), id.to_string());
-        for j in [run, delivery] {
+        for j in [run, delivery, push] {
             assert_eq!(SyncJob::from_member(&j.member()), Some(j));
         }
         assert_eq!(SyncJob::from_member("junk"), None);

@@ -18,6 +18,7 @@ pub mod notifications;
 pub mod notify;
 pub mod poll;
 pub mod protocol;
+pub mod push;
 pub mod queue;
 pub mod ratelimit;
 pub mod runner;

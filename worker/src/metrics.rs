@@ -52,6 +52,11 @@ pub struct Metrics {
     pub deliveries_pending: IntGauge,
     /// Age of the oldest pending delivery, seconds.
     pub oldest_pending_delivery: IntGauge,
+    /// Push attempts by outcome (`pushed`, `retrying`, `conflict`, `failed`, `stale`).
+    pub pushes: IntCounterVec,
+    /// Outbox entries not pushed yet, and the age of the oldest.
+    pub outbox_pending: IntGauge,
+    pub outbox_oldest_pending: IntGauge,
 }
 
 impl Metrics {
@@ -168,6 +173,16 @@ impl Metrics {
                 "notification_oldest_pending_seconds",
                 "Age of the oldest pending webhook delivery",
             ),
+            pushes: IntCounterVec::new(
+                Opts::new("push_attempts_total", "Pushes of local changes by outcome"),
+                &["outcome"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            outbox_pending: gauge("outbox_pending", "Local changes not pushed yet"),
+            outbox_oldest_pending: gauge(
+                "outbox_oldest_pending_seconds",
+                "Age of the oldest local change not pushed yet",
+            ),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -201,6 +216,9 @@ impl Metrics {
             Box::new(m.max_staleness.clone()),
             Box::new(m.deliveries_pending.clone()),
             Box::new(m.oldest_pending_delivery.clone()),
+            Box::new(m.pushes.clone()),
+            Box::new(m.outbox_pending.clone()),
+            Box::new(m.outbox_oldest_pending.clone()),
         ];
         for c in collectors {
             // Names are unique constants; a failure here would be a programming error

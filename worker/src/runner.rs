@@ -57,6 +57,11 @@ async fn handle(
                 .catch_unwind()
                 .await
         }
+        SyncJob::Push1 { push_id } => {
+            AssertUnwindSafe(engine.push(push_id, worker.name()))
+                .catch_unwind()
+                .await
+        }
     };
     match executed {
         Ok(Ok(Executed::Ran)) => {}

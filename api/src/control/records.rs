@@ -331,17 +331,7 @@ async fn write_one(
         .first()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the written record vanished")))?;
     let new_version: i32 = r.try_get("", "version")?;
-    // A change whose push has not started is replaced by this one: one push carries the
-    // record's latest state.
-    q::exec(
-        txn,
-        format!(
-            "UPDATE outbox SET status = 'superseded', finished_at = {now} \
-             WHERE integration_id = $1 AND external_id = $2 AND status = 'pending'"
-        ),
-        [integration.into(), w.external_id.clone().into()],
-    )
-    .await?;
+    let entry = Uuid::now_v7();
     q::exec(
         txn,
         format!(
@@ -350,7 +340,7 @@ async fn write_one(
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, {now})"
         ),
         [
-            Uuid::now_v7().into(),
+            entry.into(),
             integration.into(),
             w.external_id.clone().into(),
             operation.into(),
@@ -361,6 +351,7 @@ async fn write_one(
         ],
     )
     .await?;
+    syncfleet_worker::push::enqueue(txn, integration, &w.external_id, entry).await?;
     Ok((view_of(r)?, created))
 }
 

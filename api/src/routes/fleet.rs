@@ -46,6 +46,9 @@ pub struct FleetStatus {
     pub paused_integrations: i64,
     /// Integrations whose freshness objective is breached.
     pub stale_count: i64,
+    /// Local changes not pushed to the cloud yet, and the age of the oldest (seconds).
+    pub outbox_pending: i64,
+    pub outbox_oldest_pending_seconds: Option<i64>,
     pub last_successful_sync: Option<DateTime<Utc>>,
 }
 
@@ -68,8 +71,13 @@ pub async fn status(
                (SELECT COUNT(*) FROM integrations i WHERE 1 = 1{scope}) AS total, \
                (SELECT COUNT(*) FROM integrations i WHERE i.health = 'disabled'{scope}) AS disabled, \
                (SELECT COUNT(*) FROM integrations i WHERE i.health = 'paused'{scope}) AS paused, \
-               (SELECT COUNT(*) FROM integrations i WHERE i.stale_since IS NOT NULL{scope}) AS stale",
+               (SELECT COUNT(*) FROM integrations i WHERE i.stale_since IS NOT NULL{scope}) AS stale, \
+               (SELECT COUNT(*) FROM outbox o JOIN integrations i ON i.id = o.integration_id \
+                  WHERE o.status IN ('pending', 'pushing'){scope}) AS outbox, \
+               (SELECT MAX({oage}) FROM outbox o JOIN integrations i ON i.id = o.integration_id \
+                  WHERE o.status IN ('pending', 'pushing'){scope}) AS outbox_ms",
             hour_ago = d.now_plus_ms("-3600000"),
+            oage = d.ms_since("o.created_at"),
         ),
         values.clone(),
     )
@@ -122,6 +130,10 @@ pub async fn status(
         disabled_integrations: r.try_get("", "disabled")?,
         paused_integrations: r.try_get("", "paused")?,
         stale_count: r.try_get("", "stale")?,
+        outbox_pending: r.try_get("", "outbox")?,
+        outbox_oldest_pending_seconds: r
+            .try_get::<Option<i64>>("", "outbox_ms")?
+            .map(|ms| ms.max(0) / 1000),
         last_successful_sync,
     }))
 }

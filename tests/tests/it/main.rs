@@ -15,6 +15,7 @@ mod history;
 mod notifications;
 mod outbox;
 mod protocol;
+mod push;
 mod queue;
 mod recovery;
 mod security;

@@ -33,6 +33,9 @@ async fn send(
 }
 
 async fn outbox(env: &tests::env::TestEnv, id: Uuid) -> Vec<String> {
+    if std::env::var("SYNCFLEET_TEST_LOGS").is_ok() {
+        let _ = syncfleet_api::telemetry::init(syncfleet_api::config::LogFormat::Text);
+    }
     strings(
         &env.db,
         "SELECT external_id || ':' || operation || ':' || status || ':' || record_version FROM outbox \

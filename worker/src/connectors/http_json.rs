@@ -56,7 +56,63 @@ struct Config {
     max_response_bytes: Option<u64>,
     #[serde(default)]
     max_pages: Option<u64>,
+    /// Where local changes are pushed (bidirectional sync); absent = pull only.
+    #[serde(default)]
+    push: Option<PushTarget>,
 }
+
+/// How local changes reach the cloud: one request per change, carrying
+/// `Idempotency-Key: <the outbox entry's id>` and, when the record has a cloud version,
+/// `If-Match: <it>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushTarget {
+    /// The record's URL; `{externalId}` and `{cloudId}` are replaced (URL-encoded; `{cloudId}`
+    /// is the external id until the cloud gave one).
+    url: String,
+    /// Where a record the cloud does not know yet is created with `POST`; absent = a
+    /// `PUT` to `url`.
+    #[serde(default)]
+    create_url: Option<String>,
+    /// `PUT` (default) or `PATCH` for a change to a record the cloud has.
+    #[serde(default = "put")]
+    update_method: String,
+    /// Where the answer's JSON holds the cloud's version of the record (else its `ETag`).
+    #[serde(default)]
+    version_pointer: Option<String>,
+    /// Where the answer's JSON holds the cloud's id of the record.
+    #[serde(default)]
+    id_pointer: Option<String>,
+}
+
+fn put() -> String {
+    "PUT".into()
+}
+
+/// One change to push.
+#[derive(Debug, Clone)]
+pub struct PushRequest<'a> {
+    pub external_id: &'a str,
+    pub cloud_id: Option<&'a str>,
+    /// The record's data (canonical JSON); `None` = a delete.
+    pub data: Option<&'a str>,
+    pub idempotency_key: &'a str,
+    pub if_match: Option<&'a str>,
+}
+
+/// What the cloud answered a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushResponse {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub cloud_version: Option<String>,
+    pub cloud_id: Option<String>,
+    /// The start of the body, for an error message.
+    pub excerpt: String,
+}
+
+/// Largest push answer read.
+const MAX_PUSH_ANSWER: usize = 1 << 20;
 
 /// What `auth` must be (the message for any other value, which is never quoted).
 const AUTH_SHAPES: &str = "must be {\"type\": \"bearer\", \"token\": string}, \
@@ -224,6 +280,39 @@ impl HttpJson {
                 ));
             }
         }
+        if let Some(p) = &c.push {
+            for (field, u) in [
+                ("config.push.url", Some(&p.url)),
+                ("config.push.createUrl", p.create_url.as_ref()),
+            ] {
+                if let Some(u) = u {
+                    let filled = u.replace("{externalId}", "x").replace("{cloudId}", "x");
+                    http::http_url(
+                        field,
+                        &filled,
+                        "put them in `auth`, which is kept secret",
+                        &mut errors,
+                    );
+                }
+            }
+            if !matches!(p.update_method.as_str(), "PUT" | "PATCH") {
+                errors.push(FieldError::new(
+                    "config.push.updateMethod",
+                    "must be PUT or PATCH",
+                ));
+            }
+            for (field, ptr) in [
+                ("config.push.versionPointer", &p.version_pointer),
+                ("config.push.idPointer", &p.id_pointer),
+            ] {
+                if ptr.as_deref().is_some_and(|x| !pointer_ok(x)) {
+                    errors.push(FieldError::new(
+                        field,
+                        "must be a JSON pointer like /version",
+                    ));
+                }
+            }
+        }
         let (Some(url), true) = (url, errors.is_empty()) else {
             return Err(errors);
         };
@@ -341,7 +430,16 @@ fn id_string(v: &Value) -> Option<String> {
 #[async_trait]
 impl Connector for HttpJson {
     fn urls(&self) -> Vec<Url> {
-        vec![self.url.clone()]
+        let mut out = vec![self.url.clone()];
+        if let Some(p) = &self.c.push {
+            for u in std::iter::once(&p.url).chain(p.create_url.as_ref()) {
+                if let Ok(u) = Url::parse(&u.replace("{externalId}", "x").replace("{cloudId}", "x"))
+                {
+                    out.push(u);
+                }
+            }
+        }
+        out
     }
 
     async fn fetch(&self, ctx: &FetchContext) -> Result<Fetched, FetchError> {
@@ -479,6 +577,102 @@ impl Connector for HttpJson {
             records,
             full: !incremental,
             watermark,
+        })
+    }
+}
+
+impl HttpJson {
+    /// Whether this config has a push target.
+    pub fn pushes(&self) -> bool {
+        self.c.push.is_some()
+    }
+
+    /// Sends one change to the push target: `Err` is a transport error (connection,
+    /// timeout, a refused address), to retry.
+    pub async fn push(&self, r: &PushRequest<'_>) -> Result<PushResponse, String> {
+        let Some(p) = &self.c.push else {
+            return Err("no push target configured (config.push)".into());
+        };
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let fill = |t: &str| {
+            t.replace("{externalId}", &enc(r.external_id))
+                .replace("{cloudId}", &enc(r.cloud_id.unwrap_or(r.external_id)))
+        };
+        let (method, target) = match (r.data, r.cloud_id, &p.create_url) {
+            (None, _, _) => (reqwest::Method::DELETE, fill(&p.url)),
+            (Some(_), None, Some(create)) => (reqwest::Method::POST, fill(create)),
+            (Some(_), None, None) => (reqwest::Method::PUT, fill(&p.url)),
+            (Some(_), Some(_), _) if p.update_method == "PATCH" => {
+                (reqwest::Method::PATCH, fill(&p.url))
+            }
+            (Some(_), Some(_), _) => (reqwest::Method::PUT, fill(&p.url)),
+        };
+        let url = Url::parse(&target).map_err(|e| format!("push URL: {e}"))?;
+        self.policy.check_url(&url).map_err(|e| e.to_string())?;
+        let mut req = self
+            .http
+            .request(method, url.clone())
+            .header("accept", "application/json")
+            .header("idempotency-key", r.idempotency_key);
+        if let Some(v) = r.if_match {
+            req = req.header("if-match", v);
+        }
+        for (k, v) in &self.c.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req = match &self.c.auth {
+            None => req,
+            Some(Auth::Bearer { token }) => req.bearer_auth(token),
+            Some(Auth::ApiKey { header, value }) => req.header(header.as_str(), value.as_str()),
+            Some(Auth::Basic { username, password }) => req.basic_auth(username, Some(password)),
+        };
+        if let Some(d) = r.data {
+            req = req
+                .header("content-type", "application/json")
+                .body(d.to_owned());
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                "timed out".to_owned()
+            } else {
+                let mut s = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(inner) = src {
+                    s.push_str(": ");
+                    s.push_str(&inner.to_string());
+                    src = inner.source();
+                }
+                s
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let etag = header("etag");
+        let retry_after = header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(3600)));
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        let body = &bytes[..bytes.len().min(MAX_PUSH_ANSWER)];
+        let json: Option<Value> = serde_json::from_slice(body).ok();
+        let at = |ptr: &Option<String>| -> Option<String> {
+            let v = json.as_ref()?.pointer(ptr.as_deref()?)?;
+            match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Null => None,
+                other => Some(other.to_string()),
+            }
+        };
+        Ok(PushResponse {
+            status,
+            retry_after,
+            cloud_version: at(&p.version_pointer).or(etag),
+            cloud_id: at(&p.id_pointer),
+            excerpt: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
         })
     }
 }

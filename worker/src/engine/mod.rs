@@ -666,6 +666,87 @@ impl Engine {
         result
     }
 
+    /// Pushes live push `id` as `owner`: the same claim, lease, release and fenced finish
+    /// as a run ([`crate::work`]), with the push's own rules ([`crate::push`]).
+    pub async fn push(&self, id: Uuid, owner: &str) -> Result<Executed, DbErr> {
+        use crate::push::{self, Outcome, PUSHES};
+        let claimed =
+            crate::work::claim(&self.db, &PUSHES, &[id], owner, self.cfg.lease, "", None).await?;
+        let Some(row) = claimed.first() else {
+            self.metrics.duplicate_deliveries.inc();
+            return Ok(Executed::Ran);
+        };
+        let f = Fence::of(row, PUSHES.subject)?;
+        let claims: i32 = row.try_get("", "claims")?;
+        let span = tracing::info_span!("push", push.id = %id, integration.id = %f.subject, fence = f.fence);
+        let flight = InFlight::new(&self.db, &self.inflight, &PUSHES, f);
+        let leased = with_lease(&self.db, &PUSHES, f, self.cfg.lease, async {
+            // A push is an ordinary claim: it steps aside from a suspect like a run.
+            let Some(_shared) = self.isolation.enter(false).await else {
+                return Ok(None);
+            };
+            let Some(job) = push::load(&self.db, f.id).await? else {
+                return Ok(Some(None));
+            };
+            db::exec(
+                &self.db,
+                "UPDATE records SET sync_state = 'pushing' WHERE integration_id = $1 AND external_id = $2",
+                [f.subject.into(), job.external_id.clone().into()],
+            )
+            .await?;
+            let outcome = if claims > self.cfg.max_claims * CLAIMS_BACKSTOP {
+                Outcome::Failed {
+                    status: None,
+                    error: format!("claimed {claims} times without finishing; quarantined"),
+                }
+            } else {
+                push::send(&job, self.secrets.as_ref(), &self.env, f.subject).await
+            };
+            Ok::<_, DbErr>(Some(Some((job, outcome))))
+        })
+        .instrument(span.clone())
+        .await;
+        let result = match leased {
+            None => {
+                self.metrics.stale_finishes.inc();
+                Ok(Executed::Ran)
+            }
+            Some(Err(e)) => Err(e),
+            Some(Ok(None)) => {
+                self.metrics.stepped_aside.inc();
+                crate::work::give_back(&self.db, &PUSHES, f)
+                    .await
+                    .map(|_| Executed::SteppedAside)
+            }
+            // The integration went, its pushes with it.
+            Some(Ok(Some(None))) => Ok(Executed::Ran),
+            Some(Ok(Some(Some((job, outcome))))) => {
+                let done = push::finish(
+                    &self.db,
+                    self.cfg.notify.backoff,
+                    f,
+                    &job,
+                    job.attempts + 1,
+                    outcome,
+                    crate::work::Guard::Owner,
+                )
+                .instrument(span)
+                .await?;
+                let label = match done {
+                    push::Finished::Pushed => "pushed",
+                    push::Finished::Retrying(_) => "retrying",
+                    push::Finished::Conflict => "conflict",
+                    push::Finished::Failed => "failed",
+                    push::Finished::Stale => "stale",
+                };
+                self.metrics.pushes.with_label_values(&[label]).inc();
+                Ok(Executed::Ran)
+            }
+        };
+        flight.done();
+        result
+    }
+
     /// Gives every in-flight claim back (bounded shutdown): they become PENDING for
     /// another worker instead of waiting for their lease to expire.
     pub async fn release_all(&self) -> usize {
