@@ -293,6 +293,26 @@ async fn history_pass(
     if pruned > 0 {
         tracing::info!(events = pruned, "event retention");
     }
+    // Pushed and superseded outbox entries follow the history retention (§3.11); the
+    // ones still to push, and the failed and conflicting ones, stay.
+    match q::exec(
+        &state.db,
+        format!(
+            "DELETE FROM outbox WHERE status IN ('pushed', 'superseded') AND finished_at < {}",
+            q::Dialect::of(&state.db).now_plus_ms("$1")
+        ),
+        [sea_orm::Value::from(-syncfleet_worker::config::ms(
+            cfg.retention,
+        ))],
+    )
+    .await
+    {
+        Ok(r) if r.rows_affected() > 0 => {
+            tracing::info!(entries = r.rows_affected(), "outbox retention")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "outbox retention failed; the next pass retries"),
+    }
     // Idempotency keys are kept for their window (§3.11).
     match crate::control::records::prune_keys(&state.db, state.config.idempotency_window).await {
         Ok(n) if n > 0 => tracing::debug!(keys = n, "idempotency keys expired"),

@@ -148,9 +148,13 @@ pub async fn run(ctx: &Ctx) -> Report {
         .await;
     // Every claim takes a new fence; a claim that stepped aside unexecuted (§4.13) is
     // given back uncounted, so `claims` never exceeds the fence and equals it unless
-    // some claim stepped aside.
+    // some claim stepped aside. Finished runs only: the fleet keeps scheduling, and a
+    // run created a moment ago is rightly PENDING and unclaimed (claims 0).
     let fence_ne_claims = f
-        .n("SELECT count(*) AS n FROM sync_logs WHERE claims > fence OR claims < 1")
+        .n(
+            "SELECT count(*) AS n FROM run_history WHERE status <> 'CANCELLED' \
+            AND (claims > fence OR claims < 1)",
+        )
         .await;
     let never = f
         .n("SELECT count(*) AS n FROM integrations i WHERE NOT EXISTS \
