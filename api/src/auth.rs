@@ -33,6 +33,18 @@ impl Caller {
         format!("key:{}", self.key_id)
     }
 
+    /// The workspace the caller's new resources belong to: its own, or for an operator
+    /// key (which spans every workspace) the install's first one.
+    pub async fn home_workspace(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+    ) -> Result<Uuid, ApiError> {
+        Ok(match self.workspace_id {
+            Some(ws) => ws,
+            None => crate::db::default_workspace(db).await?,
+        })
+    }
+
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if matches!(self.role, Role::Admin | Role::Operator) {
             Ok(())

@@ -120,15 +120,6 @@ impl Draft {
     }
 }
 
-/// The workspace a new endpoint belongs to: the key's, or the default one for an
-/// operator key (as the API does).
-async fn workspace(state: &AppState, s: &Session) -> Result<Uuid, ApiError> {
-    Ok(match s.caller.workspace_id {
-        Some(ws) => ws,
-        None => crate::db::default_workspace(&state.db).await?,
-    })
-}
-
 async fn endpoints_of(state: &AppState, s: &Session) -> Result<Vec<EndpointView>, ApiError> {
     Ok(api::list(State(state.clone()), s.caller.clone()).await?.0)
 }
@@ -448,7 +439,7 @@ async fn create(
     let htmx = is_htmx(&headers);
     let mut d = Draft::of(pairs);
     let added = async {
-        let ws = workspace(&state, &s).await?;
+        let ws = s.caller.home_workspace(&state.db).await?;
         let fields = EndpointFields {
             url: Some(d.url.trim().to_owned()),
             description: Some(d.description.trim().to_owned()),

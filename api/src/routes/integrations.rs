@@ -239,10 +239,7 @@ pub(crate) async fn create_integration(
     let Some(kind) = kind.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    let ws = match caller.workspace_id {
-        Some(ws) => ws,
-        None => crate::db::default_workspace(&state.db).await?,
-    };
+    let ws = caller.home_workspace(&state.db).await?;
     let id = Uuid::now_v7();
     let config = protect_config(&state, kind, id, body.config.clone(), None).await?;
     let max_retries = body

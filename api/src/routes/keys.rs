@@ -14,7 +14,7 @@ use uuid::Uuid;
 use entity::Role;
 use syncfleet_worker::db as q;
 
-use crate::auth::{Admin, Caller};
+use crate::auth::Admin;
 use crate::control;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -65,13 +65,6 @@ pub struct KeyView {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-async fn workspace(state: &AppState, caller: &Caller) -> Result<Uuid, ApiError> {
-    Ok(match caller.workspace_id {
-        Some(ws) => ws,
-        None => crate::db::default_workspace(&state.db).await?,
-    })
-}
-
 /// Create an API key.
 #[utoipa::path(post, path = "/api/keys", request_body = CreateKey, tag = "keys",
     responses((status = 201, body = CreatedKey), (status = 422, description = "validation failed")))]
@@ -116,7 +109,7 @@ pub async fn create(
     };
     let ws = match body.workspace_id {
         Some(ws) => ws,
-        None => workspace(&state, &caller).await?,
+        None => caller.home_workspace(&state.db).await?,
     };
     let name = body.name.trim().to_owned();
     let k = control::keys::create(&state, &caller, ws, &name, role).await?;

@@ -112,13 +112,6 @@ pub struct CreateEndpoint {
     pub secret: Option<String>,
 }
 
-async fn workspace(state: &AppState, caller: &Caller) -> Result<Uuid, ApiError> {
-    Ok(match caller.workspace_id {
-        Some(ws) => ws,
-        None => crate::db::default_workspace(&state.db).await?,
-    })
-}
-
 /// Add a notification endpoint; the answer carries its secret, once.
 #[utoipa::path(post, path = "/api/notifications/endpoints", request_body = CreateEndpoint, tag = "notifications",
     responses((status = 201, body = CreatedEndpoint), (status = 422, description = "validation failed")))]
@@ -127,7 +120,7 @@ pub async fn create(
     Admin(caller): Admin,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Result<(StatusCode, Json<CreatedEndpoint>), ApiError> {
-    let ws = workspace(&state, &caller).await?;
+    let ws = caller.home_workspace(&state.db).await?;
     let fields = EndpointFields {
         url: Some(body.url),
         description: body.description,

@@ -587,11 +587,14 @@ impl HttpJson {
         self.c.push.is_some()
     }
 
-    /// Sends one change to the push target: `Err` is a transport error (connection,
-    /// timeout, a refused address), to retry.
-    pub async fn push(&self, r: &PushRequest<'_>) -> Result<PushResponse, String> {
+    /// Sends one change to the push target: `Err` is a transport error, classified as
+    /// for a fetch (`http::transport_error`: a refused address is `config`).
+    pub async fn push(&self, r: &PushRequest<'_>) -> Result<PushResponse, FetchError> {
         let Some(p) = &self.c.push else {
-            return Err("no push target configured (config.push)".into());
+            return Err(FetchError::new(
+                ErrorClass::Config,
+                "no push target configured (config.push)",
+            ));
         };
         let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
         let fill = |t: &str| {
@@ -607,8 +610,11 @@ impl HttpJson {
             }
             (Some(_), Some(_), _) => (reqwest::Method::PUT, fill(&p.url)),
         };
-        let url = Url::parse(&target).map_err(|e| format!("push URL: {e}"))?;
-        self.policy.check_url(&url).map_err(|e| e.to_string())?;
+        let url = Url::parse(&target)
+            .map_err(|e| FetchError::new(ErrorClass::Config, format!("push URL: {e}")))?;
+        self.policy
+            .check_url(&url)
+            .map_err(|e| FetchError::new(ErrorClass::Config, e.to_string()))?;
         let mut req = self
             .http
             .request(method, url.clone())
@@ -631,20 +637,10 @@ impl HttpJson {
                 .header("content-type", "application/json")
                 .body(d.to_owned());
         }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_timeout() {
-                "timed out".to_owned()
-            } else {
-                let mut s = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(inner) = src {
-                    s.push_str(": ");
-                    s.push_str(&inner.to_string());
-                    src = inner.source();
-                }
-                s
-            }
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| http::transport_error(&e, &url))?;
         let status = resp.status().as_u16();
         let header = |n: &str| {
             resp.headers()
@@ -653,10 +649,12 @@ impl HttpJson {
                 .map(str::to_owned)
         };
         let etag = header("etag");
-        let retry_after = header("retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(3600)));
-        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        let retry_after =
+            http::retry_after(resp.headers()).map(|d| d.min(Duration::from_secs(3600)));
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| http::transport_error(&e, &url))?;
         let body = &bytes[..bytes.len().min(MAX_PUSH_ANSWER)];
         let json: Option<Value> = serde_json::from_slice(body).ok();
         let at = |ptr: &Option<String>| -> Option<String> {

@@ -184,8 +184,7 @@ impl Engine {
             let lag = (c.started_at - c.scheduled_for).num_milliseconds().max(0);
             self.metrics.scheduler_lag.observe(lag as f64 / 1000.0);
         }
-        if c.claims > self.cfg.max_claims * CLAIMS_BACKSTOP {
-            let msg = format!("claimed {} times without finishing; quarantined", c.claims);
+        if let Some(msg) = self.backstop(c.claims) {
             let p = Prepared::early(
                 self.kind_of(c.integration_id).await,
                 Outcome::Failure(ErrorClass::WorkerLost),
@@ -544,82 +543,40 @@ impl Engine {
         Ok(())
     }
 
-    /// Attempts delivery `id` as `owner`: the same claim, lease, release and fenced
-    /// finish as a run ([`crate::work`]), with the delivery's own rules
-    /// ([`crate::notifications::deliver`]).
-    pub async fn deliver(&self, id: Uuid, owner: &str) -> Result<Executed, DbErr> {
-        use crate::notifications::DELIVERIES;
-        use crate::notifications::deliver::{self, Answer};
-        let claimed = crate::work::claim(
-            &self.db,
-            &DELIVERIES,
-            &[id],
-            owner,
-            self.cfg.lease,
-            "",
-            None,
-        )
-        .await?;
+    /// One claim of a kind of leased work other than runs (§4.15): claim, track, lease,
+    /// the shared isolation (it steps aside from a suspect like a run), `body` inside
+    /// the lease, then `finish` with what `body` prepared (`None`: nothing to write).
+    /// `body` gets the fence and the claim's count; [`Self::backstop`] says whether that
+    /// count is past the claim-time backstop.
+    async fn claimed_one<T, Body, BodyFut, Fin, FinFut>(
+        &self,
+        w: &'static crate::work::Work,
+        id: Uuid,
+        owner: &str,
+        body: Body,
+        finish: Fin,
+    ) -> Result<Executed, DbErr>
+    where
+        Body: FnOnce(Fence, i32) -> BodyFut,
+        BodyFut: std::future::Future<Output = Result<Option<T>, DbErr>>,
+        Fin: FnOnce(Fence, T) -> FinFut,
+        FinFut: std::future::Future<Output = Result<(), DbErr>>,
+    {
+        let claimed =
+            crate::work::claim(&self.db, w, &[id], owner, self.cfg.lease, "", None).await?;
         let Some(row) = claimed.first() else {
             self.metrics.duplicate_deliveries.inc();
             return Ok(Executed::Ran);
         };
-        let f = Fence::of(row, DELIVERIES.subject)?;
+        let f = Fence::of(row, w.subject)?;
         let claims: i32 = row.try_get("", "claims")?;
-        let span = tracing::info_span!("delivery", delivery.id = %id, endpoint.id = %f.subject, fence = f.fence);
-        let flight = InFlight::new(&self.db, &self.inflight, &DELIVERIES, f);
-        let leased = with_lease(&self.db, &DELIVERIES, f, self.cfg.lease, async {
-            // An attempt is an ordinary claim: it steps aside from a suspect like a run.
+        let span = tracing::info_span!("leased_work", work = w.name, id = %id, subject = %f.subject, fence = f.fence);
+        let flight = InFlight::new(&self.db, &self.inflight, w, f);
+        let leased = with_lease(&self.db, w, f, self.cfg.lease, async {
             let Some(_shared) = self.isolation.enter(false).await else {
                 return Ok(None);
             };
-            if claims > self.cfg.max_claims * CLAIMS_BACKSTOP {
-                let error = format!("claimed {claims} times without finishing; quarantined");
-                return Ok(Some((
-                    Answer::Failed {
-                        status: None,
-                        error,
-                    },
-                    0,
-                )));
-            }
-            let sending = match deliver::load(&self.db, self.secrets.as_ref(), id).await {
-                Ok(Some(s)) => s,
-                // The delivery went with its endpoint or event.
-                Ok(None) => {
-                    return Ok(Some((
-                        Answer::Failed {
-                            status: None,
-                            error: "gone".into(),
-                        },
-                        0,
-                    )));
-                }
-                Err(e) => {
-                    let error = format!("cannot read the delivery: {e}");
-                    return Ok(Some((
-                        Answer::Failed {
-                            status: None,
-                            error,
-                        },
-                        0,
-                    )));
-                }
-            };
-            if !sending.endpoint_enabled {
-                let error = "the endpoint is disabled".to_owned();
-                return Ok(Some((
-                    Answer::Failed {
-                        status: None,
-                        error,
-                    },
-                    0,
-                )));
-            }
-            let now = crate::protocol::reaper::db_now(&self.db).await?;
-            Ok::<_, DbErr>(Some(
-                deliver::send(&self.notify_client, &sending, now.timestamp()).await,
-            ))
+            body(f, claims).await.map(Some)
         })
         .instrument(span.clone())
         .await;
@@ -631,62 +588,92 @@ impl Engine {
             Some(Err(e)) => Err(e),
             Some(Ok(None)) => {
                 self.metrics.stepped_aside.inc();
-                crate::work::give_back(&self.db, &DELIVERIES, f)
+                crate::work::give_back(&self.db, w, f)
                     .await
                     .map(|_| Executed::SteppedAside)
             }
-            Some(Ok(Some((answer, latency)))) => {
-                let done = deliver::finish(
-                    &self.db,
-                    &self.cfg.notify,
-                    f,
-                    answer,
-                    latency,
-                    crate::work::Guard::Owner,
-                )
-                .instrument(span)
-                .await?;
-                let outcome = match done {
-                    deliver::Finished::Delivered => "delivered",
-                    deliver::Finished::Retrying(_) => "retrying",
-                    deliver::Finished::Failed { .. } => "failed",
-                    deliver::Finished::Stale => "stale",
-                };
-                self.metrics.deliveries.with_label_values(&[outcome]).inc();
-                if let deliver::Finished::Failed {
-                    endpoint_disabled: true,
-                } = done
-                {
-                    tracing::warn!(endpoint.id = %f.subject, "notification endpoint disabled after repeated failed deliveries");
-                }
-                Ok(Executed::Ran)
-            }
+            Some(Ok(Some(None))) => Ok(Executed::Ran),
+            Some(Ok(Some(Some(t)))) => finish(f, t).instrument(span).await.map(|()| Executed::Ran),
         };
         flight.done();
         result
     }
 
-    /// Pushes live push `id` as `owner`: the same claim, lease, release and fenced finish
-    /// as a run ([`crate::work`]), with the push's own rules ([`crate::push`]).
+    /// The failure message of a claim past the claim-time backstop (§4.13), if it is.
+    fn backstop(&self, claims: i32) -> Option<String> {
+        (claims > self.cfg.max_claims * CLAIMS_BACKSTOP)
+            .then(|| format!("claimed {claims} times without finishing; quarantined"))
+    }
+
+    /// Attempts delivery `id` as `owner` on the leased-work mechanism
+    /// ([`Self::claimed_one`]), with the delivery's own rules
+    /// ([`crate::notifications::deliver`]).
+    pub async fn deliver(&self, id: Uuid, owner: &str) -> Result<Executed, DbErr> {
+        use crate::notifications::DELIVERIES;
+        use crate::notifications::deliver::{self, Answer};
+        let failed = |error: String| {
+            Ok(Some((
+                Answer::Failed {
+                    status: None,
+                    error,
+                },
+                0,
+            )))
+        };
+        let body = |_: Fence, claims: i32| async move {
+            if let Some(error) = self.backstop(claims) {
+                return failed(error);
+            }
+            let sending = match deliver::load(&self.db, self.secrets.as_ref(), id).await {
+                Ok(Some(s)) => s,
+                // The delivery went with its endpoint or event.
+                Ok(None) => return failed("gone".into()),
+                Err(e) => return failed(format!("cannot read the delivery: {e}")),
+            };
+            if !sending.endpoint_enabled {
+                return failed("the endpoint is disabled".into());
+            }
+            let now = crate::protocol::reaper::db_now(&self.db).await?;
+            Ok(Some(
+                deliver::send(&self.notify_client, &sending, now.timestamp()).await,
+            ))
+        };
+        let finish = |f: Fence, (answer, latency): (Answer, i64)| async move {
+            let done = deliver::finish(
+                &self.db,
+                &self.cfg.notify,
+                f,
+                answer,
+                latency,
+                crate::work::Guard::Owner,
+            )
+            .await?;
+            let outcome = match done {
+                deliver::Finished::Delivered => "delivered",
+                deliver::Finished::Retrying(_) => "retrying",
+                deliver::Finished::Failed { .. } => "failed",
+                deliver::Finished::Stale => "stale",
+            };
+            self.metrics.deliveries.with_label_values(&[outcome]).inc();
+            if let deliver::Finished::Failed {
+                endpoint_disabled: true,
+            } = done
+            {
+                tracing::warn!(endpoint.id = %f.subject, "notification endpoint disabled after repeated failed deliveries");
+            }
+            Ok(())
+        };
+        self.claimed_one(&DELIVERIES, id, owner, body, finish).await
+    }
+
+    /// Pushes live push `id` as `owner` on the leased-work mechanism
+    /// ([`Self::claimed_one`]), with the push's own rules ([`crate::push`]).
     pub async fn push(&self, id: Uuid, owner: &str) -> Result<Executed, DbErr> {
         use crate::push::{self, Outcome, PUSHES};
-        let claimed =
-            crate::work::claim(&self.db, &PUSHES, &[id], owner, self.cfg.lease, "", None).await?;
-        let Some(row) = claimed.first() else {
-            self.metrics.duplicate_deliveries.inc();
-            return Ok(Executed::Ran);
-        };
-        let f = Fence::of(row, PUSHES.subject)?;
-        let claims: i32 = row.try_get("", "claims")?;
-        let span = tracing::info_span!("push", push.id = %id, integration.id = %f.subject, fence = f.fence);
-        let flight = InFlight::new(&self.db, &self.inflight, &PUSHES, f);
-        let leased = with_lease(&self.db, &PUSHES, f, self.cfg.lease, async {
-            // A push is an ordinary claim: it steps aside from a suspect like a run.
-            let Some(_shared) = self.isolation.enter(false).await else {
-                return Ok(None);
-            };
+        let body = |f: Fence, claims: i32| async move {
+            // `None`: the integration went, its pushes with it.
             let Some(job) = push::load(&self.db, f.id).await? else {
-                return Ok(Some(None));
+                return Ok(None);
             };
             db::exec(
                 &self.db,
@@ -694,57 +681,37 @@ impl Engine {
                 [f.subject.into(), job.external_id.clone().into()],
             )
             .await?;
-            let outcome = if claims > self.cfg.max_claims * CLAIMS_BACKSTOP {
-                Outcome::Failed {
+            let outcome = match self.backstop(claims) {
+                Some(error) => Outcome::Failed {
                     status: None,
-                    error: format!("claimed {claims} times without finishing; quarantined"),
-                }
-            } else {
-                push::send(&job, self.secrets.as_ref(), &self.env, f.subject).await
+                    error,
+                },
+                None => push::send(&job, self.secrets.as_ref(), &self.env, f.subject).await,
             };
-            Ok::<_, DbErr>(Some(Some((job, outcome))))
-        })
-        .instrument(span.clone())
-        .await;
-        let result = match leased {
-            None => {
-                self.metrics.stale_finishes.inc();
-                Ok(Executed::Ran)
-            }
-            Some(Err(e)) => Err(e),
-            Some(Ok(None)) => {
-                self.metrics.stepped_aside.inc();
-                crate::work::give_back(&self.db, &PUSHES, f)
-                    .await
-                    .map(|_| Executed::SteppedAside)
-            }
-            // The integration went, its pushes with it.
-            Some(Ok(Some(None))) => Ok(Executed::Ran),
-            Some(Ok(Some(Some((job, outcome))))) => {
-                let done = push::finish(
-                    &self.db,
-                    self.cfg.notify.backoff,
-                    f,
-                    &job,
-                    job.attempts + 1,
-                    outcome,
-                    crate::work::Guard::Owner,
-                )
-                .instrument(span)
-                .await?;
-                let label = match done {
-                    push::Finished::Pushed => "pushed",
-                    push::Finished::Retrying(_) => "retrying",
-                    push::Finished::Conflict => "conflict",
-                    push::Finished::Failed => "failed",
-                    push::Finished::Stale => "stale",
-                };
-                self.metrics.pushes.with_label_values(&[label]).inc();
-                Ok(Executed::Ran)
-            }
+            Ok(Some((job, outcome)))
         };
-        flight.done();
-        result
+        let finish = |f: Fence, (job, outcome): (push::Job, Outcome)| async move {
+            let done = push::finish(
+                &self.db,
+                self.cfg.notify.backoff,
+                f,
+                &job,
+                job.attempts + 1,
+                outcome,
+                crate::work::Guard::Owner,
+            )
+            .await?;
+            let label = match done {
+                push::Finished::Pushed => "pushed",
+                push::Finished::Retrying(_) => "retrying",
+                push::Finished::Conflict => "conflict",
+                push::Finished::Failed => "failed",
+                push::Finished::Stale => "stale",
+            };
+            self.metrics.pushes.with_label_values(&[label]).inc();
+            Ok(())
+        };
+        self.claimed_one(&PUSHES, id, owner, body, finish).await
     }
 
     /// Gives every in-flight claim back (bounded shutdown): they become PENDING for

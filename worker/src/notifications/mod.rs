@@ -75,17 +75,9 @@ pub async fn recover<C: ConnectionTrait + TransactionTrait>(
     .into_iter()
     .map(|(id, _)| id)
     .collect();
-    let cutoff = Dialect::of(db).now_plus_ms("$1");
     let overdue = or_log(
         "delivery re-enqueue",
-        work::pushed_before(
-            db,
-            &DELIVERIES,
-            &cutoff,
-            (-ms(reenqueue_after)).into(),
-            limit,
-        )
-        .await,
+        work::overdue(db, &DELIVERIES, reenqueue_after, limit).await,
     );
     let mut push = requeued.clone();
     push.extend(overdue);

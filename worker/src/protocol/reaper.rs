@@ -17,7 +17,6 @@ use uuid::Uuid;
 use super::finish::{self, FinishReq, Finished, RunReport};
 use super::policy::{Outcome, RetryPolicy};
 use super::{Guard, RUNS};
-use crate::config::ms;
 use crate::db::{self, Dialect};
 use crate::work;
 
@@ -125,8 +124,7 @@ pub async fn overdue_pending(
     after: Duration,
     limit: u64,
 ) -> Result<Vec<Uuid>, DbErr> {
-    let cutoff = Dialect::of(db).now_plus_ms("$1");
-    work::pushed_before(db, &RUNS, &cutoff, (-ms(after)).into(), limit).await
+    work::overdue(db, &RUNS, after, limit).await
 }
 
 /// PENDING runs last pushed before `at` (a database-clock instant the caller read when

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use entity::ConnectorKind;
-use sea_orm::{ConnectionTrait, DbErr, TransactionSession, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DbErr, TransactionSession, TransactionTrait};
 use uuid::Uuid;
 
 use crate::config::{NotifyConfig, ms};
@@ -239,13 +239,14 @@ pub async fn send(
     };
     match c.push(&req).await {
         Ok(r) => classify(r),
-        Err(e) if e.contains("SYNCFLEET_ALLOW_PRIVATE_NETWORKS") => Outcome::Failed {
+        // A refused address or a bad URL: final, like a 4xx.
+        Err(e) if e.class == entity::ErrorClass::Config => Outcome::Failed {
             status: None,
-            error: e,
+            error: e.message,
         },
         Err(e) => Outcome::Retry {
             status: None,
-            error: e,
+            error: e.message,
             after: None,
         },
     }
@@ -448,17 +449,7 @@ pub async fn recover<C: ConnectionTrait + TransactionTrait>(
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let cutoff = Dialect::of(db).now_plus_ms("$1");
-    push.extend(
-        work::pushed_before(
-            db,
-            &PUSHES,
-            &cutoff,
-            Value::from(-ms(reenqueue_after)),
-            limit,
-        )
-        .await?,
-    );
+    push.extend(work::overdue(db, &PUSHES, reenqueue_after, limit).await?);
     Ok(push)
 }
 

@@ -411,6 +411,19 @@ pub async fn pushed_before(
     rows.iter().map(|r| r.try_get("", "id")).collect()
 }
 
+/// PENDING items whose last push is older than `after` (a crash between commit and
+/// push, a popped entry whose worker died before claiming it), or that were never
+/// pushed: stamped and returned for another push. The re-enqueuer of every kind.
+pub async fn overdue(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    after: Duration,
+    limit: u64,
+) -> Result<Vec<Uuid>, DbErr> {
+    let cutoff = Dialect::of(db).now_plus_ms("$1");
+    pushed_before(db, w, &cutoff, (-ms(after)).into(), limit).await
+}
+
 /// Live items by status, for gauges: `(pending, running)`.
 pub async fn counts(db: &impl ConnectionTrait, w: &Work) -> Result<(i64, i64), DbErr> {
     let rows = db::query(
