@@ -362,6 +362,14 @@ pub async fn run_rotate_key(config: Config, new_key: &str) -> anyhow::Result<u64
     crate::keyhash::reseal(&txn, &old, &new)
         .await
         .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
+    // So are the secrets webhooks from the cloud are verified with, and those the
+    // notification deliveries are signed with.
+    crate::control::webhooks::reseal(&txn, &old, &new)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
+    syncfleet_worker::notifications::deliver::reseal(&txn, &old, &new)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
     let mut rewritten = 0;
     for m in entity::integrations::Entity::find().all(&txn).await? {
         let fields = syncfleet_worker::connectors::secret_fields(m.kind);

@@ -96,6 +96,12 @@ pub struct Config {
     pub public_url: Option<url::Url>,
     /// How long an `Idempotency-Key`'s answer is kept (`SYNCFLEET_IDEMPOTENCY_WINDOW`).
     pub idempotency_window: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names a webhook's sender
+    /// (`SYNCFLEET_TRUSTED_PROXIES`); none by default: the TCP peer is the sender.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long a received webhook's id is remembered to refuse its replay
+    /// (`SYNCFLEET_WEBHOOK_RECEIPT_WINDOW`).
+    pub webhook_receipt_window: Duration,
     /// A console session ends after this long without a request…
     pub console_idle_timeout: Duration,
     /// …and this long after login, whatever happens.
@@ -323,8 +329,27 @@ impl Config {
             None => Duration::from_secs(24 * 3600),
             Some(v) => parse_duration("SYNCFLEET_IDEMPOTENCY_WINDOW", &v)?,
         };
+        let trusted_proxies = parse_networks(
+            "SYNCFLEET_TRUSTED_PROXIES",
+            get("SYNCFLEET_TRUSTED_PROXIES").as_deref().unwrap_or(""),
+        )?;
+        let webhook_receipt_window = match get("SYNCFLEET_WEBHOOK_RECEIPT_WINDOW") {
+            None => Duration::from_secs(24 * 3600),
+            Some(v) => parse_duration("SYNCFLEET_WEBHOOK_RECEIPT_WINDOW", &v)?,
+        };
+        // A timestamp passes within 5 minutes either side of the clock, so a signed
+        // webhook can be sent again for up to 10 minutes: its receipt must outlive that
+        // (docs/architecture.md §4.19).
+        if webhook_receipt_window < Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                "SYNCFLEET_WEBHOOK_RECEIPT_WINDOW",
+                "must be at least 10m",
+            ));
+        }
         Ok(Self {
             idempotency_window,
+            trusted_proxies,
+            webhook_receipt_window,
             public_url,
             console_idle_timeout,
             console_session_lifetime,
@@ -427,6 +452,34 @@ fn parse_duration(var: &str, v: &str) -> Result<Duration, ConfigError> {
     Ok(Duration::from_millis(total))
 }
 
+/// A comma-separated list of networks (`10.0.0.0/8`) or single addresses (`10.1.2.3`,
+/// `::1`); empty = none.
+pub fn parse_networks(var: &str, v: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            parse_network(s).ok_or_else(|| {
+                ConfigError::new(
+                    var,
+                    format!("`{s}` is not a network like 10.0.0.0/8 or an address"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or one address (a /32 or /128). Host bits are
+/// cleared: `10.1.2.3/8` is `10.0.0.0/8`.
+pub fn parse_network(s: &str) -> Option<ipnet::IpNet> {
+    if let Ok(n) = s.parse::<ipnet::IpNet>() {
+        return Some(n.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ipnet::IpNet::from(ip.to_canonical()))
+}
+
 fn as_i64(var: &str, v: u64) -> Result<i64, ConfigError> {
     i64::try_from(v).map_err(|_| ConfigError::new(var, "is too large"))
 }
@@ -493,6 +546,8 @@ mod tests {
             ("SYNCFLEET_HISTORY_KEEP_RUNS", "0"),
             ("SYNCFLEET_HISTORY_KEEP_RUNS", "many"),
             ("SYNCFLEET_HISTORY_PERIOD_MS", "0"),
+            ("SYNCFLEET_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
+            ("SYNCFLEET_WEBHOOK_RECEIPT_WINDOW", "5m"),
         ] {
             let e = with(&[(k, v)])
                 .err()
@@ -532,6 +587,19 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.history.keep_runs, 5);
         assert_eq!(c.history.period, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_addresses() {
+        let c = with(&[("SYNCFLEET_TRUSTED_PROXIES", "10.1.2.3/8, 192.168.0.7 ,::1")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shown: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.168.0.7/32", "::1/128"]);
+        assert!(with(&[]).is_ok_and(|c| c.trusted_proxies.is_empty()));
+        assert_eq!(
+            with(&[]).map(|c| c.webhook_receipt_window),
+            Ok(Duration::from_secs(86_400))
+        );
     }
 
     #[test]

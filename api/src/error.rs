@@ -24,6 +24,22 @@ pub enum ApiError {
     Unauthorized,
     #[error("this API key may not do that")]
     Forbidden,
+    /// A webhook from the cloud that is not signed with its integration's webhook
+    /// secret the way its scheme says (what is wrong, never the expected signature).
+    #[error("{0}")]
+    BadSignature(String),
+    /// A signed webhook whose timestamp is this many seconds from the database clock
+    /// (positive: ahead of it), more than the tolerance.
+    #[error(
+        "the webhook's timestamp is {} s {} the server's clock (at most 300 s either way); \
+         send it again with a fresh timestamp",
+        .0.unsigned_abs(),
+        if *.0 > 0 { "ahead of" } else { "behind" }
+    )]
+    StaleTimestamp(i64),
+    /// A webhook sent from an address outside its integration's allow-list.
+    #[error("webhooks of this integration are not accepted from this address")]
+    ForbiddenSource,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -46,12 +62,20 @@ pub enum ApiError {
     Validation(Vec<FieldProblem>),
     #[error("the database is unavailable; retry shortly")]
     DatabaseUnavailable,
+    /// A row this request needs stayed locked past the session's `lock_timeout`; the
+    /// transaction was rolled back, so the request is safe to run again.
+    #[error("a row this request needs is busy; retry shortly")]
+    Busy,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
+        if lock_timed_out(&e) {
+            tracing::warn!(error = %e, "row lock wait timed out");
+            return Self::Busy;
+        }
         if is_unavailable(&e) {
             tracing::warn!(error = %e, "database unavailable");
             return Self::DatabaseUnavailable;
@@ -64,27 +88,30 @@ impl From<sea_orm::DbErr> for ApiError {
     }
 }
 
+fn sqlx_of(e: &sea_orm::DbErr) -> Option<&sea_orm::sqlx::Error> {
+    use sea_orm::{DbErr, RuntimeErr};
+    match e {
+        DbErr::Conn(RuntimeErr::SqlxError(s))
+        | DbErr::Exec(RuntimeErr::SqlxError(s))
+        | DbErr::Query(RuntimeErr::SqlxError(s)) => Some(s.as_ref()),
+        _ => None,
+    }
+}
+
+use syncfleet_worker::db::lock_timed_out;
+
 /// A database error that says the database cannot be reached now (pool timeout, refused
 /// or dropped connection), not that the request was wrong.
 fn is_unavailable(e: &sea_orm::DbErr) -> bool {
     use sea_orm::sqlx::Error as Sqlx;
-    use sea_orm::{DbErr, RuntimeErr};
-    let sqlx = match e {
-        DbErr::ConnectionAcquire(_) => return true,
-        DbErr::Conn(RuntimeErr::SqlxError(s))
-        | DbErr::Exec(RuntimeErr::SqlxError(s))
-        | DbErr::Query(RuntimeErr::SqlxError(s)) => s,
-        _ => return false,
-    };
-    // A row lock held past the session's `lock_timeout` (a busy moment, §2.7): the
-    // request is safe to retry, like an outage.
-    if let Sqlx::Database(d) = sqlx.as_ref()
-        && d.code().as_deref() == Some("55P03")
-    {
+    if matches!(e, sea_orm::DbErr::ConnectionAcquire(_)) || lock_timed_out(e) {
         return true;
     }
+    let Some(sqlx) = sqlx_of(e) else {
+        return false;
+    };
     matches!(
-        sqlx.as_ref(),
+        sqlx,
         Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::WorkerCrashed
     )
 }
@@ -107,6 +134,21 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "Bad request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::BadSignature(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                "Invalid signature",
+            ),
+            Self::StaleTimestamp(_) => (
+                StatusCode::UNAUTHORIZED,
+                "stale_timestamp",
+                "Stale timestamp",
+            ),
+            Self::ForbiddenSource => (
+                StatusCode::FORBIDDEN,
+                "forbidden_source",
+                "Forbidden source",
+            ),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::VersionConflict(_) | Self::RecordVersionConflict(_) => {
@@ -137,7 +179,7 @@ impl ApiError {
                 "validation_failed",
                 "Validation failed",
             ),
-            Self::DatabaseUnavailable => (
+            Self::DatabaseUnavailable | Self::Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",
                 "Service unavailable",
@@ -188,11 +230,12 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        if matches!(s, Self::DatabaseUnavailable) {
+        if matches!(s, Self::DatabaseUnavailable | Self::Busy) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if status == StatusCode::UNAUTHORIZED {
+        // Only the API key's refusal names a scheme: a webhook's is its signature.
+        if matches!(s, Self::Unauthorized) {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -131,6 +131,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 
 const NUL_MESSAGE: &str = "must not contain NUL characters";
 
+/// A JSON body read with the checks of [`ApiJson`] but whatever its content type (a
+/// webhook from the cloud, whose signature covers the raw bytes).
+pub fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse(bytes)
+}
+
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let problem = std::cell::RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);

@@ -13,6 +13,7 @@ pub mod control;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod inbound;
 pub mod keyhash;
 pub mod notifications;
 pub mod routes;

@@ -167,7 +167,6 @@ async fn maintenance_pass(state: &AppState) -> anyhow::Result<()> {
     // Pushes of local changes: the same steps again (§4.17).
     match syncfleet_worker::push::recover(
         &state.db,
-        cfg.notify.backoff,
         cfg.max_claims,
         cfg.reenqueue_after,
         cfg.max_runs_per_tick,
@@ -313,6 +312,17 @@ async fn history_pass(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "outbox retention failed; the next pass retries"),
     }
+    // Webhook receipts are kept for their window (§4.19): past it, a replay's
+    // timestamp is long stale.
+    match crate::control::webhooks::prune_receipts(&state.db, state.config.webhook_receipt_window)
+        .await
+    {
+        Ok(n) if n > 0 => tracing::debug!(receipts = n, "webhook receipts expired"),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook receipt retention failed; the next pass retries")
+        }
+    }
     // Idempotency keys are kept for their window (§3.11).
     match crate::control::records::prune_keys(&state.db, state.config.idempotency_window).await {
         Ok(n) if n > 0 => tracing::debug!(keys = n, "idempotency keys expired"),
@@ -359,7 +369,9 @@ pub async fn refresh_gauges(state: &AppState) -> anyhow::Result<(u64, u64)> {
                 (SELECT COUNT(*) FROM notification_deliveries WHERE status = 'pending') AS deliveries, \
                 (SELECT MAX({dage}) FROM notification_deliveries WHERE status = 'pending') AS oldest_ms, \
                 (SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'pushing')) AS outbox, \
-                (SELECT MAX({dage}) FROM outbox WHERE status IN ('pending', 'pushing')) AS outbox_ms",
+                (SELECT MAX({dage}) FROM outbox WHERE status IN ('pending', 'pushing')) AS outbox_ms, \
+                (SELECT COUNT(*) FROM outbox WHERE status = 'failed') AS outbox_failed, \
+                (SELECT COUNT(*) FROM conflicts WHERE status = 'open') AS conflicts",
             age = q::Dialect::of(&state.db).ms_since("COALESCE(last_success_at, created_at)"),
             dage = q::Dialect::of(&state.db).ms_since("created_at"),
         ),
@@ -386,6 +398,8 @@ pub async fn refresh_gauges(state: &AppState) -> anyhow::Result<(u64, u64)> {
     m.oldest_pending_delivery.set(secs("oldest_ms")?);
     m.outbox_pending.set(r.try_get("", "outbox")?);
     m.outbox_oldest_pending.set(secs("outbox_ms")?);
+    m.outbox_failed.set(r.try_get("", "outbox_failed")?);
+    m.open_conflicts.set(r.try_get("", "conflicts")?);
     Ok((
         u64::try_from(pending).unwrap_or(0),
         u64::try_from(running).unwrap_or(0),

@@ -103,7 +103,7 @@ impl AddressGuard {
     }
 
     /// How long `ip` must still wait, if it is blocked.
-    fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
         let mut map = self.blocked.lock().ok()?;
         let until = *map.get(&ip)?;
         match until.checked_duration_since(Instant::now()) {

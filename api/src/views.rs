@@ -44,6 +44,9 @@ pub struct IntegrationView {
     pub stale_since: Option<DateTime<Utc>>,
     /// Seconds since the last success (or since creation, before the first one).
     pub staleness_seconds: i64,
+    /// What settles a conflict between a local and a cloud change of a record:
+    /// `cloud_wins`, `local_wins`, `newest_wins` or `manual`.
+    pub conflict_strategy: String,
     /// Optimistic-locking version: send it back with a PATCH.
     pub version: i32,
     pub created_at: DateTime<Utc>,
@@ -92,6 +95,7 @@ impl From<integrations::Model> for IntegrationView {
             staleness_seconds: (Utc::now() - m.last_success_at.unwrap_or(m.created_at))
                 .num_seconds()
                 .max(0),
+            conflict_strategy: m.conflict_strategy,
             version: m.version,
             created_at: m.created_at,
             updated_at: m.updated_at,

@@ -48,6 +48,9 @@ pub struct Model {
     pub stale_since: Option<DateTimeUtc>,
     /// An open failure streak, disable or breach: the next success is a recovery.
     pub unhealthy_since: Option<DateTimeUtc>,
+    /// What settles a conflict between a local change and a cloud change:
+    /// `cloud_wins`, `local_wins`, `newest_wins` or `manual`.
+    pub conflict_strategy: String,
     /// Optimistic-locking version of the settings.
     pub version: i32,
     pub created_at: DateTimeUtc,

@@ -23,6 +23,8 @@ mod m20261202_000015_live_runs;
 mod m20261202_000016_run_stats_hourly;
 mod m20261202_000017_notifications;
 mod m20261202_000018_outbox;
+mod m20261202_000019_conflicts;
+mod m20261203_000020_webhooks;
 
 pub struct Migrator;
 
@@ -48,6 +50,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000016_run_stats_hourly::Migration),
             Box::new(m20261202_000017_notifications::Migration),
             Box::new(m20261202_000018_outbox::Migration),
+            Box::new(m20261202_000019_conflicts::Migration),
+            Box::new(m20261203_000020_webhooks::Migration),
         ]
     }
 }

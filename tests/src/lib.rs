@@ -8,6 +8,7 @@
 
 pub mod chaos;
 pub mod client;
+pub mod cloud;
 pub mod embedded;
 pub mod env;
 pub mod fleet;

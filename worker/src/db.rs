@@ -38,6 +38,15 @@ impl Dialect {
         }
     }
 
+    /// The database's current time as whole Unix seconds (a signed webhook's timestamp
+    /// is compared with it).
+    pub fn epoch_secs(self) -> &'static str {
+        match self {
+            Self::Postgres => "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)",
+            Self::Sqlite => "CAST(strftime('%s', 'now') AS INTEGER)",
+        }
+    }
+
     /// The database's current time plus `param` milliseconds (`param` is e.g. `$3`).
     pub fn now_plus_ms(self, param: &str) -> String {
         match self {
@@ -143,4 +152,18 @@ pub async fn exec(
 ) -> Result<ExecResult, DbErr> {
     let d = Dialect::of(db);
     db.execute_raw(d.stmt(sql, values)).await
+}
+
+/// A statement that waited for a row lock past the session's `lock_timeout` (PostgreSQL
+/// `55P03`), or that PostgreSQL chose as a deadlock's victim (`40P01`): its transaction
+/// is rolled back and may be run again.
+pub fn lock_timed_out(e: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    let sqlx = match e {
+        DbErr::Conn(RuntimeErr::SqlxError(s))
+        | DbErr::Exec(RuntimeErr::SqlxError(s))
+        | DbErr::Query(RuntimeErr::SqlxError(s)) => s,
+        _ => return false,
+    };
+    matches!(sqlx.as_ref(), sea_orm::sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("55P03" | "40P01")))
 }

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod chaos;
 pub mod config;
+pub mod conflicts;
 pub mod connectors;
 pub mod db;
 pub mod engine;

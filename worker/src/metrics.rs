@@ -57,7 +57,29 @@ pub struct Metrics {
     /// Outbox entries not pushed yet, and the age of the oldest.
     pub outbox_pending: IntGauge,
     pub outbox_oldest_pending: IntGauge,
+    /// Outbox entries whose push failed (retryable by hand).
+    pub outbox_failed: IntGauge,
+    /// Conflicts held for a person.
+    pub open_conflicts: IntGauge,
+    /// Webhooks received from the cloud by outcome ([`INBOUND_WEBHOOK_OUTCOMES`]).
+    pub inbound_webhooks: IntCounterVec,
 }
+
+/// Every outcome of a webhook received from the cloud (docs/architecture.md §4.19):
+/// each is exported from the start, at 0, so a rate of refusals can be alerted on.
+pub const INBOUND_WEBHOOK_OUTCOMES: [&str; 11] = [
+    "accepted",
+    "replayed",
+    "invalid_signature",
+    "stale",
+    "forbidden_source",
+    "too_large",
+    "not_found",
+    "conflict",
+    "invalid_body",
+    "rate_limited",
+    "error",
+];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -183,6 +205,19 @@ impl Metrics {
                 "outbox_oldest_pending_seconds",
                 "Age of the oldest local change not pushed yet",
             ),
+            outbox_failed: gauge("outbox_failed", "Local changes whose push failed"),
+            open_conflicts: gauge(
+                "open_conflicts",
+                "Conflicts between local and cloud changes held for a person",
+            ),
+            inbound_webhooks: IntCounterVec::new(
+                Opts::new(
+                    "inbound_webhooks_total",
+                    "Webhooks received from the cloud by outcome",
+                ),
+                &["outcome"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -219,7 +254,13 @@ impl Metrics {
             Box::new(m.pushes.clone()),
             Box::new(m.outbox_pending.clone()),
             Box::new(m.outbox_oldest_pending.clone()),
+            Box::new(m.outbox_failed.clone()),
+            Box::new(m.open_conflicts.clone()),
+            Box::new(m.inbound_webhooks.clone()),
         ];
+        for outcome in INBOUND_WEBHOOK_OUTCOMES {
+            m.inbound_webhooks.with_label_values(&[outcome]);
+        }
         for c in collectors {
             // Names are unique constants; a failure here would be a programming error
             // caught by the first test, so it is logged rather than panicking.

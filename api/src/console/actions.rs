@@ -393,3 +393,30 @@ pub async fn delivery_retry(state: &AppState, s: &Session, id: Uuid) -> Result<(
     s.caller.require_admin()?;
     control::notifications::retry(state, &s.caller, id).await
 }
+
+/// `POST /api/sync/outbox/{id}/retry`.
+pub async fn outbox_retry(
+    state: &AppState,
+    s: &Session,
+    id: Uuid,
+) -> Result<control::outbox::Retried, ApiError> {
+    s.caller.require_admin()?;
+    let r = control::outbox::retry(state, &s.caller, id).await?;
+    state.live.changed(r.integration_id);
+    Ok(r)
+}
+
+/// `POST /api/sync/conflicts/{id}/resolve` (`integration` is the conflict's, for the
+/// live feed).
+pub async fn conflict_resolve(
+    state: &AppState,
+    s: &Session,
+    id: Uuid,
+    integration: Uuid,
+    resolution: syncfleet_worker::conflicts::Resolution,
+) -> Result<(), ApiError> {
+    s.caller.require_admin()?;
+    control::conflicts::resolve(state, &s.caller, id, resolution, None).await?;
+    state.live.changed(integration);
+    Ok(())
+}

@@ -62,10 +62,29 @@ fn id_of(raw: &str, htmx: bool) -> Result<Uuid, ConsoleError> {
     parse_id(raw).map_err(|e| ConsoleError { err: e, htmx })
 }
 
-async fn show(State(state): State<AppState>, s: Session, Path(id): Path<String>) -> super::Result {
+/// The records preview's filter: `?syncState=` as the records API takes it.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DetailQuery {
+    #[serde(default)]
+    sync_state: Option<String>,
+}
+
+/// The sync states the records preview filters by, in the order it lists them.
+const SYNC_STATES: [&str; 5] = ["pending", "pushing", "conflict", "failed", "synced"];
+
+async fn show(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<String>,
+    Query(dq): Query<DetailQuery>,
+) -> super::Result {
     let id = id_of(&id, false)?;
     let m = load(&state, &s.caller, id).await?;
     let view = IntegrationView::from(m);
+    let filter = dq.sync_state.filter(|f| !f.is_empty());
+    // A change waiting for the cloud may be a delete: those are listed too.
+    let unsynced = filter.as_deref().is_some_and(|f| f != "synced");
     let records = history::records(
         State(state.clone()),
         Scoped {
@@ -73,15 +92,27 @@ async fn show(State(state): State<AppState>, s: Session, Path(id): Path<String>)
             integration: load(&state, &s.caller, id).await?,
         },
         ApiQuery(RecordQuery {
-            page_size: Some(5),
+            page_size: Some(if filter.is_some() { 20 } else { 5 }),
             cursor: None,
             updated_since: None,
-            include_deleted: false,
-            sync_state: None,
+            include_deleted: unsynced,
+            sync_state: filter.clone(),
         }),
     )
     .await?
     .0;
+    // Records not synced, by state (the partial index on the records not `synced`).
+    let mut by_state: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for r in q::query(
+        &state.db,
+        "SELECT sync_state, COUNT(*) AS n FROM records WHERE integration_id = $1 AND sync_state <> 'synced' \
+         GROUP BY sync_state",
+        [id.into()],
+    )
+    .await?
+    {
+        by_state.insert(r.try_get("", "sync_state")?, r.try_get("", "n")?);
+    }
     let held: i64 = q::query(
         &state.db,
         format!(
@@ -115,17 +146,46 @@ async fn show(State(state): State<AppState>, s: Session, Path(id): Path<String>)
             }
             (live_region(&state, &s, id).await?)
             @if s.is_admin() { (settings_form(&state, &view)) }
-            section.card {
+            section.card #records {
                 h2 { "Records" }
-                p.muted { @if held > COUNT_CAP { "more than " (COUNT_CAP) } @else { (held) } " records held · the first few by id" }
+                p.muted {
+                    @if held > COUNT_CAP { "more than " (COUNT_CAP) } @else { (held) } " records held · "
+                    @match &filter { Some(f) => { (records.records.len()) " shown: " (f) ", by id" }, None => "the first few by id" }
+                }
+                nav.filters.syncstates aria-label="Records by sync state" {
+                    a.count href=(format!("/integrations/{id}#records")) aria-current=[filter.is_none().then_some("page")] data-filter="" { "All" }
+                    @for st in SYNC_STATES {
+                        a.count href=(format!("/integrations/{id}?syncState={st}#records")) aria-current=[(filter.as_deref() == Some(st)).then_some("page")]
+                            data-filter=(st) data-count=[by_state.get(st)] {
+                            (st) @if let Some(n) = by_state.get(st) { " " b { (n) } }
+                        }
+                    }
+                }
                 @if records.records.is_empty() {
-                    p.empty-inline { "No records yet: they appear after the first successful sync." }
+                    @match &filter {
+                        Some(f) => p.empty-inline { "No records are " (f) "." },
+                        None => p.empty-inline { "No records yet: they appear after the first successful sync, or with the first local write." },
+                    }
                 } @else {
                     table.records {
-                        thead { tr { th { "id" } th { "data" } th { "synced" } } }
+                        thead { tr { th { "id" } th { "data" } th { "sync state" } th.num { "version" } th { "synced" } th { "changed here" } } }
                         tbody {
                             @for r in &records.records {
-                                tr { td.mono { (r.external_id) } td { code.json { (short_json(&r.data)) } } td { (rel(Some(r.synced_at), "")) } }
+                                tr.record data-id=(r.external_id) data-sync-state=(r.sync_state) {
+                                    td.mono { (r.external_id) }
+                                    td { @if r.deleted_at.is_some() { span.muted { "deleted" } } @else { code.json { (short_json(&r.data)) } } }
+                                    td {
+                                        (super::outbox::sync_badge(&r.sync_state))
+                                        @match r.sync_state.as_str() {
+                                            "conflict" => { " " a href=(format!("/conflicts?integration={id}")) { "review" } },
+                                            "failed" => { " " a href="/outbox" { "outbox" } },
+                                            _ => {},
+                                        }
+                                    }
+                                    td.num { (r.version) }
+                                    td { (rel(Some(r.synced_at), "")) }
+                                    td { (rel(r.modified_at, "—")) }
+                                }
                             }
                         }
                     }
@@ -616,6 +676,7 @@ async fn settings(
                     config: None,
                     max_retries: Some(n),
                     stale_after: None,
+                    conflict_strategy: None,
                 },
             )
             .await

@@ -61,6 +61,7 @@ impl Draft {
                 "syncInterval" => Some("interval".to_owned()),
                 "maxRetries" => Some("max_retries".to_owned()),
                 "kind" => Some("kind".to_owned()),
+                "conflictStrategy" => Some("conflict_strategy".to_owned()),
                 f => f
                     .strip_prefix("config.")
                     .map(|rest| format!("cfg.{}", rest.split(['.', '[']).next().unwrap_or(rest))),
@@ -179,6 +180,7 @@ fn render(
                 }
             }
             (field_text("max_retries", "Failures before disabling", d, false, "1 to 100; default 3.", "3"))
+            (strategy_field(d))
             fieldset.config {
                 legend { "Configuration" }
                 @for f in schema::config_fields(kind) {
@@ -194,6 +196,54 @@ fn render(
         }
     };
     layout(s, title, "/", body)
+}
+
+/// The conflict strategies the form offers (the API's `conflictStrategy`), the default
+/// first.
+const STRATEGIES: [(&str, &str); 4] = [
+    (
+        "manual",
+        "manual: hold the record's push for a person (the Conflicts page)",
+    ),
+    (
+        "cloud_wins",
+        "cloud_wins: the cloud's copy replaces the local one; the local change is dropped",
+    ),
+    (
+        "local_wins",
+        "local_wins: the local copy is pushed over the cloud's",
+    ),
+    (
+        "newest_wins",
+        "newest_wins: the later change wins (a tie goes to the cloud)",
+    ),
+];
+
+fn strategy_field(d: &Draft) -> Markup {
+    let current = match d.get("conflict_strategy") {
+        "" => "manual",
+        v => v,
+    };
+    let err = d.err("conflict_strategy");
+    html! {
+        div.field {
+            label for="conflict_strategy" { "Conflict strategy" }
+            select #conflict_strategy name="conflict_strategy" aria-invalid=[err.map(|_| "true")] aria-describedby="help-conflict_strategy" {
+                @for (v, label) in STRATEGIES { option value=(v) selected[current == v] { (label) } }
+            }
+            p.help #help-conflict_strategy {
+                "What settles a record changed both here (a local write not pushed yet) and at the cloud. "
+                "newest_wins compares the local change's time with the cloud's timestamp at "
+                code { "config.push.updatedAtPointer" } "."
+            }
+            @if let Some(e) = err { p.field-error #err-conflict_strategy role="alert" { (e) } }
+        }
+    }
+}
+
+/// The strategy input as the API takes it (`None`: not sent, the API's default).
+fn strategy_of(d: &Draft) -> Option<String> {
+    Some(d.get("conflict_strategy").trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 fn field_text(
@@ -347,6 +397,7 @@ async fn create(
         sync_enabled: !d.get("enabled").is_empty(),
         max_retries,
         stale_after: None,
+        conflict_strategy: strategy_of(&d),
     };
     if d.errors.is_empty() {
         match actions::create(&state, &s, body).await {
@@ -378,6 +429,8 @@ async fn edit_form(
     d.values.insert("name".into(), m.name.clone());
     d.values
         .insert("max_retries".into(), m.max_retries.to_string());
+    d.values
+        .insert("conflict_strategy".into(), m.conflict_strategy.clone());
     for f in schema::config_fields(m.kind) {
         if f.secret {
             continue;
@@ -431,6 +484,7 @@ async fn save(
             config: Some(config),
             max_retries,
             stale_after: None,
+            conflict_strategy: strategy_of(&d),
         };
         match actions::update(&state, &s, m.id, body).await {
             Ok(v) => return Ok(Redirect::to(&format!("/integrations/{}", v.id)).into_response()),

@@ -8,6 +8,7 @@
 
 pub mod actions;
 mod assets;
+mod conflicts;
 mod detail;
 mod failures;
 mod fleet;
@@ -15,6 +16,7 @@ mod form;
 pub mod live;
 mod login;
 mod notifications;
+mod outbox;
 mod overview;
 mod session;
 
@@ -28,13 +30,34 @@ use crate::error::ApiError;
 use crate::state::AppState;
 pub use session::Session;
 
-/// The navigation: `(path, title)`, one line per page.
-pub const NAV: &[(&str, &str)] = &[
-    ("/", "Integrations"),
-    ("/failures", "Failures"),
-    ("/fleet", "Fleet"),
-    ("/notifications", "Notifications"),
+/// The navigation: `(path, title, count)`, one line per page. A page with a count
+/// serves it at `<path>/count` ([`nav_count`]); the page shell loads it and reloads it
+/// with the live regions.
+pub const NAV: &[(&str, &str, bool)] = &[
+    ("/", "Integrations", false),
+    ("/failures", "Failures", false),
+    ("/outbox", "Outbox", false),
+    ("/conflicts", "Conflicts", true),
+    ("/fleet", "Fleet", false),
+    ("/notifications", "Notifications", false),
 ];
+
+/// A navigation entry's count (`n`, hidden when 0): `initial` is the page shell's empty
+/// placeholder, which loads the count; the count reloads on the page's live events.
+pub fn nav_count(path: &str, n: i64, initial: bool) -> Markup {
+    let name = path.trim_start_matches('/');
+    let trigger = if initial {
+        "load, sf-refresh from:body, sf-live"
+    } else {
+        "sf-refresh from:body, sf-live"
+    };
+    html! {
+        span.navcount id=(format!("nav-count-{name}")) hx-get=(format!("{path}/count")) hx-trigger=(trigger) hx-swap="outerHTML"
+            data-count=[(!initial).then_some(n)] hidden[initial || n == 0] {
+            @if !initial { (n) span.sr { " open" } }
+        }
+    }
+}
 
 pub fn router(state: AppState) -> Router<AppState> {
     let pages = Router::new()
@@ -44,6 +67,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(failures::router())
         .merge(fleet::router())
         .merge(notifications::router())
+        .merge(outbox::router())
+        .merge(conflicts::router())
         .merge(login::router())
         .merge(live::router())
         .layer(axum::middleware::from_fn_with_state(state, session::guard))
@@ -107,8 +132,11 @@ pub fn layout(s: &Session, title: &str, active: &str, body: Markup) -> Markup {
                 header.top {
                     a.brand href="/" { span.logo aria-hidden="true" { "◆" } " syncfleet" }
                     nav aria-label="Main" {
-                        @for (path, name) in NAV {
-                            a href=(path) aria-current=[(*path == active).then_some("page")] { (name) }
+                        @for (path, name, counted) in NAV {
+                            a href=(path) aria-current=[(*path == active).then_some("page")] {
+                                (name)
+                                @if *counted { " " (nav_count(path, 0, true)) }
+                            }
                         }
                     }
                     div.who {
@@ -170,6 +198,16 @@ pub fn toast(ok: bool, text: &str, refresh: bool) -> Response {
         r.headers_mut()
             .insert("hx-trigger", HeaderValue::from_static("sf-refresh"));
     }
+    r
+}
+
+/// An htmx error whose request targeted something else than the toasts: shown as a
+/// toast.
+pub fn error_toast(err: ApiError) -> Response {
+    let mut r = ConsoleError::fragment(err).into_response();
+    let h = r.headers_mut();
+    h.insert("hx-retarget", HeaderValue::from_static("#toasts"));
+    h.insert("hx-reswap", HeaderValue::from_static("afterbegin"));
     r
 }
 

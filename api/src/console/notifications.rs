@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use maud::{Markup, html};
 use uuid::Uuid;
@@ -18,7 +18,9 @@ use uuid::Uuid;
 use syncfleet_worker::notifications::EventType;
 
 use super::detail::format_ms;
-use super::{ConsoleError, Session, abs, actions, first_line, is_htmx, layout, page, rel, toast};
+use super::{
+    ConsoleError, Session, abs, actions, error_toast, first_line, is_htmx, layout, page, rel, toast,
+};
 use crate::control::notifications::{self as ctl, EndpointFields};
 use crate::error::ApiError;
 use crate::routes::common::parse_id;
@@ -61,6 +63,7 @@ fn describe(t: EventType) -> &'static str {
         EventType::Paused => "paused by someone",
         EventType::Resumed => "resumed by someone",
         EventType::Test => "sent by hand to check an endpoint",
+        EventType::ConflictDetected => "a local and a cloud change of a record wait for a person",
     }
 }
 
@@ -416,15 +419,6 @@ async fn deliveries_fragment(State(state): State<AppState>, s: Session) -> super
 fn refreshed(mut r: Response) -> Response {
     r.headers_mut()
         .insert("hx-trigger", HeaderValue::from_static("sf-refresh"));
-    r
-}
-
-/// An htmx error whose request targeted something else than the toasts: shown as a toast.
-fn error_toast(err: ApiError) -> Response {
-    let mut r = ConsoleError::fragment(err).into_response();
-    let h = r.headers_mut();
-    h.insert("hx-retarget", HeaderValue::from_static("#toasts"));
-    h.insert("hx-reswap", HeaderValue::from_static("afterbegin"));
     r
 }
 

@@ -25,6 +25,7 @@ pub struct NewIntegration {
     pub max_retries: i32,
     /// A custom freshness objective, seconds (`None` = the default).
     pub stale_after: Option<i64>,
+    pub conflict_strategy: String,
 }
 
 /// Creates it; a new enabled integration is due at once.
@@ -41,8 +42,8 @@ pub async fn create(
         format!(
             "INSERT INTO integrations (id, workspace_id, name, kind, config, sync_interval_secs, sync_enabled, \
              next_sync_at, next_trigger, followup_requested, retry_count, max_retries, health, version, created_at, updated_at, \
-             stale_after_secs, stale_after_custom) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, {next}, 'schedule', false, 0, $8, $9, 1, {now}, {now}, $10, $11)"
+             stale_after_secs, stale_after_custom, conflict_strategy) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, {next}, 'schedule', false, 0, $8, $9, 1, {now}, {now}, $10, $11, $12)"
         ),
         [
             n.id.into(),
@@ -56,6 +57,7 @@ pub async fn create(
             (if n.enabled { "healthy" } else { "paused" }).into(),
             n.stale_after.into(),
             n.stale_after.is_some().into(),
+            n.conflict_strategy.into(),
         ],
     )
     .await?;
@@ -88,6 +90,7 @@ pub struct Changes {
     pub max_retries: Option<i32>,
     /// `Some(None)` = back to the default freshness objective.
     pub stale_after: Option<Option<i64>>,
+    pub conflict_strategy: Option<String>,
     pub reason: Option<String>,
 }
 
@@ -108,13 +111,15 @@ pub async fn update(
         &txn,
         format!(
             "UPDATE integrations SET name = COALESCE($2, name), config = COALESCE($3, config), \
-             max_retries = COALESCE($4, max_retries), version = version + 1, updated_at = {now} WHERE id = $1"
+             max_retries = COALESCE($4, max_retries), conflict_strategy = COALESCE($5, conflict_strategy), \
+             version = version + 1, updated_at = {now} WHERE id = $1"
         ),
         [
             id.into(),
             ch.name.into(),
             ch.config.into(),
             ch.max_retries.into(),
+            ch.conflict_strategy.into(),
         ],
     )
     .await?;

@@ -20,12 +20,15 @@ use syncfleet_worker::db::{self as q, Dialect};
 use crate::auth::Caller;
 use crate::error::ApiError;
 
+pub mod conflicts;
 pub mod integration;
 pub mod keys;
 pub mod notifications;
+pub mod outbox;
 pub mod records;
 pub mod runs;
 pub mod settings;
+pub mod webhooks;
 pub mod workspaces;
 
 /// Locks the caller's integration `id` in `txn` and reads it; another workspace's
@@ -33,6 +36,16 @@ pub mod workspaces;
 pub async fn lock(
     txn: &DatabaseTransaction,
     caller: &Caller,
+    id: Uuid,
+) -> Result<integrations::Model, ApiError> {
+    lock_in(txn, caller.workspace_id, id).await
+}
+
+/// Locks integration `id` in `txn` and reads it, if it is in `workspace` (`None`: any
+/// workspace — a webhook from the cloud, whose signature is its authority).
+pub async fn lock_in(
+    txn: &DatabaseTransaction,
+    workspace: Option<Uuid>,
     id: Uuid,
 ) -> Result<integrations::Model, ApiError> {
     if Dialect::of(txn) == Dialect::Sqlite {
@@ -46,7 +59,7 @@ pub async fn lock(
         .await?;
     }
     let mut find = integrations::Entity::find_by_id(id);
-    if let Some(ws) = caller.workspace_id {
+    if let Some(ws) = workspace {
         find = find.filter(integrations::Column::WorkspaceId.eq(ws));
     }
     if Dialect::of(txn) == Dialect::Postgres {
@@ -76,9 +89,42 @@ pub struct Audit<'a> {
     pub after: Option<serde_json::Value>,
 }
 
+/// Who acts: a person's API key, or a webhook from the cloud (verified by its
+/// signature; actor `webhook` in the audit trail).
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    Key(&'a Caller),
+    Webhook,
+}
+
+impl Actor<'_> {
+    fn id(self) -> String {
+        match self {
+            Self::Key(c) => c.actor(),
+            Self::Webhook => "webhook".into(),
+        }
+    }
+
+    fn name(self) -> Option<String> {
+        match self {
+            Self::Key(c) => Some(c.key_name.clone()),
+            Self::Webhook => None,
+        }
+    }
+}
+
 pub async fn audit(
     txn: &DatabaseTransaction,
     caller: &Caller,
+    a: Audit<'_>,
+) -> Result<(), ApiError> {
+    audit_as(txn, Actor::Key(caller), a).await
+}
+
+/// [`audit`] for any [`Actor`].
+pub async fn audit_as(
+    txn: &DatabaseTransaction,
+    actor: Actor<'_>,
     a: Audit<'_>,
 ) -> Result<(), ApiError> {
     audit::record(
@@ -86,8 +132,8 @@ pub async fn audit(
         audit::Event {
             integration_id: a.integration.map(|m| m.id),
             workspace_id: a.integration.map(|m| m.workspace_id).or(a.workspace_id),
-            actor: caller.actor(),
-            actor_name: Some(caller.key_name.clone()),
+            actor: actor.id(),
+            actor_name: actor.name(),
             action: a.action.into(),
             reason: a.reason,
             before: a.before,

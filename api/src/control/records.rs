@@ -119,8 +119,14 @@ pub fn validate(writes: &[Write]) -> Result<(), ApiError> {
     }
 }
 
+/// How many times a write whose rows stayed busy past the lock timeout is run again
+/// before the client is told to retry (503 with `Retry-After`).
+const BUSY_ATTEMPTS: u32 = 3;
+
 /// Applies `writes` to integration `id`'s records, all or nothing, with their outbox
-/// entries; `batch` answers `{results: […]}` instead of the one record.
+/// entries; `batch` answers `{results: […]}` instead of the one record. A write that
+/// met a row locked past the lock timeout (a scheduler tick or a push finish holding it
+/// on a loaded database) was rolled back whole, so it is run again a few times first.
 pub async fn apply(
     state: &AppState,
     caller: &Caller,
@@ -130,10 +136,30 @@ pub async fn apply(
     idem: Option<Idempotency>,
 ) -> Result<Answer, ApiError> {
     validate(&writes)?;
+    let mut attempt = 1;
+    loop {
+        match apply_once(state, caller, id, &writes, batch, idem.as_ref()).await {
+            Err(ApiError::Busy) if attempt < BUSY_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn apply_once(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    writes: &[Write],
+    batch: bool,
+    idem: Option<&Idempotency>,
+) -> Result<Answer, ApiError> {
     let txn = state.db.begin().await?;
     // The integration first (the fleet's lock order: integration, then its rows).
     let m = lock(&txn, caller, id).await?;
-    if let Some(i) = &idem
+    if let Some(i) = idem
         && let Some(answer) = claim_key(&txn, m.workspace_id, i).await?
     {
         txn.rollback().await?;
@@ -142,7 +168,7 @@ pub async fn apply(
     let actor = caller.actor();
     let mut results = Vec::with_capacity(writes.len());
     let mut created_any = false;
-    for w in &writes {
+    for w in writes {
         let (view, created) = write_one(&txn, id, w, &actor).await?;
         created_any |= created;
         results.push(view);
@@ -155,7 +181,7 @@ pub async fn apply(
             results.pop().unwrap_or(Json::Null),
         )
     };
-    if let Some(i) = &idem {
+    if let Some(i) = idem {
         q::exec(
             &txn,
             "UPDATE idempotency_keys SET status = $3, body = $4 WHERE workspace_id = $1 AND key = $2",
@@ -243,7 +269,7 @@ async fn write_one(
     let rows = q::query(
         txn,
         format!(
-            "SELECT data, version, deleted_at IS NOT NULL AS deleted, cloud_version FROM records \
+            "SELECT data, version, deleted_at IS NOT NULL AS deleted, cloud_version, sync_state FROM records \
              WHERE integration_id = $1 AND external_id = $2{lock}"
         ),
         [integration.into(), w.external_id.clone().into()],
@@ -279,6 +305,13 @@ async fn write_one(
         }
     };
     let created = live.is_none() && operation == "upsert";
+    // A record held by an open conflict stays held: the change is kept (and shown as the
+    // conflict's local copy) until a person resolves it.
+    let held = current
+        .map(|r| r.try_get::<String>("", "sync_state"))
+        .transpose()?
+        .is_some_and(|s| s == "conflict");
+    let state = if held { "conflict" } else { "pending" };
     match &data {
         Some(data) => {
             let rec = RecordJson::new(data);
@@ -287,10 +320,10 @@ async fn write_one(
                 format!(
                     "INSERT INTO records (integration_id, external_id, data, content_hash, version, deleted_at, synced_at, \
                        sync_state, modified_at, modified_by) \
-                     VALUES ($1, $2, {json}, $4, 1, NULL, {now}, 'pending', {now}, $5) \
+                     VALUES ($1, $2, {json}, $4, 1, NULL, {now}, $6, {now}, $5) \
                      ON CONFLICT (integration_id, external_id) DO UPDATE SET data = excluded.data, \
                        content_hash = excluded.content_hash, version = records.version + 1, deleted_at = NULL, \
-                       synced_at = excluded.synced_at, sync_state = 'pending', modified_at = excluded.modified_at, \
+                       synced_at = excluded.synced_at, sync_state = excluded.sync_state, modified_at = excluded.modified_at, \
                        modified_by = excluded.modified_by",
                     json = d.json_from_text("$3"),
                 ),
@@ -300,6 +333,7 @@ async fn write_one(
                     rec.as_str().to_owned().into(),
                     rec.content_hash_hex().into(),
                     actor.to_owned().into(),
+                    state.into(),
                 ],
             )
             .await?;
@@ -309,13 +343,14 @@ async fn write_one(
                 txn,
                 format!(
                     "UPDATE records SET deleted_at = {now}, synced_at = {now}, version = version + 1, \
-                       sync_state = 'pending', modified_at = {now}, modified_by = $3 \
+                       sync_state = $4, modified_at = {now}, modified_by = $3 \
                      WHERE integration_id = $1 AND external_id = $2"
                 ),
                 [
                     integration.into(),
                     w.external_id.clone().into(),
                     actor.to_owned().into(),
+                    state.into(),
                 ],
             )
             .await?;
@@ -337,21 +372,33 @@ async fn write_one(
         format!(
             "INSERT INTO outbox (id, integration_id, external_id, operation, data, record_version, base_cloud_version, \
                status, attempts, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, {now})"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, 0, $8, {now})"
         ),
         [
             entry.into(),
             integration.into(),
             w.external_id.clone().into(),
             operation.into(),
-            data.map(|d| d.to_string()).into(),
+            data.as_ref().map(|d| d.to_string()).into(),
             new_version.into(),
             base.into(),
             actor.to_owned().into(),
+            (if held { "conflict" } else { "pending" }).into(),
         ],
     )
     .await?;
-    syncfleet_worker::push::enqueue(txn, integration, &w.external_id, entry).await?;
+    if held {
+        let text = data.as_ref().map(|d| RecordJson::new(d).into_string());
+        syncfleet_worker::conflicts::local_changed(
+            txn,
+            integration,
+            &w.external_id,
+            text.as_deref(),
+        )
+        .await?;
+    } else {
+        syncfleet_worker::push::enqueue(txn, integration, &w.external_id, entry).await?;
+    }
     Ok((view_of(r)?, created))
 }
 

@@ -1,4 +1,5 @@
-//! Manual runs: sync now, and the retry of a failed run.
+//! Runs asked for by hand or by the cloud: sync now, the retry of a failed run, and a
+//! webhook's `sync`.
 
 use entity::{HealthState, Trigger, integrations};
 use sea_orm::{DatabaseTransaction, TransactionTrait};
@@ -8,7 +9,7 @@ use uuid::Uuid;
 use syncfleet_worker::db as q;
 use syncfleet_worker::protocol::trigger::{self, Triggered};
 
-use super::{Audit, audit, lock};
+use super::{Actor, Audit, audit_as, lock};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -44,17 +45,34 @@ pub async fn sync_now(
             }
         )));
     }
-    let detail = json!({ "force": force });
-    run_in(
-        state,
-        txn,
-        caller,
-        &m,
-        "integration.trigger",
+    let ask = Ask {
+        actor: Actor::Key(caller),
+        action: "integration.trigger",
+        trigger: Trigger::Manual,
         reason,
-        detail,
-    )
-    .await
+        detail: json!({ "force": force }),
+    };
+    run_in(state, txn, &m, ask).await
+}
+
+/// A webhook from the cloud asked for a pull: a `webhook` run of the integration `m`,
+/// locked by the caller's `txn` (whose webhook receipt commits with it), coalescing
+/// exactly like a manual trigger. The caller has refused a paused or disabled
+/// integration.
+pub async fn webhook_sync(
+    state: &AppState,
+    txn: DatabaseTransaction,
+    m: &integrations::Model,
+    webhook_id: &str,
+) -> Result<Triggering, ApiError> {
+    let ask = Ask {
+        actor: Actor::Webhook,
+        action: "integration.trigger",
+        trigger: Trigger::Webhook,
+        reason: None,
+        detail: json!({ "trigger": "webhook", "webhookId": webhook_id }),
+    };
+    run_in(state, txn, m, ask).await
 }
 
 /// Re-runs a FAILED run now: a manual run of its integration, even if its failures
@@ -94,22 +112,42 @@ pub async fn retry(
             "only a FAILED run can be retried; this one is {status}"
         )));
     }
-    let detail = json!({ "retriedRunId": run_id });
-    run_in(state, txn, caller, &m, "run.retry", reason, detail).await
+    let ask = Ask {
+        actor: Actor::Key(caller),
+        action: "run.retry",
+        trigger: Trigger::Manual,
+        reason,
+        detail: json!({ "retriedRunId": run_id }),
+    };
+    run_in(state, txn, &m, ask).await
 }
 
-/// Creates (or coalesces into) a manual run of the locked `m`, audits it, commits, and
-/// pushes a new run to the queue.
+/// Who asks for a run, and what the audit trail says about it.
+struct Ask<'a> {
+    actor: Actor<'a>,
+    action: &'static str,
+    /// The run's trigger: `manual` (sync now, a retry) or `webhook`.
+    trigger: Trigger,
+    reason: Option<String>,
+    detail: serde_json::Value,
+}
+
+/// Creates (or coalesces into) a run of the locked `m`, audits it, commits, and pushes a
+/// new run to the queue.
 async fn run_in(
     state: &AppState,
     txn: DatabaseTransaction,
-    caller: &Caller,
     m: &integrations::Model,
-    action: &str,
-    reason: Option<String>,
-    mut detail: serde_json::Value,
+    ask: Ask<'_>,
 ) -> Result<Triggering, ApiError> {
-    let t = match trigger::trigger_locked(&txn, m.id, m.retry_count, Trigger::Manual).await? {
+    let Ask {
+        actor,
+        action,
+        trigger: run_trigger,
+        reason,
+        mut detail,
+    } = ask;
+    let t = match trigger::trigger_locked(&txn, m.id, m.retry_count, run_trigger).await? {
         Triggered::Created(run_id) => Triggering {
             run_id,
             coalesced: false,
@@ -129,9 +167,9 @@ async fn run_in(
     };
     detail["runId"] = json!(t.run_id);
     detail["coalesced"] = json!(t.coalesced);
-    audit(
+    audit_as(
         &txn,
-        caller,
+        actor,
         Audit {
             action,
             integration: Some(m),
@@ -146,7 +184,7 @@ async fn run_in(
     if !t.coalesced
         && let Err(e) = state.queue.push(&[t.run_id]).await
     {
-        tracing::warn!(error = %e, "push of a manual run failed; the re-enqueuer will retry");
+        tracing::warn!(error = %e, trigger = run_trigger.as_str(), "push of a manual run failed; the re-enqueuer will retry");
     }
     Ok(t)
 }

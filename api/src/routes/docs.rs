@@ -11,7 +11,10 @@ use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use super::{fleet, history, integrations, keys, notifications, records, workspaces};
+use super::{
+    conflicts, fleet, history, inbound, integrations, keys, notifications, outbox, records,
+    webhooks, workspaces,
+};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -28,6 +31,10 @@ use crate::state::AppState;
         notifications::remove, notifications::rotate, notifications::test, notifications::deliveries,
         notifications::delivery, notifications::retry, notifications::events,
         records::put_record, records::patch_record, records::delete_record, records::batch,
+        conflicts::list, conflicts::read, conflicts::resolve,
+        outbox::list, outbox::retry,
+        webhooks::create, webhooks::read, webhooks::update, webhooks::remove, webhooks::rotate,
+        inbound::receive,
     ),
     components(schemas(Problem, FieldProblemSchema)),
     modifiers(&BearerAuth),
@@ -208,6 +215,13 @@ fn complete_operation(path: &str, method: &str, op: &mut Value) {
                     "enum",
                     json!(["healthy", "degraded", "at_risk", "disabled", "paused"]),
                 ),
+                // The conflicts' and the outbox's own statuses; elsewhere a run's.
+                "status" if path.starts_with("/api/sync/conflicts") => {
+                    ("enum", json!(["open", "resolved"]))
+                }
+                "status" if path.starts_with("/api/sync/outbox") => {
+                    ("enum", json!(outbox::STATUSES))
+                }
                 "status" => {
                     let lower = [
                         "pending",
@@ -232,7 +246,10 @@ fn complete_operation(path: &str, method: &str, op: &mut Value) {
             schema.insert(key.into(), value);
         }
     }
-    let admin_only = method != "get" || path.starts_with("/api/keys");
+    // The webhook receiver takes no API key: its signature authenticates it, and its
+    // 401 and 403 are its own (documented by the handler).
+    let public = path.starts_with("/api/webhooks/");
+    let admin_only = !public && (method != "get" || path.starts_with("/api/keys"));
     let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
         return;
     };
@@ -255,7 +272,9 @@ fn complete_operation(path: &str, method: &str, op: &mut Value) {
             }
         }
     };
-    add("401", "no API key, or an unknown or revoked one");
+    if !public {
+        add("401", "no API key, or an unknown or revoked one");
+    }
     if admin_only {
         add("403", "a viewer key may not do this");
     }
@@ -266,7 +285,9 @@ fn complete_operation(path: &str, method: &str, op: &mut Value) {
     if has_body {
         add("400", "the body is not one JSON document");
         add("413", "the body exceeds 1 MiB");
-        add("415", "the body is not sent as application/json");
+        if !public {
+            add("415", "the body is not sent as application/json");
+        }
         add(
             "422",
             "a field of the body is invalid (each one is listed in `errors`)",
@@ -290,7 +311,9 @@ fn complete_operation(path: &str, method: &str, op: &mut Value) {
         r["headers"] =
             json!({ "Retry-After": { "schema": { "type": "integer" }, "description": "seconds" } });
     }
-    if let Some(r) = responses.get_mut("401") {
+    if let Some(r) = responses.get_mut("401")
+        && !public
+    {
         r["headers"] = json!({ "WWW-Authenticate": { "schema": { "type": "string" } } });
     }
 }

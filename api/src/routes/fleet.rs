@@ -49,6 +49,10 @@ pub struct FleetStatus {
     /// Local changes not pushed to the cloud yet, and the age of the oldest (seconds).
     pub outbox_pending: i64,
     pub outbox_oldest_pending_seconds: Option<i64>,
+    /// Local changes whose push failed (retryable by hand).
+    pub outbox_failed: i64,
+    /// Conflicts between a local and a cloud change held for a person.
+    pub open_conflicts: i64,
     pub last_successful_sync: Option<DateTime<Utc>>,
 }
 
@@ -75,7 +79,11 @@ pub async fn status(
                (SELECT COUNT(*) FROM outbox o JOIN integrations i ON i.id = o.integration_id \
                   WHERE o.status IN ('pending', 'pushing'){scope}) AS outbox, \
                (SELECT MAX({oage}) FROM outbox o JOIN integrations i ON i.id = o.integration_id \
-                  WHERE o.status IN ('pending', 'pushing'){scope}) AS outbox_ms",
+                  WHERE o.status IN ('pending', 'pushing'){scope}) AS outbox_ms, \
+               (SELECT COUNT(*) FROM outbox o JOIN integrations i ON i.id = o.integration_id \
+                  WHERE o.status = 'failed'{scope}) AS outbox_failed, \
+               (SELECT COUNT(*) FROM conflicts c JOIN integrations i ON i.id = c.integration_id \
+                  WHERE c.status = 'open'{scope}) AS conflicts",
             hour_ago = d.now_plus_ms("-3600000"),
             oage = d.ms_since("o.created_at"),
         ),
@@ -134,6 +142,8 @@ pub async fn status(
         outbox_oldest_pending_seconds: r
             .try_get::<Option<i64>>("", "outbox_ms")?
             .map(|ms| ms.max(0) / 1000),
+        outbox_failed: r.try_get("", "outbox_failed")?,
+        open_conflicts: r.try_get("", "conflicts")?,
         last_successful_sync,
     }))
 }

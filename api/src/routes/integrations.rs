@@ -64,6 +64,22 @@ pub struct CreateIntegration {
     #[serde(default)]
     #[schema(maximum = 31536000)]
     pub stale_after: Option<i64>,
+    /// What settles a conflict between a local change not pushed yet and a cloud change
+    /// of the same record: `cloud_wins`, `local_wins`, `newest_wins` or `manual`
+    /// (default: held for a person).
+    #[serde(default)]
+    pub conflict_strategy: Option<String>,
+}
+
+fn strategy_problem(v: Option<&str>, errors: &mut Vec<FieldProblem>) {
+    if let Some(v) = v
+        && syncfleet_worker::conflicts::Strategy::parse(v).is_none()
+    {
+        errors.push(FieldProblem {
+            field: "conflictStrategy".into(),
+            message: "must be cloud_wins, local_wins, newest_wins or manual".into(),
+        });
+    }
 }
 
 /// The longest objective, seconds (a year); the shortest is the shortest interval.
@@ -236,6 +252,7 @@ pub(crate) async fn create_integration(
         &mut errors,
     );
     stale_after_problem(&state, body.stale_after, &mut errors);
+    strategy_problem(body.conflict_strategy.as_deref(), &mut errors);
     let Some(kind) = kind.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
@@ -258,6 +275,7 @@ pub(crate) async fn create_integration(
             enabled: body.sync_enabled,
             max_retries,
             stale_after: body.stale_after,
+            conflict_strategy: body.conflict_strategy.unwrap_or_else(|| "manual".into()),
         },
     )
     .await?;
@@ -360,6 +378,9 @@ pub struct UpdateIntegration {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<i64>)]
     pub stale_after: Option<Option<i64>>,
+    /// `cloud_wins`, `local_wins`, `newest_wins` or `manual`; absent = unchanged.
+    #[serde(default)]
+    pub conflict_strategy: Option<String>,
 }
 
 /// Update name, config, maxRetries or staleAfter (optimistic locking on `version`).
@@ -399,6 +420,7 @@ pub(crate) async fn update_integration(
         &mut errors,
     );
     stale_after_problem(&state, body.stale_after.flatten(), &mut errors);
+    strategy_problem(body.conflict_strategy.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -412,6 +434,7 @@ pub(crate) async fn update_integration(
         config,
         max_retries: body.max_retries.map(|r| r as i32),
         stale_after: body.stale_after,
+        conflict_strategy: body.conflict_strategy,
         reason: None,
     };
     let after = control::integration::update(&state, &caller, m.id, changes).await?;

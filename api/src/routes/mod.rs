@@ -1,14 +1,18 @@
 //! The HTTP surface: one router per resource, merged by [`app`].
 
 pub mod common;
+pub mod conflicts;
 pub mod docs;
 pub mod fleet;
 pub mod health;
 pub mod history;
+pub mod inbound;
 pub mod integrations;
 pub mod keys;
 pub mod notifications;
+pub mod outbox;
 pub mod records;
+pub mod webhooks;
 pub mod workspaces;
 
 use axum::Router;
@@ -28,6 +32,10 @@ pub fn app(state: AppState) -> Router {
         .merge(keys::router())
         .merge(notifications::router())
         .merge(records::router())
+        .merge(conflicts::router())
+        .merge(outbox::router())
+        .merge(webhooks::router())
+        .merge(inbound::router())
         .merge(workspaces::router())
         .merge(docs::router())
         .merge(crate::console::router(state.clone()))

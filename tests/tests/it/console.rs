@@ -13,12 +13,15 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use syncfleet_api::app::{self, Started};
 use syncfleet_api::config::Config;
+use syncfleet_worker::db as q;
 use tests::env::skip_or_fail;
 use tests::test_env;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::cloud::FakeCloud;
+use crate::push::{PUSH, batch};
 use crate::util::{count, eventually, gauge};
 
 /// One browser at a time: the machine has two cores.
@@ -229,6 +232,16 @@ impl Browser {
             Duration::from_secs(10),
             "the control, wired by htmx",
             &format!("(() => {{ const e = {expr}; if (!(e && e['htmx-internal-data'] && e['htmx-internal-data'].initHash)) return false; e.click(); return true; }})()"),
+        )
+        .await;
+    }
+
+    /// Clicks the submit button `expr` evaluates to once htmx has wired its form.
+    async fn htmx_submit(&self, expr: &str) {
+        self.until(
+            Duration::from_secs(10),
+            "the form, wired by htmx",
+            &format!("(() => {{ const e = {expr}; const f = e && e.form; if (!(f && f['htmx-internal-data'] && f['htmx-internal-data'].initHash)) return false; e.click(); return true; }})()"),
         )
         .await;
     }
@@ -1765,6 +1778,839 @@ async fn stale_integrations_show_on_the_overview_failures_and_detail() {
         json!(true)
     );
 
+    b.close().await;
+    app.stop().await;
+}
+
+/// A manual-only http_json integration whose push target is `cloud` (strategy manual).
+async fn push_integration(c: &tests::ApiClient, cloud: &FakeCloud, name: &str) -> Uuid {
+    let (s, v) = c
+        .post(
+            "/api/integrations",
+            &json!({
+                "name": name, "kind": "http_json", "syncEnabled": false,
+                "config": {
+                    "url": format!("{}/items", cloud.url), "recordsPointer": "/items", "idPointer": "/id",
+                    "push": { "url": format!("{}/items/{{externalId}}", cloud.url),
+                              "versionPointer": "/version", "idPointer": "/id", "conflictPointer": "/current" }
+                }
+            }),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    Uuid::parse_str(v["id"].as_str().expect("id")).expect("uuid")
+}
+
+/// Waits until `n` records of integration `id` are in sync state `state`.
+async fn records_in(env: &tests::TestEnv, id: Uuid, state: &str, n: i64) {
+    eventually(
+        Duration::from_secs(20),
+        &format!("{n} records {state}"),
+        || async {
+            (count(
+                &env.db,
+                "SELECT COUNT(*) FROM records WHERE integration_id = $1 AND sync_state = $2",
+                vec![id.into(), state.into()],
+            )
+            .await
+                == n)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// A record's data and sync state, read through the API.
+async fn record_of(c: &tests::ApiClient, id: Uuid, ext: &str) -> Value {
+    let (_, page) = c
+        .get(&format!(
+            "/api/integrations/{id}/records?pageSize=500&includeDeleted=true"
+        ))
+        .await;
+    page["records"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["externalId"] == ext).cloned())
+        .unwrap_or_else(|| panic!("no record {ext}: {page}"))
+}
+
+/// A form POST from the page (the session's cookie) with `body`; its status.
+async fn post_form(b: &Browser, path: &str, csrf: Option<&str>, body: &str) -> u16 {
+    let v = b
+        .js_async(
+            "const [p, t, body, done] = [arguments[0], arguments[1], arguments[2], arguments[arguments.length - 1]];
+             const h = {'content-type': 'application/x-www-form-urlencoded'};
+             if (t) h['X-CSRF-Token'] = t;
+             fetch(p, {method: 'POST', headers: h, body}).then(r => done(r.status), () => done(0));",
+            vec![json!(path), json!(csrf), json!(body)],
+        )
+        .await;
+    v.as_u64().unwrap_or(0) as u16
+}
+
+async fn conflict_id(env: &tests::TestEnv, ext: &str) -> Uuid {
+    let rows = q::query(
+        &env.db,
+        "SELECT id FROM conflicts WHERE external_id = $1 ORDER BY detected_at DESC LIMIT 1",
+        [ext.into()],
+    )
+    .await
+    .expect("conflict");
+    rows.first()
+        .map(|r| r.try_get::<Uuid>("", "id").expect("id"))
+        .expect("a conflict")
+}
+
+/// The statuses of a record's outbox entries, oldest first.
+async fn entries_of(env: &tests::TestEnv, ext: &str) -> Vec<String> {
+    crate::util::strings(
+        &env.db,
+        "SELECT status FROM outbox WHERE external_id = $1 ORDER BY created_at, id",
+        vec![ext.into()],
+    )
+    .await
+}
+
+/// Conflicts found by a real push (the cloud changed the records, then answered the
+/// local changes 412) are resolved each way through the Conflicts page: Keep local
+/// (pushed over the cloud's version), Keep cloud (the held push dropped), Merge with
+/// edited JSON (bad JSON and a non-object refused at the editor first); the copies are
+/// side by side with the differing fields highlighted; resolved ones are listed under
+/// their filter; a viewer sees no controls and a forged resolve is refused.
+#[tokio::test]
+async fn conflicts_resolved_each_way_in_the_browser() {
+    let _one = BROWSER_LOCK.lock().await;
+    let Some(env) = test_env().await else { return };
+    let cloud = FakeCloud::start().await;
+    let app = env.spawn_app(PUSH).await;
+    let (wtoken, worker) = env.spawn_worker(PUSH);
+    let c = &app.client;
+    let id = push_integration(c, &cloud, "Outlet 12 sales").await;
+    let records = ["keep-local", "keep-cloud", "merge-me", "held"];
+    let base = json!({ "item": "Widget", "qty": 1, "price": 10 });
+    batch(
+        c,
+        id,
+        records
+            .iter()
+            .map(|r| json!({ "op": "put", "externalId": r, "data": base }))
+            .collect(),
+    )
+    .await;
+    records_in(&env, id, "synced", 4).await;
+    // The cloud changes them behind our back (version 2), then we change them here: the
+    // pushes carry `If-Match: 1`, the cloud answers 412 with its copy (its data with its
+    // `id`, `version` and `updatedAt`), and the manual strategy holds each record.
+    let changed = json!({ "item": "Widget", "qty": 1, "price": 12, "color": "red" });
+    const CLOUD_TIME: &str = "2026-01-01T00:00:00Z";
+    cloud.set(|cl| {
+        for r in records {
+            cl.change(r, changed.clone(), CLOUD_TIME);
+        }
+    });
+    let at_cloud = |r: &str| {
+        let mut v = changed.clone();
+        v["id"] = json!(r);
+        v["version"] = json!(2);
+        v["updatedAt"] = json!(CLOUD_TIME);
+        v
+    };
+    batch(
+        c,
+        id,
+        records
+            .iter()
+            .map(|r| json!({ "op": "patch", "externalId": r, "data": { "qty": 5 } }))
+            .collect(),
+    )
+    .await;
+    records_in(&env, id, "conflict", 4).await;
+    let local = json!({ "item": "Widget", "qty": 5, "price": 10 });
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM conflicts WHERE status = 'open' AND source = 'push'",
+            vec![]
+        )
+        .await,
+        4
+    );
+    assert_eq!(entries_of(&env, "keep-local").await, ["pushed", "conflict"]);
+    let Some(b) = Browser::start(&app.url).await else {
+        return;
+    };
+    b.login(&env.admin_token()).await;
+
+    // The list, and the open count in the navigation.
+    b.goto("/conflicts").await;
+    b.until(
+        Duration::from_secs(5),
+        "four open conflicts",
+        "document.querySelectorAll('#conflicts tr.conflict[data-status=open]').length === 4",
+    )
+    .await;
+    b.until(
+        Duration::from_secs(5),
+        "the open count in the navigation",
+        "document.querySelector('#nav-count-conflicts')?.dataset.count === '4'",
+    )
+    .await;
+    assert_eq!(
+        b.js(
+            "return document.querySelector('header.top nav a[aria-current=page]')?.getAttribute('href');",
+            vec![]
+        )
+        .await,
+        json!("/conflicts")
+    );
+    b.shot("70-conflicts-open").await;
+
+    // Side by side, the differing top-level fields highlighted.
+    let keep_local = conflict_id(&env, "keep-local").await;
+    b.goto(&format!("/conflicts/{keep_local}")).await;
+    assert_eq!(
+        b.js(
+            "return [...document.querySelectorAll('table.compare tr.diff')].map(r => r.dataset.field);",
+            vec![]
+        )
+        .await,
+        json!(["color", "id", "price", "qty", "updatedAt", "version"])
+    );
+    assert_eq!(
+        b.js(
+            "const r = document.querySelector('table.compare tr[data-field=item]'); return [r.classList.contains('diff'), r.querySelector('td.local').textContent, r.querySelector('td.cloud').textContent];",
+            vec![]
+        )
+        .await,
+        json!([false, "\"Widget\"", "\"Widget\""])
+    );
+    assert_eq!(
+        b.js(
+            "const r = document.querySelector('table.compare tr[data-field=qty]'); return [r.querySelector('td.local').textContent, r.querySelector('td.cloud').textContent];",
+            vec![]
+        )
+        .await,
+        json!(["5", "1"])
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelector('table.compare tr[data-field=color] td.local').textContent;",
+            vec![]
+        )
+        .await,
+        json!("absent")
+    );
+    b.shot("71-conflict-side-by-side").await;
+
+    // Keep local: pushed over the cloud's version 2.
+    b.js("window.confirm = () => true;", vec![]).await;
+    b.htmx_submit("document.querySelector('#keep-local')").await;
+    b.until(
+        Duration::from_secs(5),
+        "resolved: kept local",
+        "document.querySelector('#conflict[data-status=resolved][data-resolution=local] #resolved')",
+    )
+    .await;
+    b.shot("72-conflict-kept-local").await;
+    eventually(Duration::from_secs(20), "keep-local pushed", || async {
+        let r = record_of(c, id, "keep-local").await;
+        (r["syncState"] == "synced").then_some(r)
+    })
+    .await;
+    let r = record_of(c, id, "keep-local").await;
+    assert_eq!(r["data"], local, "{r}");
+    assert_eq!(
+        cloud.get(|cl| cl.items["keep-local"].clone()),
+        (local.clone(), 3),
+        "the local copy at the cloud, over version 2"
+    );
+    assert_eq!(entries_of(&env, "keep-local").await, ["pushed", "pushed"]);
+
+    // Keep cloud: the cloud's copy here, the held push dropped, nothing sent.
+    let keep_cloud = conflict_id(&env, "keep-cloud").await;
+    b.goto(&format!("/conflicts/{keep_cloud}")).await;
+    b.js("window.confirm = () => true;", vec![]).await;
+    b.htmx_submit("document.querySelector('#keep-cloud')").await;
+    b.until(
+        Duration::from_secs(5),
+        "resolved: kept cloud",
+        "document.querySelector('#conflict[data-status=resolved][data-resolution=cloud]')",
+    )
+    .await;
+    let r = record_of(c, id, "keep-cloud").await;
+    assert_eq!(r["data"], at_cloud("keep-cloud"), "{r}");
+    assert_eq!(r["syncState"], "synced", "{r}");
+    assert_eq!(r["cloudVersion"], "2", "{r}");
+    assert_eq!(
+        entries_of(&env, "keep-cloud").await,
+        ["pushed", "superseded"]
+    );
+    assert_eq!(
+        cloud.get(|cl| cl.items["keep-cloud"].1),
+        2,
+        "nothing pushed for keep-cloud"
+    );
+
+    // Merge: the editor holds the local copy plus the cloud's other fields; bad JSON
+    // and a non-object are refused at the editor, writing nothing.
+    let merge = conflict_id(&env, "merge-me").await;
+    b.goto(&format!("/conflicts/{merge}")).await;
+    let draft = b
+        .js(
+            "return JSON.parse(document.querySelector('#merged').value);",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        draft,
+        json!({ "item": "Widget", "qty": 5, "price": 10, "color": "red", "id": "merge-me", "version": 2, "updatedAt": CLOUD_TIME })
+    );
+    b.fill("#merged", "{\"item\": \"Widget\", \"qty\": 5,")
+        .await;
+    b.htmx_submit("document.querySelector('#merge')").await;
+    b.until(
+        Duration::from_secs(5),
+        "the JSON error at the editor",
+        "document.querySelector('#err-merged')?.textContent.includes('not valid JSON')",
+    )
+    .await;
+    b.shot("73-conflict-merge-bad-json").await;
+    b.fill("#merged", "[1, 2]").await;
+    b.htmx_submit("document.querySelector('#merge')").await;
+    b.until(
+        Duration::from_secs(5),
+        "the object error at the editor",
+        "document.querySelector('#err-merged')?.textContent.includes('must be a JSON object') && document.querySelector('#err-merged').textContent.includes('not an array')",
+    )
+    .await;
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM conflicts WHERE id = $1 AND status = 'open'",
+            vec![merge.into()]
+        )
+        .await,
+        1,
+        "a refused merge resolved the conflict"
+    );
+    let merged = json!({ "item": "Widget", "qty": 5, "price": 12, "color": "red", "note": "merged <b>by hand</b>" });
+    b.fill("#merged", &merged.to_string()).await;
+    b.htmx_submit("document.querySelector('#merge')").await;
+    b.until(
+        Duration::from_secs(5),
+        "resolved: merged",
+        "document.querySelector('#conflict[data-status=resolved][data-resolution=merged]')",
+    )
+    .await;
+    b.shot("74-conflict-merged").await;
+    eventually(Duration::from_secs(20), "merge-me pushed", || async {
+        let r = record_of(c, id, "merge-me").await;
+        (r["syncState"] == "synced").then_some(r)
+    })
+    .await;
+    assert_eq!(record_of(c, id, "merge-me").await["data"], merged);
+    assert_eq!(
+        cloud.get(|cl| cl.items["merge-me"].clone()),
+        (merged.clone(), 3)
+    );
+    // The held change superseded by the merged one, which was pushed.
+    assert_eq!(
+        entries_of(&env, "merge-me").await,
+        ["pushed", "superseded", "pushed"]
+    );
+    let (_, v) = c.get(&format!("/api/sync/conflicts/{merge}")).await;
+    assert_eq!(
+        (v["status"].as_str(), v["resolution"].as_str()),
+        (Some("resolved"), Some("merged")),
+        "{v}"
+    );
+    assert!(
+        v["resolvedBy"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("key:")),
+        "{v}"
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'conflict.resolve' AND actor LIKE 'key:%'",
+            vec![]
+        )
+        .await,
+        3
+    );
+
+    // Resolved ones under their filter; one left open, and the count follows.
+    b.goto("/conflicts?status=resolved").await;
+    assert_eq!(
+        b.js(
+            "return [...document.querySelectorAll('#conflicts tr.conflict')].map(r => r.dataset.record + ':' + r.dataset.resolution).sort();",
+            vec![]
+        )
+        .await,
+        json!(["keep-cloud:cloud", "keep-local:local", "merge-me:merged"])
+    );
+    b.shot("75-conflicts-resolved").await;
+    b.goto("/conflicts").await;
+    assert_eq!(
+        b.js(
+            "return [...document.querySelectorAll('#conflicts tr.conflict')].map(r => r.dataset.record);",
+            vec![]
+        )
+        .await,
+        json!(["held"])
+    );
+    b.until(
+        Duration::from_secs(5),
+        "one open in the navigation",
+        "document.querySelector('#nav-count-conflicts')?.dataset.count === '1'",
+    )
+    .await;
+
+    // The records preview shows each record's sync state and filters by it.
+    b.goto(&format!("/integrations/{id}")).await;
+    assert_eq!(
+        b.js(
+            "return Object.fromEntries([...document.querySelectorAll('#records tr.record')].map(r => [r.dataset.id, r.querySelector('[data-sync-state]').dataset.syncState]));",
+            vec![]
+        )
+        .await,
+        json!({ "held": "conflict", "keep-cloud": "synced", "keep-local": "synced", "merge-me": "synced" })
+    );
+    b.goto(&format!("/integrations/{id}?syncState=conflict"))
+        .await;
+    assert_eq!(
+        b.js(
+            "return [[...document.querySelectorAll('#records tr.record')].map(r => r.dataset.id), document.querySelector('#records a[data-filter=conflict]').getAttribute('aria-current'), document.querySelector('#records a[data-filter=conflict]').dataset.count];",
+            vec![]
+        )
+        .await,
+        json!([["held"], "page", "1"])
+    );
+    b.js(
+        "document.querySelector('#records').scrollIntoView({block: 'center'});",
+        vec![],
+    )
+    .await;
+    b.shot("76-detail-records-sync-state").await;
+
+    // A viewer sees both copies and no control; a forged resolve is refused.
+    let (s, v) = c
+        .post("/api/keys", &json!({"name": "wallboard", "role": "viewer"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let viewer_key = v["key"].as_str().unwrap().to_owned();
+    b.click(".who form button").await;
+    b.wait_path("/login").await;
+    b.login(&viewer_key).await;
+    let held = conflict_id(&env, "held").await;
+    b.goto(&format!("/conflicts/{held}")).await;
+    assert_eq!(
+        b.js(
+            "return [document.querySelectorAll('table.compare tr.diff').length, document.querySelectorAll('main button, main form, main textarea').length];",
+            vec![]
+        )
+        .await,
+        json!([6, 0]),
+        "a viewer sees write controls"
+    );
+    b.shot("77-conflict-viewer").await;
+    let token = b.csrf().await;
+    assert_eq!(
+        post_form(
+            &b,
+            &format!("/conflicts/{held}/resolve"),
+            Some(&token),
+            "resolution=cloud"
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        post_form(
+            &b,
+            &format!("/conflicts/{held}/resolve"),
+            None,
+            "resolution=cloud"
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM conflicts WHERE id = $1 AND status = 'open'",
+            vec![held.into()]
+        )
+        .await,
+        1,
+        "the viewer resolved it"
+    );
+
+    b.close().await;
+    wtoken.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
+
+/// The Outbox page: pending, pushing, failed and held counts and the oldest pending
+/// age, per integration; failed pushes with the cloud's error; Retry makes one pending
+/// again (and it reaches the cloud when the cloud is back), and closes one the record
+/// has moved on from without pushing it; the records preview filters by sync state; a
+/// viewer sees no Retry and a forged retry is refused.
+#[tokio::test]
+async fn outbox_page_counts_and_retries_failed_pushes() {
+    let _one = BROWSER_LOCK.lock().await;
+    let Some(env) = test_env().await else { return };
+    env.leaves_work("a change waits for a push target that is never configured");
+    let cloud = FakeCloud::start().await;
+    cloud.set(|cl| {
+        cl.refuse.insert("bad-1".into(), 400);
+        cl.refuse.insert("bad-2".into(), 422);
+    });
+    let app = env.spawn_app(PUSH).await;
+    let (wtoken, worker) = env.spawn_worker(PUSH);
+    let c = &app.client;
+    let id = push_integration(c, &cloud, "Outlet 7 tills").await;
+    // No push target: its change waits (retried without limit), and ages.
+    let (s, v) = c
+        .post(
+            "/api/integrations",
+            &json!({ "name": "Back office", "kind": "http_json", "syncEnabled": false,
+                     "config": { "url": format!("{}/items", cloud.url), "recordsPointer": "/items", "idPointer": "/id" } }),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let waiting = Uuid::parse_str(v["id"].as_str().unwrap()).unwrap();
+    batch(
+        c,
+        waiting,
+        vec![json!({ "op": "put", "externalId": "w-1", "data": { "n": 1 } })],
+    )
+    .await;
+    batch(
+        c,
+        id,
+        ["ok-1", "bad-1", "bad-2"]
+            .iter()
+            .map(|r| json!({ "op": "put", "externalId": r, "data": { "till": r } }))
+            .collect(),
+    )
+    .await;
+    records_in(&env, id, "synced", 1).await;
+    records_in(&env, id, "failed", 2).await;
+    let entry = |ext: &'static str| {
+        let db = env.db.clone();
+        async move {
+            let rows = q::query(
+                &db,
+                "SELECT id FROM outbox WHERE external_id = $1 AND status = 'failed'",
+                [ext.into()],
+            )
+            .await
+            .expect("entry");
+            rows.first()
+                .map(|r| r.try_get::<Uuid>("", "id").expect("id"))
+                .expect("a failed entry")
+        }
+    };
+    let (bad1, bad2) = (entry("bad-1").await, entry("bad-2").await);
+    let Some(b) = Browser::start(&app.url).await else {
+        return;
+    };
+    b.login(&env.admin_token()).await;
+    b.goto("/outbox").await;
+    let pending = "Number(document.querySelector('#outbox-pending').dataset.count) + Number(document.querySelector('#outbox-pushing').dataset.count)";
+    assert_eq!(
+        b.js(
+            &format!("return [document.querySelector('#outbox-failed').dataset.count, {pending}, document.querySelector('#outbox-held').dataset.count];"),
+            vec![]
+        )
+        .await,
+        json!(["2", 1, "0"])
+    );
+    b.until(
+        Duration::from_secs(5),
+        "the oldest pending age",
+        "document.querySelector('#outbox-oldest').dataset.seconds !== undefined",
+    )
+    .await;
+    let row = b
+        .js(
+            &format!("const r = document.querySelector('#outbox-entry-{bad1}'); return r && [...r.querySelectorAll('td')].map(td => td.textContent.trim());"),
+            vec![],
+        )
+        .await;
+    let cells: Vec<String> = serde_json::from_value(row.clone()).expect("row cells");
+    assert_eq!(cells[0], "Outlet 7 tills", "{row}");
+    assert_eq!(cells[1], "bad-1", "{row}");
+    assert_eq!(cells[2], "upsert", "{row}");
+    assert!(
+        cells[3].contains("400") && cells[3].contains("HTTP 400"),
+        "{row}"
+    );
+    assert_eq!(cells[4], "1", "{row}");
+    assert!(cells[6].contains("failed"), "{row}");
+    assert!(
+        b.js(
+            &format!("return !!document.querySelector('#outbox-entry-{bad2}');"),
+            vec![]
+        )
+        .await
+            == json!(true)
+    );
+    assert_eq!(
+        b.js(
+            &format!("const a = document.querySelector('#outbox-int-{id}').dataset, w = document.querySelector('#outbox-int-{waiting}').dataset; return [a.failed, Number(w.pending) + Number(w.pushing)];"),
+            vec![]
+        )
+        .await,
+        json!(["2", 1])
+    );
+    b.shot("80-outbox").await;
+    b.goto(&format!("/integrations/{id}?syncState=failed"))
+        .await;
+    assert_eq!(
+        b.js(
+            "return [...document.querySelectorAll('#records tr.record')].map(r => r.dataset.id + ':' + r.dataset.syncState);",
+            vec![]
+        )
+        .await,
+        json!(["bad-1:failed", "bad-2:failed"])
+    );
+
+    // A viewer: the same counts, no Retry, and a forged retry is refused.
+    let (s, v) = c
+        .post("/api/keys", &json!({"name": "wallboard", "role": "viewer"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let viewer_key = v["key"].as_str().unwrap().to_owned();
+    b.click(".who form button").await;
+    b.wait_path("/login").await;
+    b.login(&viewer_key).await;
+    b.goto("/outbox").await;
+    assert_eq!(
+        b.js(
+            "return [document.querySelectorAll('tr.failed-push').length, document.querySelectorAll('main button').length];",
+            vec![]
+        )
+        .await,
+        json!([2, 0]),
+        "a viewer sees Retry"
+    );
+    let token = b.csrf().await;
+    assert_eq!(
+        post_form(&b, &format!("/outbox/{bad1}/retry"), Some(&token), "").await,
+        403
+    );
+    assert_eq!(entries_of(&env, "bad-1").await, ["failed"]);
+    b.click(".who form button").await;
+    b.wait_path("/login").await;
+
+    // Retry with the cloud down: pending again (from zero attempts), and failed no more.
+    b.login(&env.admin_token()).await;
+    cloud.set(|cl| {
+        cl.refuse.clear();
+        cl.up = false;
+    });
+    b.goto("/outbox").await;
+    b.mark().await;
+    b.htmx_click(&format!(
+        "document.querySelector('#outbox-entry-{bad1} button[data-action=retry]')"
+    ))
+    .await;
+    b.until(
+        Duration::from_secs(5),
+        "the retry toast",
+        "document.querySelector('#toasts .toast.ok')?.textContent.includes('pending again')",
+    )
+    .await;
+    b.until(
+        Duration::from_secs(5),
+        "the failed push gone from the list, counted as pending",
+        &format!(
+            "!document.querySelector('#outbox-entry-{bad1}') && document.querySelector('#outbox-failed').dataset.count === '1' && ({pending}) === 2"
+        ),
+    )
+    .await;
+    assert!(b.same_document().await, "the outbox page reloaded");
+    b.shot("81-outbox-retried").await;
+    assert_eq!(entries_of(&env, "bad-1").await, ["pending"]);
+    let st = record_of(c, id, "bad-1").await["syncState"].clone();
+    assert!(st == "pending" || st == "pushing", "{st}");
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'outbox.retry' AND actor LIKE 'key:%' AND integration_id = $1",
+            vec![id.into()]
+        )
+        .await,
+        1
+    );
+    // The cloud back: the retried change reaches it.
+    cloud.set(|cl| cl.up = true);
+    eventually(Duration::from_secs(20), "bad-1 pushed", || async {
+        (record_of(c, id, "bad-1").await["syncState"] == "synced").then_some(())
+    })
+    .await;
+    assert_eq!(
+        cloud.get(|cl| cl.items.get("bad-1").map(|(d, _)| d.clone())),
+        Some(json!({ "till": "bad-1" }))
+    );
+    assert_eq!(entries_of(&env, "bad-1").await, ["pushed"]);
+
+    // A newer change of bad-2 went through meanwhile: retrying the old failure closes it
+    // and pushes nothing stale.
+    batch(
+        c,
+        id,
+        vec![json!({ "op": "put", "externalId": "bad-2", "data": { "till": "bad-2", "v": 2 } })],
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "bad-2's newer change pushed",
+        || async { (record_of(c, id, "bad-2").await["syncState"] == "synced").then_some(()) },
+    )
+    .await;
+    let applied = cloud.get(|cl| cl.applied_to("bad-2"));
+    b.goto("/outbox").await;
+    b.htmx_click(&format!(
+        "document.querySelector('#outbox-entry-{bad2} button[data-action=retry]')"
+    ))
+    .await;
+    b.until(
+        Duration::from_secs(5),
+        "the closing toast",
+        "document.querySelector('#toasts .toast.ok')?.textContent.includes('nothing stale was pushed')",
+    )
+    .await;
+    b.until(
+        Duration::from_secs(5),
+        "no failed push left",
+        "document.querySelector('#outbox-failed').dataset.count === '0' && !document.querySelector('tr.failed-push')",
+    )
+    .await;
+    assert_eq!(entries_of(&env, "bad-2").await, ["superseded", "pushed"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cloud.get(|cl| cl.applied_to("bad-2")),
+        applied,
+        "the stale change was pushed"
+    );
+    assert_eq!(
+        cloud.get(|cl| cl.items["bad-2"].0.clone()),
+        json!({ "till": "bad-2", "v": 2 })
+    );
+    // Retrying it again: it is no longer failed.
+    let (s, v) = c
+        .post(&format!("/api/sync/outbox/{bad2}/retry"), &json!({}))
+        .await;
+    assert_eq!(s, 409, "{v}");
+
+    b.close().await;
+    wtoken.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
+
+/// The integration form's conflict strategy: chosen at create, shown and changed at
+/// edit, through the API's own create and update; a value the API refuses is shown at
+/// the select and nothing is written.
+#[tokio::test]
+async fn conflict_strategy_select_round_trips() {
+    let _one = BROWSER_LOCK.lock().await;
+    let Some(env) = test_env().await else { return };
+    let app = env.spawn_app(&[]).await;
+    let Some(b) = Browser::start(&app.url).await else {
+        return;
+    };
+    b.login(&env.admin_token()).await;
+    b.goto("/integrations/new?kind=synthetic").await;
+    assert_eq!(
+        b.js(
+            "return document.querySelector('#conflict_strategy').value;",
+            vec![]
+        )
+        .await,
+        json!("manual"),
+        "manual by default"
+    );
+    b.fill("#name", "Till sales").await;
+    b.c.find(Locator::Css("#interval"))
+        .await
+        .expect("interval")
+        .select_by_value("manual")
+        .await
+        .expect("select interval");
+    b.click("input[name=enabled]").await;
+    b.c.find(Locator::Css("#conflict_strategy"))
+        .await
+        .expect("strategy")
+        .select_by_value("cloud_wins")
+        .await
+        .expect("select strategy");
+    b.click("form.intform button.primary").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let url = b.c.current_url().await.expect("url");
+        if let Some(id) = url
+            .path()
+            .strip_prefix("/integrations/")
+            .and_then(|s| Uuid::parse_str(s).ok())
+        {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no redirect after create: {url}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (_, v) = app.client.get(&format!("/api/integrations/{id}")).await;
+    assert_eq!(v["conflictStrategy"], "cloud_wins", "{v}");
+
+    b.goto(&format!("/integrations/{id}/edit")).await;
+    assert_eq!(
+        b.js(
+            "return document.querySelector('#conflict_strategy').value;",
+            vec![]
+        )
+        .await,
+        json!("cloud_wins")
+    );
+    // A value the API refuses: its message at the select, nothing written.
+    b.js(
+        "const s = document.querySelector('#conflict_strategy'); s.options[0].value = 'bogus'; s.value = 'bogus';",
+        vec![],
+    )
+    .await;
+    b.click("form.intform button.primary").await;
+    b.until(
+        Duration::from_secs(5),
+        "the API's message at the select",
+        "document.querySelector('#err-conflict_strategy')?.textContent.includes('must be cloud_wins, local_wins, newest_wins or manual')",
+    )
+    .await;
+    b.shot("90-strategy-invalid").await;
+    let (_, v) = app.client.get(&format!("/api/integrations/{id}")).await;
+    assert_eq!(v["conflictStrategy"], "cloud_wins", "{v}");
+    b.goto(&format!("/integrations/{id}/edit")).await;
+    b.c.find(Locator::Css("#conflict_strategy"))
+        .await
+        .expect("strategy")
+        .select_by_value("newest_wins")
+        .await
+        .expect("select strategy");
+    b.click("form.intform button.primary").await;
+    b.wait_path(&format!("/integrations/{id}")).await;
+    let (_, v) = app.client.get(&format!("/api/integrations/{id}")).await;
+    assert_eq!(v["conflictStrategy"], "newest_wins", "{v}");
+    b.goto(&format!("/integrations/{id}/edit")).await;
+    assert_eq!(
+        b.js(
+            "return document.querySelector('#conflict_strategy').value;",
+            vec![]
+        )
+        .await,
+        json!("newest_wins")
+    );
     b.close().await;
     app.stop().await;
 }

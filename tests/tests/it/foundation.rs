@@ -23,6 +23,8 @@ const TABLES: &[&str] = &[
     "api_keys",
     "run_stats_hourly",
     "run_stats_watermark",
+    "inbound_webhooks",
+    "webhook_receipts",
 ];
 
 async fn assert_tables(db: &impl ConnectionTrait, present: bool) {

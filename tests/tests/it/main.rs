@@ -5,6 +5,8 @@
 
 mod api;
 mod cli;
+mod cloud;
+mod conflicts;
 mod connectors;
 mod console;
 mod control;
@@ -22,4 +24,5 @@ mod security;
 mod spec;
 mod util;
 mod validation;
+mod webhooks;
 mod workspaces;

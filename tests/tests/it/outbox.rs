@@ -341,3 +341,103 @@ async fn the_embedded_mode_takes_local_writes() {
     );
     app.stop().await;
 }
+
+/// The other way round from the batch test: when the outbox entry cannot be written
+/// (a trigger refuses it here), the write it belongs to is rolled back with it — the
+/// record stays as it was, alone or inside a batch, and the idempotency key is not used
+/// up; once the outbox takes entries again the same request writes both.
+#[tokio::test]
+async fn a_write_whose_outbox_entry_fails_is_rolled_back() {
+    let Some(env) = test_env().await else { return };
+    env.leaves_work("the new integration is due at once and no worker runs it");
+    let app = env.spawn_app(&[]).await;
+    let c = &app.client;
+    let id = c
+        .create("pos", "synthetic", json!({ "records": 0 }), None)
+        .await;
+    use reqwest::Method;
+    let (s, v, _) = send(
+        c,
+        Method::PUT,
+        &format!("/api/integrations/{id}/records/kept"),
+        Some(&json!({ "n": 1 })),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    for sql in [
+        "CREATE FUNCTION refuse_boom() RETURNS trigger AS $$ BEGIN \
+           IF NEW.external_id = 'boom' THEN RAISE EXCEPTION 'the outbox refuses boom'; END IF; \
+           RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+    ] {
+        syncfleet_worker::db::exec(&env.db, sql, [])
+            .await
+            .expect(sql);
+    }
+    let boom = format!("/api/integrations/{id}/records/boom");
+    let (s, v, _) = send(
+        c,
+        Method::PUT,
+        &boom,
+        Some(&json!({ "n": 2 })),
+        &[("Idempotency-Key", "k-boom")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    let batch = json!({ "operations": [
+        { "op": "patch", "externalId": "kept", "data": { "n": 9 } },
+        { "op": "put", "externalId": "boom", "data": { "n": 3 } },
+    ] });
+    let (s, v, _) = send(
+        c,
+        Method::POST,
+        &format!("/api/integrations/{id}/records:batch"),
+        Some(&batch),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    let rows = strings(
+        &env.db,
+        "SELECT external_id || '=' || CAST(data AS TEXT) || '@' || CAST(version AS TEXT) FROM records ORDER BY 1",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        rows,
+        [r#"kept={"n": 1}@1"#],
+        "no write without its outbox entry"
+    );
+    assert_eq!(
+        count(&env.db, "SELECT COUNT(*) FROM outbox", vec![]).await,
+        1
+    );
+    assert_eq!(
+        count(&env.db, "SELECT COUNT(*) FROM idempotency_keys", vec![]).await,
+        0,
+        "the failed request's key is not used up"
+    );
+    syncfleet_worker::db::exec(&env.db, "DROP TRIGGER refuse_boom ON outbox", [])
+        .await
+        .expect("drop trigger");
+    let (s, v, _) = send(
+        c,
+        Method::PUT,
+        &boom,
+        Some(&json!({ "n": 2 })),
+        &[("Idempotency-Key", "k-boom")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM outbox WHERE external_id = 'boom'",
+            vec![]
+        )
+        .await,
+        1
+    );
+    app.stop().await;
+}

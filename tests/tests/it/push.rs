@@ -3,141 +3,19 @@
 //! cloud does: changes reach it exactly once in effect, in per-record order, through a
 //! cloud outage and a worker killed mid-push.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tests::ApiClient;
 use tests::env::test_env;
 use tests::procs;
 use uuid::Uuid;
 
-use crate::util::{count, eventually};
+use crate::cloud::FakeCloud;
+use crate::util::{count, eventually, strings};
 
-#[derive(Default)]
-struct Cloud {
-    /// `false` = every request gets 503.
-    up: bool,
-    /// The next request is applied, then answered only after 300 s (a worker killed
-    /// while waiting for it).
-    hang_after_apply: bool,
-    /// Record id → status the cloud answers instead of applying.
-    refuse: HashMap<String, u16>,
-    /// Record id → (data, version); a delete removes it.
-    items: HashMap<String, (Value, u64)>,
-    /// Idempotency-Key → the answer first given (a repeat gets it without applying).
-    answered: HashMap<String, (u16, Value)>,
-    /// (record id, Idempotency-Key) of every applied change, in order.
-    applied: Vec<(String, String)>,
-    requests: usize,
-}
-
-#[derive(Clone)]
-struct FakeCloud {
-    url: String,
-    st: Arc<Mutex<Cloud>>,
-}
-
-impl FakeCloud {
-    async fn start() -> Self {
-        let st = Arc::new(Mutex::new(Cloud {
-            up: true,
-            ..Cloud::default()
-        }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let s = st.clone();
-        let app = axum::Router::new().fallback(
-            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let s = s.clone();
-                async move { handle(s, method, uri, headers, body).await }
-            },
-        );
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self { url, st }
-    }
-
-    fn set(&self, f: impl FnOnce(&mut Cloud)) {
-        f(&mut self.st.lock().expect("lock"));
-    }
-
-    fn get<T>(&self, f: impl FnOnce(&Cloud) -> T) -> T {
-        f(&self.st.lock().expect("lock"))
-    }
-}
-
-async fn handle(
-    st: Arc<Mutex<Cloud>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let id = uri.path().trim_start_matches("/items/").to_owned();
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let if_match = headers
-        .get("if-match")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let (status, answer, hang) = {
-        let mut c = st.lock().expect("lock");
-        c.requests += 1;
-        if !c.up {
-            return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
-        }
-        if let Some((s, a)) = c.answered.get(&key) {
-            (*s, a.clone(), false)
-        } else if let Some(s) = c.refuse.get(&id) {
-            (*s, json!({ "error": "refused" }), false)
-        } else {
-            let current = c.items.get(&id).map(|(_, v)| *v);
-            if let (Some(m), Some(v)) = (&if_match, current)
-                && m != &v.to_string()
-            {
-                (
-                    412,
-                    json!({ "error": "version mismatch", "version": v }),
-                    false,
-                )
-            } else {
-                let version = current.unwrap_or(0) + 1;
-                if method == Method::DELETE {
-                    c.items.remove(&id);
-                } else {
-                    let data: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    c.items.insert(id.clone(), (data, version));
-                }
-                c.applied.push((id.clone(), key.clone()));
-                let a = json!({ "id": format!("c-{id}"), "version": version });
-                c.answered.insert(key.clone(), (200, a.clone()));
-                let hang = std::mem::take(&mut c.hang_after_apply);
-                (200, a, hang)
-            }
-        }
-    };
-    if hang {
-        tokio::time::sleep(Duration::from_secs(300)).await;
-    }
-    (
-        StatusCode::from_u16(status).expect("status"),
-        axum::Json(answer),
-    )
-        .into_response()
-}
-
-const PUSH: &[(&str, &str)] = &[
+pub const PUSH: &[(&str, &str)] = &[
     ("SYNCFLEET_ALLOW_PRIVATE_NETWORKS", "true"),
     ("SYNCFLEET_NOTIFY_PUMP_MS", "50"),
     ("SYNCFLEET_NOTIFY_BACKOFF_BASE_MS", "200"),
@@ -145,7 +23,7 @@ const PUSH: &[(&str, &str)] = &[
 ];
 
 /// A manual-only http_json integration whose push target is the fake cloud.
-async fn integration(c: &ApiClient, cloud: &FakeCloud) -> Uuid {
+pub async fn integration(c: &ApiClient, cloud: &FakeCloud) -> Uuid {
     if std::env::var("SYNCFLEET_TEST_LOGS").is_ok() {
         let _ = syncfleet_api::telemetry::init(syncfleet_api::config::LogFormat::Text);
     }
@@ -167,14 +45,70 @@ async fn integration(c: &ApiClient, cloud: &FakeCloud) -> Uuid {
     v["id"].as_str().and_then(|s| s.parse().ok()).expect("id")
 }
 
-async fn batch(c: &ApiClient, id: Uuid, ops: Vec<Value>) {
-    let (s, v) = c
-        .post(
-            &format!("/api/integrations/{id}/records:batch"),
-            &json!({ "operations": ops }),
+/// Sends one `records:batch` request, again after a 503 (busy: nothing was written,
+/// `Retry-After` says when) as a client should, a few times.
+pub async fn batch(c: &ApiClient, id: Uuid, ops: Vec<Value>) {
+    let body = json!({ "operations": ops });
+    for attempt in 1..=5 {
+        let (s, v) = c
+            .post(&format!("/api/integrations/{id}/records:batch"), &body)
+            .await;
+        if s == StatusCode::SERVICE_UNAVAILABLE && attempt < 5 {
+            eprintln!("records:batch answered busy (attempt {attempt}): {v}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        assert_eq!(s, StatusCode::OK, "{v}");
+        return;
+    }
+}
+
+/// Waits until every record of the database is `synced`, or panics after `within` with
+/// what is left: the records by state, the live pushes and the outbox entries.
+async fn drained(env: &tests::env::TestEnv, within: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    let mut said = std::time::Instant::now();
+    loop {
+        let left = count(
+            &env.db,
+            "SELECT COUNT(*) FROM records WHERE sync_state <> 'synced'",
+            vec![],
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+        if left == 0 {
+            return start.elapsed();
+        }
+        if said.elapsed() > Duration::from_secs(10) {
+            eprintln!("{:?}: {left} records not synced", start.elapsed());
+            said = std::time::Instant::now();
+        }
+        if start.elapsed() > within {
+            let states = strings(
+                &env.db,
+                "SELECT 'records ' || sync_state || ': ' || COUNT(*) FROM records GROUP BY sync_state \
+                 UNION ALL SELECT 'live ' || status || ' due ' || CAST(due_at <= now() AS TEXT) || ' enqueued ' || \
+                   CAST(enqueued_at IS NOT NULL AS TEXT) || ' claims ' || CAST(claims AS TEXT) || ': ' || COUNT(*) \
+                   FROM live_pushes GROUP BY status, due_at <= now(), enqueued_at IS NOT NULL, claims \
+                 UNION ALL SELECT 'outbox ' || status || ': ' || COUNT(*) FROM outbox GROUP BY status \
+                 UNION ALL SELECT 'failed ' || COALESCE(CAST(last_status_code AS TEXT), '-') || ' ' || \
+                   COALESCE(last_error, '') || ': ' || COUNT(*) FROM outbox WHERE status = 'failed' \
+                   GROUP BY last_status_code, last_error \
+                 UNION ALL SELECT 'stuck ' || r.external_id || ' ' || r.sync_state || ' live ' || \
+                   COALESCE(p.status, '-') || ' entries ' || COALESCE((SELECT string_agg(o.status || '@' || \
+                   CAST(o.record_version AS TEXT), ',' ORDER BY o.record_version) FROM outbox o \
+                   WHERE o.integration_id = r.integration_id AND o.external_id = r.external_id), '') \
+                   FROM records r LEFT JOIN live_pushes p ON p.integration_id = r.integration_id \
+                   AND p.external_id = r.external_id WHERE r.sync_state <> 'synced'",
+                vec![],
+            )
+            .await;
+            panic!(
+                "the outbox did not drain in {within:?}: {states:#?}; queue {:?}",
+                env.leftovers().await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Writes while the cloud is down are kept; when it is back the outbox drains: each
@@ -232,24 +166,27 @@ async fn local_writes_reach_the_cloud_once_after_an_outage() {
     );
 
     cloud.set(|c| c.up = true);
-    eventually(Duration::from_secs(60), "the outbox drained", || async {
-        let left = count(
-            &env.db,
-            "SELECT COUNT(*) FROM records WHERE sync_state <> 'synced'",
-            vec![],
-        )
-        .await;
-        (left == 0).then_some(())
-    })
-    .await;
+    drained(&env, Duration::from_secs(60)).await;
     let (items, applied) = cloud.get(|c| (c.items.clone(), c.applied.clone()));
     assert_eq!(items.len(), 299, "sale-0 was deleted");
     for k in 1..300 {
-        assert_eq!(
-            items[&format!("sale-{k}")].0,
-            json!({ "total": k, "round": 2 }),
-            "sale-{k}"
-        );
+        let x = format!("sale-{k}");
+        if items[&x].0 != json!({ "total": k, "round": 2 }) {
+            let entries = strings(
+                &env.db,
+                "SELECT CAST(id AS TEXT) || ' ' || status || ' v' || CAST(record_version AS TEXT) || ' base ' || \
+                 COALESCE(base_cloud_version, '-') || ' ' || COALESCE(CAST(data AS TEXT), 'delete') || ' ' || \
+                 COALESCE(last_error, '') FROM outbox WHERE external_id = $1 ORDER BY record_version",
+                vec![x.clone().into()],
+            )
+            .await;
+            let at_cloud: Vec<&(String, String)> =
+                applied.iter().filter(|(r, _)| *r == x).collect();
+            panic!(
+                "{x}: the cloud holds {:?}; applied {at_cloud:?}; entries {entries:#?}",
+                items[&x]
+            );
+        }
     }
     // Exactly once in effect: no key applied twice, no more than one change per write.
     let mut keys: Vec<&String> = applied.iter().map(|(_, k)| k).collect();
@@ -401,5 +338,463 @@ async fn a_worker_killed_mid_push_applies_the_change_once() {
     let (applied, requests) = cloud.get(|c| (c.applied.len(), c.requests));
     assert_eq!(applied, 1, "applied once");
     assert!(requests >= 2, "the push was retried");
+    app.stop().await;
+}
+
+/// 10,000 local writes (5,000 records, two changes each) while the cloud is down, to a
+/// target that takes 100 changes a request: when the cloud is back every record reaches
+/// it with its latest state, each change applied at most once and in per-record order,
+/// in batch requests; a batch setting the cloud cannot take is refused up front.
+#[tokio::test]
+async fn ten_thousand_writes_drain_in_batches_after_an_outage() {
+    let Some(env) = test_env().await else { return };
+    if std::env::var("SYNCFLEET_TEST_LOGS").is_ok() {
+        let _ = syncfleet_api::telemetry::init(syncfleet_api::config::LogFormat::Text);
+    }
+    let cloud = FakeCloud::start().await;
+    cloud.set(|c| c.up = false);
+    let app = env.spawn_app(PUSH).await;
+    let (stop, worker) = env.spawn_worker(PUSH);
+    let c = &app.client;
+    let config = |batch: Value| {
+        json!({
+            "name": "outlet 7", "kind": "http_json", "syncEnabled": false,
+            "config": {
+                "url": format!("{}/items", cloud.url), "recordsPointer": "/items", "idPointer": "/id",
+                "push": { "url": format!("{}/items/{{externalId}}", cloud.url),
+                          "versionPointer": "/version", "idPointer": "/id", "batch": batch }
+            }
+        })
+    };
+    for (bad, field) in [
+        (
+            json!({ "url": format!("{}/batch", cloud.url), "maxOperations": 1 }),
+            "config.push.batch.maxOperations",
+        ),
+        (
+            json!({ "url": format!("{}/batch", cloud.url), "body": { "ops": [] } }),
+            "config.push.batch.body",
+        ),
+        (json!({ "url": "ftp://x/batch" }), "config.push.batch.url"),
+    ] {
+        let (s, v) = c.post("/api/integrations", &config(bad)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert!(v.to_string().contains(field), "{field}: {v}");
+    }
+    let (s, v) = c
+        .post(
+            "/api/integrations",
+            &config(json!({ "url": format!("{}/batch", cloud.url), "maxOperations": 100 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id: Uuid = v["id"].as_str().and_then(|s| s.parse().ok()).expect("id");
+    const RECORDS: usize = 5_000;
+    // Requests of 250 operations: a write's transaction holds its records' rows, and a
+    // debug build's 1,000-operation write outlasts this suite's short lock timeout.
+    const OPS: usize = 250;
+    let writing = std::time::Instant::now();
+    for round in 0..2 {
+        for chunk in 0..RECORDS / OPS {
+            let ops = (chunk * OPS..(chunk + 1) * OPS)
+                .map(|k| json!({ "op": "put", "externalId": format!("sale-{k}"), "data": { "total": k, "round": round } }))
+                .collect();
+            batch(c, id, ops).await;
+        }
+    }
+    let (_, st) = c.get("/api/sync/status").await;
+    assert!(
+        st["outboxPending"]
+            .as_i64()
+            .is_some_and(|n| n >= RECORDS as i64),
+        "{st}"
+    );
+    eprintln!("10,000 writes took {:?}", writing.elapsed());
+    cloud.set(|c| c.up = true);
+    let took = drained(&env, Duration::from_secs(400)).await;
+    eprintln!("drained {took:?} after the cloud came back");
+    let (items, applied, batches) = cloud.get(|c| (c.items.clone(), c.applied.clone(), c.batches));
+    assert_eq!(items.len(), RECORDS);
+    for k in 0..RECORDS {
+        assert_eq!(
+            items[&format!("sale-{k}")].0,
+            json!({ "total": k, "round": 1 }),
+            "sale-{k}"
+        );
+    }
+    let mut keys: Vec<&String> = applied.iter().map(|(_, k)| k).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), applied.len(), "a change was applied twice");
+    assert!(
+        applied.len() <= 2 * RECORDS,
+        "{} changes applied",
+        applied.len()
+    );
+    // Per record, changes arrive in the order they were written (outbox ids are
+    // time-ordered).
+    let mut last: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for (rec, key) in &applied {
+        if let Some(prev) = last.insert(rec, key) {
+            assert!(prev < key.as_str(), "{rec}: {prev} after {key}");
+        }
+    }
+    assert!(
+        batches > 0 && batches <= applied.len() / 10,
+        "{batches} batch requests for {} changes",
+        applied.len()
+    );
+    // The queue entries of pushes that went along in another's batch find them done:
+    // no-ops the worker drains.
+    eventually(Duration::from_secs(60), "the queue drained", || async {
+        (env.leftovers().await.2 == 0).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
+
+/// Pushes keep the provider's fleet-wide rate (`SYNCFLEET_RATE_LIMITS`, shared with the
+/// pulls of the same source and credential): 24 changes at 8 requests/s (burst 2) take
+/// at least 2.5 s however fast the cloud answers, and every one arrives.
+#[tokio::test]
+async fn pushes_keep_the_providers_rate_limit() {
+    let Some(env) = test_env().await else { return };
+    let cloud = FakeCloud::start().await;
+    let vars: Vec<(&str, &str)> = PUSH
+        .iter()
+        .copied()
+        .chain([("SYNCFLEET_RATE_LIMITS", "http_json=8/1s:2")])
+        .collect();
+    let app = env.spawn_app(&vars).await;
+    let c = &app.client;
+    let id = integration(c, &cloud).await;
+    let ops = (0..24)
+        .map(|k| json!({ "op": "put", "externalId": format!("r-{k}"), "data": { "n": k } }))
+        .collect();
+    batch(c, id, ops).await;
+    let began = std::time::Instant::now();
+    let (stop, worker) = env.spawn_worker(&vars);
+    eventually(Duration::from_secs(60), "every change pushed", || async {
+        (cloud.get(|c| c.applied.len()) == 24).then_some(())
+    })
+    .await;
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500),
+        "24 pushes at 8/s took {took:?}"
+    );
+    eventually(Duration::from_secs(20), "all synced", || async {
+        let n = count(
+            &env.db,
+            "SELECT COUNT(*) FROM records WHERE sync_state = 'synced'",
+            vec![],
+        )
+        .await;
+        (n == 24).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
+
+/// The embedded mode (SQLite) pushes the same way: changes written while the cloud is
+/// down drain when it returns, batched and one by one, each record's latest state
+/// (a delete too) applied once per change pushed, every record `synced`.
+#[tokio::test]
+async fn the_embedded_mode_pushes_after_an_outage() {
+    let cloud = FakeCloud::start().await;
+    cloud.set(|c| c.up = false);
+    let app = tests::embedded::spawn_standalone(PUSH).await;
+    let c = &app.client;
+    let mut ids = Vec::new();
+    for (name, batch) in [
+        ("single", Value::Null),
+        (
+            "batched",
+            json!({ "url": format!("{}/batch", cloud.url), "maxOperations": 40 }),
+        ),
+    ] {
+        let mut push = json!({ "url": format!("{}/items/{{externalId}}", cloud.url),
+                               "versionPointer": "/version", "idPointer": "/id" });
+        if !batch.is_null() {
+            push["batch"] = batch;
+        }
+        let (s, v) = c
+            .post(
+                "/api/integrations",
+                &json!({
+                    "name": name, "kind": "http_json", "syncEnabled": false,
+                    "config": { "url": format!("{}/items", cloud.url), "recordsPointer": "/items",
+                                "idPointer": "/id", "push": push }
+                }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        ids.push((
+            name,
+            v["id"]
+                .as_str()
+                .and_then(|s| s.parse::<Uuid>().ok())
+                .expect("id"),
+        ));
+    }
+    for &(name, id) in &ids {
+        for round in 0..2 {
+            let ops = (0..100)
+                .map(|k| json!({ "op": "put", "externalId": format!("{name}{k}"), "data": { "k": k, "round": round } }))
+                .collect();
+            batch(c, id, ops).await;
+        }
+        batch(
+            c,
+            id,
+            vec![json!({ "op": "delete", "externalId": format!("{name}0") })],
+        )
+        .await;
+    }
+    // Nothing reaches a cloud that is down, and every change waits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(cloud.get(|c| c.items.is_empty()));
+    cloud.set(|c| c.up = true);
+    for &(name, id) in &ids {
+        eventually(
+            Duration::from_secs(120),
+            "the embedded outbox drained",
+            || async {
+                let (_, v) = c
+                    .get(&format!(
+                        "/api/integrations/{id}/records?syncState=synced&pageSize=500"
+                    ))
+                    .await;
+                (v["records"].as_array().map(Vec::len) == Some(99)).then_some(())
+            },
+        )
+        .await;
+        let (_, v) = c
+            .get(&format!("/api/integrations/{id}/records?syncState=pending"))
+            .await;
+        assert_eq!(v["records"], json!([]), "{name}: {v}");
+    }
+    let (items, applied, batches) = cloud.get(|c| (c.items.clone(), c.applied.clone(), c.batches));
+    assert_eq!(
+        items.len(),
+        2 * 99,
+        "{:?}",
+        items.keys().collect::<Vec<_>>()
+    );
+    for k in 1..100 {
+        for name in ["single", "batched"] {
+            assert_eq!(
+                items[&format!("{name}{k}")].0,
+                json!({ "k": k, "round": 1 }),
+                "{name}{k}"
+            );
+        }
+    }
+    let mut keys: Vec<&String> = applied.iter().map(|(_, k)| k).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), applied.len(), "a change was applied twice");
+    assert!(batches > 0, "the batched target got no batch request");
+    app.stop().await;
+}
+
+/// A create carries `If-None-Match: *` (single and batched), so a late duplicate of an
+/// older create — a zombie push whose record has moved on — is refused by a cloud that
+/// already holds a newer change instead of overwriting it; a change of a record the
+/// cloud knows carries `If-Match` instead, and `conditionalCreate: false` sends neither.
+#[tokio::test]
+async fn a_late_create_cannot_overwrite_a_newer_change() {
+    use syncfleet_worker::connectors::ConnectorEnv;
+    use syncfleet_worker::connectors::http_json::{HttpJson, PushRequest};
+    let cloud = FakeCloud::start().await;
+    let env = ConnectorEnv {
+        net: syncfleet_worker::net::NetPolicy {
+            allow_private: true,
+            allowed: Vec::new(),
+        },
+    };
+    let target = |batch: bool, conditional: bool| {
+        let mut push = json!({ "url": format!("{}/items/{{externalId}}", cloud.url),
+                               "versionPointer": "/version", "conditionalCreate": conditional });
+        if batch {
+            push["batch"] = json!({ "url": format!("{}/batch", cloud.url) });
+        }
+        HttpJson::from_config(
+            &json!({ "url": format!("{}/items", cloud.url), "recordsPointer": "/items",
+                     "idPointer": "/id", "push": push }),
+            Some(&env),
+        )
+        .expect("config")
+    };
+    let create =
+        |id: &'static str, data: &'static str, key: &'static str, c: &HttpJson| PushRequest {
+            external_id: id,
+            cloud_id: None,
+            data: Some(data),
+            idempotency_key: key,
+            if_match: None,
+            create_only: c.conditional_create(),
+        };
+    for batch in [false, true] {
+        let c = target(batch, true);
+        let id = if batch { "b" } else { "s" };
+        // The newer change arrives first, then the older create's late duplicate.
+        let newer = c
+            .push_many(&[create(
+                id,
+                r#"{"n":2}"#,
+                if batch { "b2" } else { "s2" },
+                &c,
+            )])
+            .await
+            .expect("push");
+        assert_eq!(newer[0].status, 200, "{newer:?}");
+        let late = c
+            .push_many(&[create(
+                id,
+                r#"{"n":1}"#,
+                if batch { "b1" } else { "s1" },
+                &c,
+            )])
+            .await
+            .expect("push");
+        assert_eq!(late[0].status, 412, "{late:?}");
+        assert_eq!(cloud.get(|cl| cl.items[id].0.clone()), json!({ "n": 2 }));
+        // The retry of the newer create (its own key) is answered as the first time.
+        let again = c
+            .push_many(&[create(
+                id,
+                r#"{"n":2}"#,
+                if batch { "b2" } else { "s2" },
+                &c,
+            )])
+            .await
+            .expect("push");
+        assert_eq!(again[0].status, 200, "{again:?}");
+    }
+    // Without conditional creates the late create wins (what the header prevents).
+    let c = target(false, false);
+    assert!(!c.conditional_create());
+    c.push_many(&[create("u", r#"{"n":2}"#, "u2", &c)])
+        .await
+        .expect("push");
+    let late = c
+        .push_many(&[create("u", r#"{"n":1}"#, "u1", &c)])
+        .await
+        .expect("push");
+    assert_eq!(late[0].status, 200);
+    assert_eq!(cloud.get(|cl| cl.items["u"].0.clone()), json!({ "n": 1 }));
+}
+
+/// Local writes to one integration race with each other and with its pushes' finishes:
+/// six writers send batches over the same 30 records in shuffled orders while the cloud
+/// takes each change, and four requests race with one `Idempotency-Key`. No write
+/// deadlocks or errors (a 503 would be a busy retry, and is counted), every accepted
+/// change bumps its record's version once, the key writes once and every racer gets that
+/// answer, a change written while the previous one was on its way is not refused as a
+/// conflict with ourselves (its base version follows our own push), and the cloud ends
+/// with each record's local copy.
+#[tokio::test]
+async fn concurrent_writers_of_one_integration_keep_every_change() {
+    let Some(env) = test_env().await else { return };
+    let cloud = FakeCloud::start().await;
+    let app = env.spawn_app(PUSH).await;
+    let (stop, worker) = env.spawn_worker(PUSH);
+    let c = &app.client;
+    let id = integration(c, &cloud).await;
+    const RECORDS: usize = 30;
+    let writer = |w: usize| {
+        let c = c.clone();
+        async move {
+            let mut touched = vec![0_i64; RECORDS];
+            let mut busy = 0;
+            for b in 0..15_usize {
+                // A different order each batch (a simple permutation of the 30 keys).
+                let ops: Vec<usize> = (0..10)
+                    .map(|k| (k * 7 + w * 11 + b * 13) % RECORDS)
+                    .collect();
+                let body = json!({ "operations": ops.iter().map(|&k| json!({
+                    "op": "put", "externalId": format!("r{k:02}"), "data": { "w": w, "b": b, "k": k }
+                })).collect::<Vec<_>>() });
+                let (s, v) = c
+                    .post(&format!("/api/integrations/{id}/records:batch"), &body)
+                    .await;
+                match s {
+                    StatusCode::OK => ops.iter().for_each(|&k| touched[k] += 1),
+                    StatusCode::SERVICE_UNAVAILABLE => busy += 1,
+                    other => panic!("writer {w} batch {b}: {other} {v}"),
+                }
+            }
+            (touched, busy)
+        }
+    };
+    let racer = || {
+        let c = c.clone();
+        async move {
+            let r = c
+                .http
+                .put(format!("{}/api/integrations/{id}/records/same", c.base))
+                .bearer_auth(&c.key)
+                .header("Idempotency-Key", "race-1")
+                .json(&json!({ "n": 1 }))
+                .send()
+                .await
+                .expect("request");
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (writes, races) = tokio::join!(
+        futures::future::join_all((0..6).map(writer)),
+        futures::future::join_all((0..4).map(|_| racer()))
+    );
+    let mut touched = vec![0_i64; RECORDS];
+    let mut busy = 0;
+    for (t, b) in writes {
+        busy += b;
+        for (k, n) in t.into_iter().enumerate() {
+            touched[k] += n;
+        }
+    }
+    eprintln!("{busy} of 90 batches answered busy");
+    for (s, v) in &races {
+        assert_eq!((*s, v), (StatusCode::CREATED, &races[0].1), "{races:?}");
+    }
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM outbox WHERE integration_id = $1 AND external_id = 'same'",
+            vec![id.into()]
+        )
+        .await,
+        1
+    );
+    for (k, n) in touched.iter().enumerate() {
+        let v = count(
+            &env.db,
+            "SELECT CAST(version AS BIGINT) FROM records WHERE integration_id = $1 AND external_id = $2",
+            vec![id.into(), format!("r{k:02}").into()],
+        )
+        .await;
+        assert_eq!(v, *n, "r{k:02}: version {v}, {n} accepted changes");
+    }
+    drained(&env, Duration::from_secs(120)).await;
+    let local: Vec<String> = strings(
+        &env.db,
+        "SELECT external_id || '=' || CAST(data AS TEXT) FROM records WHERE integration_id = $1 ORDER BY external_id",
+        vec![id.into()],
+    )
+    .await;
+    let items = cloud.get(|c| c.items.clone());
+    for l in &local {
+        let (x, data) = l.split_once('=').expect("row");
+        let data: Value = serde_json::from_str(data).expect("json");
+        assert_eq!(items.get(x).map(|i| &i.0), Some(&data), "{x}");
+    }
+    stop.cancel();
+    let _ = worker.await;
     app.stop().await;
 }

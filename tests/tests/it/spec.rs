@@ -152,10 +152,15 @@ async fn the_spec_documents_every_answer_and_every_bound() {
     for (path, ops) in spec["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let concrete = |value: &str| path.replace("{id}", value).replace("{logId}", value);
+            let concrete = |value: &str| {
+                path.replace("{id}", value)
+                    .replace("{logId}", value)
+                    .replace("{integrationId}", value)
+            };
             let real = path
                 .replace("{id}", &id.to_string())
-                .replace("{logId}", &run);
+                .replace("{logId}", &run)
+                .replace("{integrationId}", &id.to_string());
             let has_body = op["requestBody"].is_object();
             let body = has_body.then_some(("application/json", "{}"));
             let what = |w: &str| format!("{method} {path} ({w})");

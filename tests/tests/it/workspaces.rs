@@ -158,6 +158,37 @@ async fn a_workspace_sees_nothing_of_another() {
     )
     .await
     .expect("failed run of A");
+    // A's integration has a webhook, so its routes have something to find.
+    let (s, v) = a
+        .post(&format!("/api/integrations/{a_int}/webhook"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let a_conflict = Uuid::now_v7();
+    q::exec(
+        &env.db,
+        "INSERT INTO conflicts (id, integration_id, external_id, status, source, strategy, local_data, local_deleted, cloud_data, cloud_deleted, cloud_known, detected_at) \
+         VALUES ($1, $2, 'r1', 'open', 'pull', 'manual', '{\"n\":\"secret-of-a\"}', false, '{}', false, true, now())",
+        [a_conflict.into(), a_int.into()],
+    )
+    .await
+    .expect("open conflict of A");
+    let a_entry = Uuid::now_v7();
+    q::exec(
+        &env.db,
+        "INSERT INTO records (integration_id, external_id, data, content_hash, version, synced_at, sync_state) \
+         VALUES ($1, 'r2', '{\"n\":\"secret-of-a\"}', 'h', 1, now(), 'failed')",
+        [a_int.into()],
+    )
+    .await
+    .expect("failed record of A");
+    q::exec(
+        &env.db,
+        "INSERT INTO outbox (id, integration_id, external_id, operation, data, record_version, status, attempts, last_error, created_at) \
+         VALUES ($1, $2, 'r2', 'upsert', '{\"n\":\"secret-of-a\"}', 1, 'failed', 1, 'HTTP 400: secret-of-a', now())",
+        [a_entry.into(), a_int.into()],
+    )
+    .await
+    .expect("failed push of A");
     let a_keys = a.get("/api/keys").await.1;
     let listed = a_keys.as_array().cloned().unwrap_or_default();
     assert!(
@@ -183,6 +214,8 @@ async fn a_workspace_sees_nothing_of_another() {
                     for secret in [
                         a_int.to_string(),
                         a_run.to_string(),
+                        a_conflict.to_string(),
+                        a_entry.to_string(),
                         "secret-of-a".into(),
                         a_key.clone(),
                     ] {
@@ -197,6 +230,10 @@ async fn a_workspace_sees_nothing_of_another() {
             }
             let target = if path.starts_with("/api/keys") {
                 a_key.clone()
+            } else if path.starts_with("/api/sync/conflicts") {
+                a_conflict.to_string()
+            } else if path.starts_with("/api/sync/outbox") {
+                a_entry.to_string()
             } else if path.starts_with("/api/sync/") {
                 a_run.to_string()
             } else if path.starts_with("/api/workspaces") {
@@ -217,16 +254,29 @@ async fn a_workspace_sees_nothing_of_another() {
                 .join("/");
             let body = if path.ends_with("sync-settings") {
                 Some(json!({ "syncInterval": 120 }))
+            } else if m == Method::PATCH && path.ends_with("/webhook") {
+                Some(json!({ "enabled": false }))
             } else if m == Method::PATCH && path.contains("/notifications/") {
                 Some(json!({ "description": "stolen" }))
             } else if m == Method::PATCH {
                 Some(json!({ "version": 1, "name": "stolen" }))
+            } else if path.ends_with("/resolve") {
+                Some(json!({ "resolution": "cloud" }))
             } else if m == Method::POST {
                 Some(json!({}))
             } else {
                 None
             };
             let (s, text) = call(&b, m.clone(), &concrete, body).await;
+            if path.starts_with("/api/webhooks/") {
+                // The cloud's receiver takes no API key: it answers by the signature
+                // whoever sends, and B's unsigned request is refused as anyone's is
+                // (`it::webhooks` covers the receiver).
+                assert_eq!(s, StatusCode::UNAUTHORIZED, "{m} {path}: {text}");
+                assert!(!text.contains("secret-of-a"), "{m} {path}: {text}");
+                checked += 1;
+                continue;
+            }
             assert_eq!(
                 s,
                 StatusCode::NOT_FOUND,
@@ -250,6 +300,29 @@ async fn a_workspace_sees_nothing_of_another() {
         a.get(&format!("/api/integrations/{b_int}")).await.0,
         StatusCode::NOT_FOUND
     );
+    let status: Vec<String> = q::query(
+        &env.db,
+        "SELECT status FROM conflicts WHERE id = $1",
+        [a_conflict.into()],
+    )
+    .await
+    .expect("A's conflict")
+    .iter()
+    .map(|r| r.try_get("", "status").expect("status"))
+    .collect();
+    assert_eq!(status, ["open"], "B resolved A's conflict");
+    assert_eq!(
+        crate::util::strings(
+            &env.db,
+            "SELECT status FROM outbox WHERE id = $1",
+            vec![a_entry.into()]
+        )
+        .await,
+        ["failed"],
+        "B retried A's push"
+    );
+    let (_, hook) = a.get(&format!("/api/integrations/{a_int}/webhook")).await;
+    assert_eq!(hook["enabled"], true, "B changed A's webhook: {hook}");
     // Fleet-wide facts are an operator's.
     let st = b.get("/api/sync/status").await.1;
     assert!(

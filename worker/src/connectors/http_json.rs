@@ -83,10 +83,159 @@ pub struct PushTarget {
     /// Where the answer's JSON holds the cloud's id of the record.
     #[serde(default)]
     id_pointer: Option<String>,
+    /// Where a record's JSON holds the time the cloud last changed it (RFC 3339 or Unix
+    /// seconds/milliseconds): what `newest_wins` compares with the local `modifiedAt`.
+    #[serde(default)]
+    updated_at_pointer: Option<String>,
+    /// Where a 409/412 answer's JSON holds the cloud's current record (`""` = the whole
+    /// answer); absent = the answer does not carry it (the next pull brings it).
+    #[serde(default)]
+    conflict_pointer: Option<String>,
+    /// Several changes in one request (docs/architecture.md §4.17): absent = one request
+    /// per change.
+    #[serde(default)]
+    batch: Option<PushBatch>,
+    /// Send `If-None-Match: *` with a create (a change of a record the cloud has never
+    /// acknowledged), so a late duplicate of an older create cannot overwrite what a
+    /// newer change put there (docs/architecture.md §4.17). Default true; turn it off for
+    /// a target that refuses the header.
+    #[serde(default = "yes")]
+    conditional_create: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn put() -> String {
     "PUT".into()
+}
+
+/// Up to `maxOperations` changes of one integration sent as one `POST` to `url`. The
+/// body is `body` with the string `"{{operations}}"` replaced by the array of
+/// `operation`s, each `operation` with its placeholders filled: a string that is
+/// exactly `"{{data}}"` becomes the record (`null` for a delete); `{{externalId}}`,
+/// `{{cloudId}}`, `{{operation}}` (`upsert` or `delete`), `{{idempotencyKey}}` and
+/// `{{ifMatch}}` are replaced inside strings (a string that is exactly `"{{ifMatch}}"`
+/// or `"{{cloudId}}"` becomes `null` when there is none). The answer holds one result
+/// per operation, in order, at `resultsPointer`; a result's status at `statusPointer`
+/// and the cloud's answer for that change at `bodyPointer`, where `versionPointer`,
+/// `idPointer` and `conflictPointer` are read as for a single push.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushBatch {
+    url: String,
+    #[serde(default = "batch_size")]
+    max_operations: u32,
+    #[serde(default = "batch_body")]
+    body: Value,
+    #[serde(default = "batch_operation")]
+    operation: Value,
+    #[serde(default = "results_pointer")]
+    results_pointer: String,
+    #[serde(default = "status_pointer")]
+    status_pointer: String,
+    #[serde(default = "body_pointer")]
+    body_pointer: String,
+}
+
+/// The largest batch a push target may ask for.
+pub const MAX_PUSH_BATCH: u32 = 1000;
+
+fn batch_size() -> u32 {
+    100
+}
+fn batch_body() -> Value {
+    serde_json::json!({ "operations": "{{operations}}" })
+}
+fn batch_operation() -> Value {
+    serde_json::json!({
+        "id": "{{externalId}}", "op": "{{operation}}", "data": "{{data}}",
+        "key": "{{idempotencyKey}}", "ifMatch": "{{ifMatch}}", "ifNoneMatch": "{{ifNoneMatch}}"
+    })
+}
+fn results_pointer() -> String {
+    "/results".into()
+}
+fn status_pointer() -> String {
+    "/status".into()
+}
+fn body_pointer() -> String {
+    "/body".into()
+}
+
+/// Whether `v` holds the string `"{{operations}}"` somewhere.
+fn has_operations(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s == "{{operations}}",
+        Value::Array(a) => a.iter().any(has_operations),
+        Value::Object(o) => o.values().any(has_operations),
+        _ => false,
+    }
+}
+
+/// `template` with `"{{operations}}"` replaced by `ops`.
+fn fill_body(template: &Value, ops: &Value) -> Value {
+    match template {
+        Value::String(s) if s == "{{operations}}" => ops.clone(),
+        Value::Array(a) => Value::Array(a.iter().map(|v| fill_body(v, ops)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), fill_body(v, ops)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// One operation of a batch: `template` with `r`'s placeholders filled.
+fn fill_operation(template: &Value, r: &PushRequest<'_>, data: &Value) -> Value {
+    match template {
+        Value::String(s) => match s.as_str() {
+            "{{data}}" => data.clone(),
+            "{{ifMatch}}" => r.if_match.map_or(Value::Null, |v| Value::String(v.into())),
+            "{{ifNoneMatch}}" => match r.create_only {
+                true => Value::String("*".into()),
+                false => Value::Null,
+            },
+            "{{cloudId}}" => r.cloud_id.map_or(Value::Null, |v| Value::String(v.into())),
+            _ => Value::String(
+                s.replace("{{externalId}}", r.external_id)
+                    .replace("{{cloudId}}", r.cloud_id.unwrap_or(r.external_id))
+                    .replace(
+                        "{{operation}}",
+                        if r.data.is_some() { "upsert" } else { "delete" },
+                    )
+                    .replace("{{idempotencyKey}}", r.idempotency_key)
+                    .replace("{{ifMatch}}", r.if_match.unwrap_or_default())
+                    .replace("{{ifNoneMatch}}", if r.create_only { "*" } else { "" }),
+            ),
+        },
+        Value::Array(a) => Value::Array(a.iter().map(|v| fill_operation(v, r, data)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), fill_operation(v, r, data)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The `Idempotency-Key` of a batch request: the same for the same changes (their
+/// keys, in any order), so a retried batch is recognised as one by a cloud that
+/// deduplicates requests, while each operation carries its own entry's key too.
+pub fn batch_key(reqs: &[PushRequest<'_>]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut keys: Vec<&str> = reqs.iter().map(|r| r.idempotency_key).collect();
+    keys.sort_unstable();
+    let mut h = Sha256::new();
+    for k in keys {
+        h.update(k.as_bytes());
+        h.update(b"\n");
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("batch-{hex}")
 }
 
 /// One change to push.
@@ -98,6 +247,10 @@ pub struct PushRequest<'a> {
     pub data: Option<&'a str>,
     pub idempotency_key: &'a str,
     pub if_match: Option<&'a str>,
+    /// A create: the cloud has never acknowledged this record (no version, no id, no
+    /// agreed content), so the request asks it to refuse if it holds one already
+    /// (`If-None-Match: *`, when the target's `conditionalCreate` is on).
+    pub create_only: bool,
 }
 
 /// What the cloud answered a push.
@@ -107,6 +260,8 @@ pub struct PushResponse {
     pub retry_after: Option<Duration>,
     pub cloud_version: Option<String>,
     pub cloud_id: Option<String>,
+    /// A 409/412 answer's copy of the cloud's record (at `conflictPointer`).
+    pub cloud_record: Option<Value>,
     /// The start of the body, for an error message.
     pub excerpt: String,
 }
@@ -301,9 +456,43 @@ impl HttpJson {
                     "must be PUT or PATCH",
                 ));
             }
+            if let Some(b) = &p.batch {
+                http::http_url(
+                    "config.push.batch.url",
+                    &b.url,
+                    "put them in `auth`, which is kept secret",
+                    &mut errors,
+                );
+                if !(2..=MAX_PUSH_BATCH).contains(&b.max_operations) {
+                    errors.push(FieldError::new(
+                        "config.push.batch.maxOperations",
+                        format!("must be between 2 and {MAX_PUSH_BATCH}"),
+                    ));
+                }
+                if !has_operations(&b.body) {
+                    errors.push(FieldError::new(
+                        "config.push.batch.body",
+                        "must hold the string \"{{operations}}\" where the operations go",
+                    ));
+                }
+                for (field, ptr) in [
+                    ("config.push.batch.resultsPointer", &b.results_pointer),
+                    ("config.push.batch.statusPointer", &b.status_pointer),
+                    ("config.push.batch.bodyPointer", &b.body_pointer),
+                ] {
+                    if !pointer_ok(ptr) {
+                        errors.push(FieldError::new(
+                            field,
+                            "must be a JSON pointer like /results",
+                        ));
+                    }
+                }
+            }
             for (field, ptr) in [
                 ("config.push.versionPointer", &p.version_pointer),
                 ("config.push.idPointer", &p.id_pointer),
+                ("config.push.updatedAtPointer", &p.updated_at_pointer),
+                ("config.push.conflictPointer", &p.conflict_pointer),
             ] {
                 if ptr.as_deref().is_some_and(|x| !pointer_ok(x)) {
                     errors.push(FieldError::new(
@@ -587,15 +776,126 @@ impl HttpJson {
         self.c.push.is_some()
     }
 
+    /// Whether creates ask the cloud to refuse a record it holds already
+    /// (`config.push.conditionalCreate`).
+    pub fn conditional_create(&self) -> bool {
+        self.push_target().is_ok_and(|p| p.conditional_create)
+    }
+
+    /// How many changes one push request may carry (1 without `push.batch`).
+    pub fn push_batch_size(&self) -> usize {
+        self.c
+            .push
+            .as_ref()
+            .and_then(|p| p.batch.as_ref())
+            .map_or(1, |b| b.max_operations as usize)
+    }
+
+    fn push_target(&self) -> Result<&PushTarget, FetchError> {
+        self.c.push.as_ref().ok_or_else(|| {
+            FetchError::new(
+                ErrorClass::Config,
+                "no push target configured (config.push)",
+            )
+        })
+    }
+
+    /// A request to the push target with the integration's auth and headers.
+    fn push_request(
+        &self,
+        method: reqwest::Method,
+        target: &str,
+        idempotency_key: &str,
+    ) -> Result<(reqwest::RequestBuilder, Url), FetchError> {
+        let url = Url::parse(target)
+            .map_err(|e| FetchError::new(ErrorClass::Config, format!("push URL: {e}")))?;
+        self.policy
+            .check_url(&url)
+            .map_err(|e| FetchError::new(ErrorClass::Config, e.to_string()))?;
+        let mut req = self
+            .http
+            .request(method, url.clone())
+            .header("accept", "application/json")
+            .header("idempotency-key", idempotency_key);
+        for (k, v) in &self.c.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req = match &self.c.auth {
+            None => req,
+            Some(Auth::Bearer { token }) => req.bearer_auth(token),
+            Some(Auth::ApiKey { header, value }) => req.header(header.as_str(), value.as_str()),
+            Some(Auth::Basic { username, password }) => req.basic_auth(username, Some(password)),
+        };
+        Ok((req, url))
+    }
+
+    /// Sends a push request: its status, `Retry-After`, `ETag` and (bounded) body.
+    async fn push_send(
+        req: reqwest::RequestBuilder,
+        url: &Url,
+    ) -> Result<(u16, Option<Duration>, Option<String>, Vec<u8>), FetchError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| http::transport_error(&e, url))?;
+        let status = resp.status().as_u16();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let retry_after =
+            http::retry_after(resp.headers()).map(|d| d.min(Duration::from_secs(3600)));
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| http::transport_error(&e, url))?;
+        let body = bytes[..bytes.len().min(MAX_PUSH_ANSWER)].to_vec();
+        Ok((status, retry_after, etag, body))
+    }
+
+    /// The cloud's answer to one change: its version and id (at the target's pointers,
+    /// in the refusal's copy of the record for a 409/412 that carries one).
+    fn push_answer(
+        p: &PushTarget,
+        status: u16,
+        retry_after: Option<Duration>,
+        etag: Option<String>,
+        json: Option<&Value>,
+        excerpt: String,
+    ) -> PushResponse {
+        // A refusal may carry the cloud's current record: its version and id are read
+        // there, like a success's in the answer itself.
+        let cloud_record = match (status, &p.conflict_pointer) {
+            (409 | 412, Some(ptr)) => json
+                .and_then(|j| j.pointer(ptr))
+                .filter(|v| v.is_object())
+                .cloned(),
+            _ => None,
+        };
+        let doc = cloud_record.as_ref().or(json);
+        let at = |ptr: &Option<String>| -> Option<String> {
+            let v = doc?.pointer(ptr.as_deref()?)?;
+            match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Null => None,
+                other => Some(other.to_string()),
+            }
+        };
+        PushResponse {
+            status,
+            retry_after,
+            cloud_version: at(&p.version_pointer).or(etag),
+            cloud_id: at(&p.id_pointer),
+            excerpt,
+            cloud_record,
+        }
+    }
+
     /// Sends one change to the push target: `Err` is a transport error, classified as
     /// for a fetch (`http::transport_error`: a refused address is `config`).
     pub async fn push(&self, r: &PushRequest<'_>) -> Result<PushResponse, FetchError> {
-        let Some(p) = &self.c.push else {
-            return Err(FetchError::new(
-                ErrorClass::Config,
-                "no push target configured (config.push)",
-            ));
-        };
+        let p = self.push_target()?;
         let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
         let fill = |t: &str| {
             t.replace("{externalId}", &enc(r.external_id))
@@ -610,68 +910,109 @@ impl HttpJson {
             }
             (Some(_), Some(_), _) => (reqwest::Method::PUT, fill(&p.url)),
         };
-        let url = Url::parse(&target)
-            .map_err(|e| FetchError::new(ErrorClass::Config, format!("push URL: {e}")))?;
-        self.policy
-            .check_url(&url)
-            .map_err(|e| FetchError::new(ErrorClass::Config, e.to_string()))?;
-        let mut req = self
-            .http
-            .request(method, url.clone())
-            .header("accept", "application/json")
-            .header("idempotency-key", r.idempotency_key);
+        let (mut req, url) = self.push_request(method, &target, r.idempotency_key)?;
         if let Some(v) = r.if_match {
             req = req.header("if-match", v);
+        } else if r.create_only && r.data.is_some() {
+            req = req.header("if-none-match", "*");
         }
-        for (k, v) in &self.c.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        req = match &self.c.auth {
-            None => req,
-            Some(Auth::Bearer { token }) => req.bearer_auth(token),
-            Some(Auth::ApiKey { header, value }) => req.header(header.as_str(), value.as_str()),
-            Some(Auth::Basic { username, password }) => req.basic_auth(username, Some(password)),
-        };
         if let Some(d) = r.data {
             req = req
                 .header("content-type", "application/json")
                 .body(d.to_owned());
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e, &url))?;
-        let status = resp.status().as_u16();
-        let header = |n: &str| {
-            resp.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let etag = header("etag");
-        let retry_after =
-            http::retry_after(resp.headers()).map(|d| d.min(Duration::from_secs(3600)));
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| http::transport_error(&e, &url))?;
-        let body = &bytes[..bytes.len().min(MAX_PUSH_ANSWER)];
-        let json: Option<Value> = serde_json::from_slice(body).ok();
-        let at = |ptr: &Option<String>| -> Option<String> {
-            let v = json.as_ref()?.pointer(ptr.as_deref()?)?;
-            match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Null => None,
-                other => Some(other.to_string()),
-            }
-        };
-        Ok(PushResponse {
+        let (status, retry_after, etag, body) = Self::push_send(req, &url).await?;
+        let json: Option<Value> = serde_json::from_slice(&body).ok();
+        let excerpt = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        Ok(Self::push_answer(
+            p,
             status,
             retry_after,
-            cloud_version: at(&p.version_pointer).or(etag),
-            cloud_id: at(&p.id_pointer),
-            excerpt: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
-        })
+            etag,
+            json.as_ref(),
+            excerpt,
+        ))
+    }
+
+    /// Sends `reqs` (changes of this integration, at most [`Self::push_batch_size`]) as
+    /// one batch request when the target batches, else one request each. One answer per
+    /// change, in order; an answer that is not 2xx for the whole batch is every change's
+    /// answer. `Err` is a transport error, or a 2xx answer without one result per change.
+    pub async fn push_many(
+        &self,
+        reqs: &[PushRequest<'_>],
+    ) -> Result<Vec<PushResponse>, FetchError> {
+        let p = self.push_target()?;
+        let Some(b) = p.batch.as_ref() else {
+            let mut out = Vec::with_capacity(reqs.len());
+            for r in reqs {
+                out.push(self.push(r).await?);
+            }
+            return Ok(out);
+        };
+        let mut ops = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let data = match r.data {
+                Some(d) => serde_json::from_str(d).map_err(|e| {
+                    FetchError::new(
+                        ErrorClass::Internal,
+                        format!("a record to push is not JSON: {e}"),
+                    )
+                })?,
+                None => Value::Null,
+            };
+            ops.push(fill_operation(&b.operation, r, &data));
+        }
+        let body = fill_body(&b.body, &Value::Array(ops));
+        let (req, url) = self.push_request(reqwest::Method::POST, &b.url, &batch_key(reqs))?;
+        let req = req
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        let (status, retry_after, etag, answer) = Self::push_send(req, &url).await?;
+        let excerpt = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned();
+        if !(200..300).contains(&status) {
+            let whole = Self::push_answer(p, status, retry_after, etag, None, excerpt(&answer));
+            return Ok(vec![whole; reqs.len()]);
+        }
+        let json: Option<Value> = serde_json::from_slice(&answer).ok();
+        let results = json
+            .as_ref()
+            .and_then(|j| j.pointer(&b.results_pointer))
+            .and_then(Value::as_array)
+            .filter(|a| a.len() == reqs.len())
+            .ok_or_else(|| {
+                FetchError::new(
+                    ErrorClass::Transient,
+                    format!(
+                        "the batch answer has no array of {} results at {}: {}",
+                        reqs.len(),
+                        b.results_pointer,
+                        excerpt(&answer)
+                    ),
+                )
+            })?;
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in results {
+            let status = match r.pointer(&b.status_pointer) {
+                Some(Value::Number(n)) => n.as_u64(),
+                Some(Value::String(s)) => s.parse().ok(),
+                _ => None,
+            }
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| (100..600).contains(n))
+            .unwrap_or(502);
+            let one = r.pointer(&b.body_pointer);
+            let text = one.map(Value::to_string).unwrap_or_default();
+            out.push(Self::push_answer(
+                p,
+                status,
+                retry_after,
+                None,
+                one,
+                excerpt(text.as_bytes()),
+            ));
+        }
+        Ok(out)
     }
 }
 

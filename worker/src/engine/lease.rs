@@ -36,13 +36,39 @@ pub async fn with_lease<T>(
 }
 
 async fn renew_until_lost(db: &DatabaseConnection, w: &'static Work, f: Fence, lease: Duration) {
+    renew_all_until_lost(db, w, vec![f], lease).await;
+}
+
+/// Runs `body` while renewing the leases of `fences` (claims executed together, like a
+/// batch of pushes sent in one request); `None` when every one of them was lost first.
+/// A claim lost while others hold is dropped from the renewal; its finish is fenced, so
+/// it writes nothing.
+pub async fn with_leases<T>(
+    db: &DatabaseConnection,
+    w: &'static Work,
+    fences: Vec<Fence>,
+    lease: Duration,
+    body: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        t = body => Some(t),
+        () = renew_all_until_lost(db, w, fences, lease) => None,
+    }
+}
+
+async fn renew_all_until_lost(
+    db: &DatabaseConnection,
+    w: &'static Work,
+    mut fences: Vec<Fence>,
+    lease: Duration,
+) {
     let every = (lease / 3).max(Duration::from_millis(10));
-    loop {
+    while !fences.is_empty() {
         tokio::time::sleep(every).await;
-        match work::renew(db, w, f, lease).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            // A transient database error: keep trying until the lease runs out.
+        match work::renew_many(db, w, &fences, lease).await {
+            Ok(held) => fences = held,
+            // A transient database error: keep trying until the leases run out.
             Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
         }
     }

@@ -30,7 +30,7 @@ use crate::store;
 
 mod lease;
 
-use lease::{InFlight, Isolated, Isolation, Tracked, with_lease};
+use lease::{InFlight, Isolated, Isolation, Tracked, with_lease, with_leases};
 
 /// Longest error message stored in a SyncLog row.
 const MAX_ERROR_LEN: usize = 2000;
@@ -43,6 +43,9 @@ const SUSPECT_AFTER: i32 = 2;
 /// A run claimed this many times `max_claims` without finishing is quarantined whatever
 /// its solo claims say (a backstop; the solo count normally decides first).
 const CLAIMS_BACKSTOP: i32 = 3;
+
+/// How many times a finish that met a row locked past the lock timeout is tried.
+const FINISH_TRIES: u32 = 3;
 
 /// Runs writing more records than this finish in a transaction of their own.
 const ALONE_ABOVE: usize = 2_000;
@@ -543,59 +546,151 @@ impl Engine {
         Ok(())
     }
 
-    /// One claim of a kind of leased work other than runs (§4.15): claim, track, lease,
-    /// the shared isolation (it steps aside from a suspect like a run), `body` inside
-    /// the lease, then `finish` with what `body` prepared (`None`: nothing to write).
-    /// `body` gets the fence and the claim's count; [`Self::backstop`] says whether that
-    /// count is past the claim-time backstop.
+    /// One claim of a kind of leased work other than runs (§4.15): [`Self::claimed`]
+    /// with a batch of one, finished by `finish` ([`finish_retrying`]).
     async fn claimed_one<T, Body, BodyFut, Fin, FinFut>(
         &self,
         w: &'static crate::work::Work,
         id: Uuid,
         owner: &str,
         body: Body,
-        finish: Fin,
+        mut finish: Fin,
     ) -> Result<Executed, DbErr>
     where
         Body: FnOnce(Fence, i32) -> BodyFut,
         BodyFut: std::future::Future<Output = Result<Option<T>, DbErr>>,
-        Fin: FnOnce(Fence, T) -> FinFut,
+        Fin: FnMut(Fence, T) -> FinFut,
+        FinFut: std::future::Future<Output = Result<(), DbErr>>,
+        T: Clone,
+    {
+        self.claimed(
+            w,
+            &[id],
+            owner,
+            |claimed: Vec<(Fence, i32)>| async move {
+                let Some(&(f, claims)) = claimed.first() else {
+                    return Ok(None);
+                };
+                Ok(body(f, claims).await?.map(|t| vec![(f, t)]))
+            },
+            |done: Vec<(Fence, T)>| async move {
+                for (f, t) in done {
+                    finish_retrying(&mut finish, f, t).await?;
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// Claims of a kind of leased work other than runs (§4.15), executed together:
+    /// claim `ids` (those still claimable), track them, lease them, the shared isolation
+    /// (they step aside from a suspect like a run), `body` with every claim's fence and
+    /// count, then `finish` with the claims `body` prepared a result for, in order
+    /// (`None` from `body`: nothing to write), all inside the leases. Each finish is
+    /// fenced; the kind decides how many it writes per transaction. [`Self::backstop`] says
+    /// whether a claim's count is past the claim-time backstop.
+    async fn claimed<T, Body, BodyFut, Fin, FinFut>(
+        &self,
+        w: &'static crate::work::Work,
+        ids: &[Uuid],
+        owner: &str,
+        body: Body,
+        finish: Fin,
+    ) -> Result<Executed, DbErr>
+    where
+        Body: FnOnce(Vec<(Fence, i32)>) -> BodyFut,
+        BodyFut: std::future::Future<Output = Result<Option<Vec<(Fence, T)>>, DbErr>>,
+        Fin: FnOnce(Vec<(Fence, T)>) -> FinFut,
         FinFut: std::future::Future<Output = Result<(), DbErr>>,
     {
-        let claimed =
-            crate::work::claim(&self.db, w, &[id], owner, self.cfg.lease, "", None).await?;
-        let Some(row) = claimed.first() else {
+        // The popped item is claimed as always; its companions only if free (see
+        // `work::claim_free`).
+        let mut rows = crate::work::claim(
+            &self.db,
+            w,
+            &ids[..ids.len().min(1)],
+            owner,
+            self.cfg.lease,
+            "",
+            None,
+        )
+        .await?;
+        if ids.len() > 1 {
+            rows.extend(
+                crate::work::claim_free(&self.db, w, &ids[1..], owner, self.cfg.lease).await?,
+            );
+        }
+        if rows.is_empty() {
             self.metrics.duplicate_deliveries.inc();
             return Ok(Executed::Ran);
-        };
-        let f = Fence::of(row, w.subject)?;
-        let claims: i32 = row.try_get("", "claims")?;
-        let span = tracing::info_span!("leased_work", work = w.name, id = %id, subject = %f.subject, fence = f.fence);
-        let flight = InFlight::new(&self.db, &self.inflight, w, f);
-        let leased = with_lease(&self.db, w, f, self.cfg.lease, async {
+        }
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            claimed.push((
+                Fence::of(row, w.subject)?,
+                row.try_get::<i32>("", "claims")?,
+            ));
+        }
+        let fences: Vec<Fence> = claimed.iter().map(|(f, _)| *f).collect();
+        let span = tracing::info_span!(
+            "leased_work", work = w.name, id = %fences[0].id, subject = %fences[0].subject,
+            fence = fences[0].fence, batch = fences.len()
+        );
+        let flights: Vec<InFlight> = fences
+            .iter()
+            .map(|f| InFlight::new(&self.db, &self.inflight, w, *f))
+            .collect();
+        // The finishes run inside the leases too: a batch's later finishes must not
+        // outlive its claims while the earlier ones commit.
+        let leased = with_leases(&self.db, w, fences.clone(), self.cfg.lease, async {
             let Some(_shared) = self.isolation.enter(false).await else {
                 return Ok(None);
             };
-            body(f, claims).await.map(Some)
+            let Some(done) = body(claimed).await? else {
+                return Ok(Some(()));
+            };
+            finish(done).await.map(Some)
         })
-        .instrument(span.clone())
+        .instrument(span)
         .await;
         let result = match leased {
             None => {
                 self.metrics.stale_finishes.inc();
                 Ok(Executed::Ran)
             }
+            // The finish met rows held past the lock timeout on every try (a long local
+            // write of the same records): the attempt is not the item's fault, so its
+            // claims are given back uncounted (fenced: one that finished meanwhile is
+            // gone) and the pump pushes them again, instead of their leases running out
+            // into the reaper's poison count.
+            Some(Err(e)) if crate::db::lock_timed_out(&e) => {
+                tracing::warn!(
+                    work = w.name,
+                    batch = fences.len(),
+                    "finish met busy rows; claims given back"
+                );
+                for f in &fences {
+                    crate::work::give_back(&self.db, w, *f).await?;
+                }
+                Ok(Executed::Ran)
+            }
             Some(Err(e)) => Err(e),
             Some(Ok(None)) => {
                 self.metrics.stepped_aside.inc();
-                crate::work::give_back(&self.db, w, f)
-                    .await
-                    .map(|_| Executed::SteppedAside)
+                let mut r = Ok(Executed::SteppedAside);
+                for f in &fences {
+                    if let Err(e) = crate::work::give_back(&self.db, w, *f).await {
+                        r = Err(e);
+                    }
+                }
+                r
             }
-            Some(Ok(Some(None))) => Ok(Executed::Ran),
-            Some(Ok(Some(Some(t)))) => finish(f, t).instrument(span).await.map(|()| Executed::Ran),
+            Some(Ok(Some(()))) => Ok(Executed::Ran),
         };
-        flight.done();
+        for flight in flights {
+            flight.done();
+        }
         result
     }
 
@@ -670,48 +765,130 @@ impl Engine {
     /// ([`Self::claimed_one`]), with the push's own rules ([`crate::push`]).
     pub async fn push(&self, id: Uuid, owner: &str) -> Result<Executed, DbErr> {
         use crate::push::{self, Outcome, PUSHES};
-        let body = |f: Fence, claims: i32| async move {
-            // `None`: the integration went, its pushes with it.
-            let Some(job) = push::load(&self.db, f.id).await? else {
-                return Ok(None);
-            };
-            db::exec(
-                &self.db,
-                "UPDATE records SET sync_state = 'pushing' WHERE integration_id = $1 AND external_id = $2",
-                [f.subject.into(), job.external_id.clone().into()],
-            )
-            .await?;
-            let outcome = match self.backstop(claims) {
-                Some(error) => Outcome::Failed {
-                    status: None,
-                    error,
-                },
-                None => push::send(&job, self.secrets.as_ref(), &self.env, f.subject).await,
-            };
-            Ok(Some((job, outcome)))
+        // With a batching target, other due pushes of the integration go in the same
+        // request (a batch of one otherwise).
+        let ids = push::batch_of(&self.db, id).await?;
+        let body = |claimed: Vec<(Fence, i32)>| async move {
+            let mut done: Vec<(Fence, (push::Job, Outcome))> = Vec::new();
+            let mut sending: Vec<(Fence, push::Job)> = Vec::new();
+            let ids: Vec<Uuid> = claimed.iter().map(|(f, _)| f.id).collect();
+            let mut jobs = push::load_many(&self.db, &ids).await?;
+            for (f, claims) in claimed {
+                // Missing: the integration went, its pushes with it.
+                let Some(job) = jobs.remove(&f.id) else {
+                    continue;
+                };
+                match self.backstop(claims) {
+                    Some(error) => done.push((
+                        f,
+                        (
+                            job,
+                            Outcome::Failed {
+                                status: None,
+                                error,
+                            },
+                        ),
+                    )),
+                    None => sending.push((f, job)),
+                }
+            }
+            if let Some((f, _)) = sending.first() {
+                let ids: Vec<&str> = sending
+                    .iter()
+                    .map(|(_, j)| j.external_id.as_str())
+                    .collect();
+                push::mark_pushing(&self.db, f.subject, &ids).await?;
+            }
+            if let Some((f, first)) = sending.first() {
+                let integration = f.subject;
+                let jobs: Vec<push::Job> = sending.iter().map(|(_, j)| j.clone()).collect();
+                let outcomes =
+                    match push::prepare(first, self.secrets.as_ref(), &self.env, integration) {
+                        Err(o) => vec![o; jobs.len()],
+                        Ok((opened, c)) => self.push_limited(&opened, &c, &jobs).await,
+                    };
+                for ((f, job), outcome) in sending.into_iter().zip(outcomes) {
+                    done.push((f, (job, outcome)));
+                }
+            }
+            Ok((!done.is_empty()).then_some(done))
         };
-        let finish = |f: Fence, (job, outcome): (push::Job, Outcome)| async move {
-            let done = push::finish(
-                &self.db,
-                self.cfg.notify.backoff,
-                f,
-                &job,
-                job.attempts + 1,
-                outcome,
-                crate::work::Guard::Owner,
-            )
-            .await?;
-            let label = match done {
-                push::Finished::Pushed => "pushed",
-                push::Finished::Retrying(_) => "retrying",
-                push::Finished::Conflict => "conflict",
-                push::Finished::Failed => "failed",
-                push::Finished::Stale => "stale",
-            };
-            self.metrics.pushes.with_label_values(&[label]).inc();
+        let finish = |done: Vec<(Fence, (push::Job, Outcome))>| async move {
+            for finished in push::finish_batch(&self.db, self.cfg.notify.backoff, done).await? {
+                let label = match finished {
+                    push::Finished::Pushed => "pushed",
+                    push::Finished::Retrying(_) => "retrying",
+                    push::Finished::Conflict => "conflict",
+                    push::Finished::Failed => "failed",
+                    push::Finished::Stale => "stale",
+                };
+                self.metrics.pushes.with_label_values(&[label]).inc();
+            }
             Ok(())
         };
-        self.claimed_one(&PUSHES, id, owner, body, finish).await
+        self.claimed(&PUSHES, &ids, owner, body, finish).await
+    }
+
+    /// Sends `jobs` (one request, or one batch request) under the provider's fleet-wide
+    /// limits, shared with the pulls of the same source and credential
+    /// (`ratelimit::provider_key`): a spent rate or busy slots defer every job (a retry
+    /// after the wait, not a failure), and a 429 pauses the provider fleet-wide as a
+    /// pull's does.
+    async fn push_limited(
+        &self,
+        opened: &serde_json::Value,
+        c: &crate::connectors::http_json::HttpJson,
+        jobs: &[crate::push::Job],
+    ) -> Vec<crate::push::Outcome> {
+        use crate::connectors::Connector;
+        use crate::push::Outcome;
+        let kind = entity::ConnectorKind::HttpJson;
+        let provider = ratelimit::provider_key(kind, opened, &c.urls());
+        let max_inline = (self.cfg.lease / 3).min(Duration::from_secs(5));
+        let admitted = self
+            .limiter
+            .admit(
+                kind,
+                &provider,
+                self.cfg.lease,
+                max_inline,
+                self.metrics.rate_limit_waits.clone(),
+            )
+            .await;
+        let _slot = match admitted {
+            Ok(a) => a.slot,
+            Err(d) => {
+                let after = match &d {
+                    ratelimit::Deferred::Busy { .. } => {
+                        ratelimit::slots::retry_when_busy(max_inline)
+                    }
+                    ratelimit::Deferred::Limited { retry_after, .. } => {
+                        retry_after.unwrap_or(max_inline)
+                    }
+                };
+                let o = Outcome::Retry {
+                    status: None,
+                    error: d.message().to_owned(),
+                    after: Some(after),
+                };
+                return vec![o; jobs.len()];
+            }
+        };
+        let outcomes = crate::push::send_with(c, jobs).await;
+        let paused = outcomes.iter().find_map(|o| match o {
+            Outcome::Retry {
+                status: Some(429),
+                after: Some(wait),
+                ..
+            } => Some(*wait),
+            _ => None,
+        });
+        if let Some(wait) = paused
+            && let Err(e) = self.limiter.pause(&provider, wait).await
+        {
+            tracing::warn!(error = %e, "could not pause the provider fleet-wide");
+        }
+        outcomes
     }
 
     /// Gives every in-flight claim back (bounded shutdown): they become PENDING for
@@ -733,6 +910,31 @@ impl Engine {
             }
         }
         n
+    }
+}
+
+/// Runs `finish(f, t)`, again (up to [`FINISH_TRIES`] times) when a row stayed locked
+/// past the lock timeout (a long local write of the same record): the finish rolled
+/// back whole, and trying again while the lease holds beats leaving the claim to expire.
+pub(crate) async fn finish_retrying<T, Fin, FinFut, R>(
+    finish: &mut Fin,
+    f: Fence,
+    t: T,
+) -> Result<R, DbErr>
+where
+    Fin: FnMut(Fence, T) -> FinFut,
+    FinFut: std::future::Future<Output = Result<R, DbErr>>,
+    T: Clone,
+{
+    let mut tries = 1;
+    loop {
+        match finish(f, t.clone()).await {
+            Err(e) if tries < FINISH_TRIES && crate::db::lock_timed_out(&e) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(tries))).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -119,6 +119,42 @@ pub fn seal_secret(secrets: Option<&SecretBox>, endpoint: Uuid, secret: &str) ->
     }
 }
 
+/// Re-seals every notification endpoint's secret (and the rotated-out one it still
+/// signs with) from `old` to `new` (`rotate-key`), in the caller's transaction; returns
+/// how many endpoints were rewritten. A secret stored unsealed (no key when it was set)
+/// is sealed now.
+pub async fn reseal(
+    db: &impl ConnectionTrait,
+    old: &SecretBox,
+    new: &SecretBox,
+) -> Result<u64, DbErr> {
+    let rows = db::query(
+        db,
+        "SELECT id, secret, previous_secret FROM notification_endpoints",
+        [],
+    )
+    .await?;
+    for r in &rows {
+        let id: Uuid = r.try_get("", "id")?;
+        let secret = open_secret(Some(old), id, &r.try_get::<String>("", "secret")?)?;
+        let previous = r
+            .try_get::<Option<String>>("", "previous_secret")?
+            .map(|p| open_secret(Some(old), id, &p))
+            .transpose()?;
+        db::exec(
+            db,
+            "UPDATE notification_endpoints SET secret = $2, previous_secret = $3 WHERE id = $1",
+            [
+                id.into(),
+                seal_secret(Some(new), id, &secret).into(),
+                previous.map(|p| seal_secret(Some(new), id, &p)).into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(rows.len() as u64)
+}
+
 fn open_secret(secrets: Option<&SecretBox>, endpoint: Uuid, stored: &str) -> Result<String, DbErr> {
     if stored.starts_with(sign::PREFIX) {
         return Ok(stored.to_owned());

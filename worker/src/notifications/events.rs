@@ -35,10 +35,12 @@ pub enum EventType {
     Resumed,
     /// Sent by hand to check an endpoint.
     Test,
+    /// A local and a cloud change of one record met and wait for a person.
+    ConflictDetected,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         Self::SyncFailed,
         Self::AtRisk,
         Self::Disabled,
@@ -47,6 +49,7 @@ impl EventType {
         Self::Paused,
         Self::Resumed,
         Self::Test,
+        Self::ConflictDetected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl EventType {
             Self::Paused => "integration.paused",
             Self::Resumed => "integration.resumed",
             Self::Test => "test",
+            Self::ConflictDetected => "conflict.detected",
         }
     }
 
@@ -97,6 +101,8 @@ pub struct NewEvent {
     pub reason: Option<String>,
     /// Who acted (`key:<id>`), for user actions.
     pub actor: Option<String>,
+    /// What an event type adds to `data` (a conflict's id and record).
+    pub extra: Option<Json>,
 }
 
 impl NewEvent {
@@ -110,6 +116,7 @@ impl NewEvent {
             error: None,
             reason: None,
             actor: None,
+            extra: None,
         }
     }
 }
@@ -205,6 +212,11 @@ pub async fn emit(txn: &impl ConnectionTrait, items: &[NewEvent]) -> Result<Emit
         data["reason"] = json!(e.reason);
         if let Some(a) = &e.actor {
             data["actor"] = json!(a);
+        }
+        if let Some(Json::Object(extra)) = &e.extra {
+            for (k, v) in extra {
+                data[k] = v.clone();
+            }
         }
         let body = json!({
             "id": id,

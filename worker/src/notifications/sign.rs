@@ -49,7 +49,7 @@ pub fn check_secret(secret: &str) -> Result<(), SignError> {
 }
 
 /// HMAC-SHA256 (RFC 2104) over `msg`.
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
     let mut k = [0u8; BLOCK];
     if key.len() > BLOCK {

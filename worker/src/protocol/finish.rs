@@ -159,7 +159,7 @@ pub async fn finish_guarded<C: ConnectionTrait + TransactionTrait>(
         .filter(|(k, _)| ok(*k) && !reqs[*k].report.plan.is_empty())
         .map(|(k, _)| (reqs[*k].fence.subject, &reqs[*k].report.plan))
         .collect();
-    store::apply_many(&txn, &plans).await?;
+    store::apply_many(&txn, &plans, crate::conflicts::Source::Pull).await?;
 
     // 4. The history rows, written once.
     let counts_of = |k: usize| {

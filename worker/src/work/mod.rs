@@ -123,6 +123,35 @@ pub async fn claim(
     carried: &str,
     join: Option<(&str, &str)>,
 ) -> Result<Vec<QueryResult>, DbErr> {
+    claim_rows(db, w, ids, owner, lease, carried, join, false).await
+}
+
+/// [`claim`] of the items among `ids` that nobody holds a lock on now: a row another
+/// transaction has locked (a local write retargeting its push) is skipped, not waited
+/// for. For the companions a popped item takes along (a batch of pushes), which must
+/// never wait while holding the rows already locked: that could close a cycle with a
+/// writer that locks the same rows in another order.
+pub async fn claim_free(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    ids: &[Uuid],
+    owner: &str,
+    lease: Duration,
+) -> Result<Vec<QueryResult>, DbErr> {
+    claim_rows(db, w, ids, owner, lease, "", None, true).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn claim_rows(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    ids: &[Uuid],
+    owner: &str,
+    lease: Duration,
+    carried: &str,
+    join: Option<(&str, &str)>,
+    skip_locked: bool,
+) -> Result<Vec<QueryResult>, DbErr> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -134,8 +163,9 @@ pub async fn claim(
     // plan a scan of every live row). SQLite serialises writers.
     let target = match d {
         Dialect::Postgres => format!(
-            "id IN (SELECT id FROM {t} WHERE id = ANY($3::text::uuid[]) ORDER BY id FOR UPDATE)",
-            t = w.table
+            "id IN (SELECT id FROM {t} WHERE id = ANY($3::text::uuid[]) ORDER BY id FOR UPDATE{skip})",
+            t = w.table,
+            skip = if skip_locked { " SKIP LOCKED" } else { "" }
         ),
         Dialect::Sqlite => format!("id IN ({})", placeholders(3, ids.len())),
     };
@@ -184,6 +214,72 @@ pub async fn renew(
     Ok(r.rows_affected() == 1)
 }
 
+/// Extends the leases of claims executed together (one statement on PostgreSQL) and
+/// returns those still held. A row another transaction holds locked now (a local write
+/// retargeting its push) is not waited for: it is checked without a lock and, if still
+/// this claim's, kept for the next renewal — one long writer must not stall the renewal
+/// of the whole batch past the lock timeout.
+pub async fn renew_many(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    fences: &[Fence],
+    lease: Duration,
+) -> Result<Vec<Fence>, DbErr> {
+    let d = Dialect::of(db);
+    if fences.len() <= 1 || d == Dialect::Sqlite {
+        let mut held = Vec::with_capacity(fences.len());
+        for f in fences {
+            if renew(db, w, *f, lease).await? {
+                held.push(*f);
+            }
+        }
+        return Ok(held);
+    }
+    let ids = pg_array(fences.iter().map(|f| f.id));
+    let renewed = db::query(
+        db,
+        format!(
+            "UPDATE {t} SET lease_until = {until} WHERE id IN (\
+               SELECT id FROM {t} WHERE id = ANY($1::text::uuid[]) FOR UPDATE SKIP LOCKED) \
+             AND status = 'RUNNING' RETURNING id, fence",
+            t = w.table,
+            until = d.now_plus_ms("$2")
+        ),
+        [ids.clone().into(), ms(lease).into()],
+    )
+    .await?;
+    let mut now_at: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
+    for r in &renewed {
+        now_at.insert(r.try_get("", "id")?, r.try_get("", "fence")?);
+    }
+    let skipped: Vec<Fence> = fences
+        .iter()
+        .filter(|f| !now_at.contains_key(&f.id))
+        .copied()
+        .collect();
+    if !skipped.is_empty() {
+        // Not renewed: gone, finished, reclaimed (the status or fence moved), or only
+        // locked by someone now. A plain read tells them apart without waiting.
+        let rows = db::query(
+            db,
+            format!(
+                "SELECT id, fence FROM {t} WHERE id = ANY($1::text::uuid[]) AND status = 'RUNNING'",
+                t = w.table
+            ),
+            [pg_array(skipped.iter().map(|f| f.id)).into()],
+        )
+        .await?;
+        for r in &rows {
+            now_at.insert(r.try_get("", "id")?, r.try_get("", "fence")?);
+        }
+    }
+    Ok(fences
+        .iter()
+        .filter(|f| now_at.get(&f.id) == Some(&f.fence))
+        .copied()
+        .collect())
+}
+
 /// Gives a live claim back (shutdown drain ran out, or its future was dropped): the item
 /// becomes PENDING with no push time, so the re-enqueuer hands it to another worker on
 /// its next pass.
@@ -225,17 +321,62 @@ pub async fn defer(
     f: Fence,
     delay_ms: i64,
 ) -> Result<bool, DbErr> {
+    Ok(!defer_many(db, w, &[(f, delay_ms)]).await?.is_empty())
+}
+
+/// [`defer`] for many claims, each with its own delay, in one statement on PostgreSQL
+/// (one per claim on SQLite, inside the caller's transaction). Returns the ids of the
+/// claims that still held their item; the others are stale and must write nothing.
+pub async fn defer_many(
+    db: &impl ConnectionTrait,
+    w: &Work,
+    items: &[(Fence, i64)],
+) -> Result<Vec<Uuid>, DbErr> {
     debug_assert!(w.due, "{} has no due time", w.name);
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
     let d = Dialect::of(db);
-    let sql = format!(
-        "UPDATE {t} SET status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = NULL, \
-         started_at = NULL, claims = 0, solo_claims = 0, due_at = {due} \
-         WHERE id = $1 AND fence = $2 AND status = 'RUNNING'",
-        t = w.table,
-        due = d.now_plus_ms("$3"),
-    );
-    let r = db::exec(db, sql, [f.id.into(), f.fence.into(), delay_ms.into()]).await?;
-    Ok(r.rows_affected() == 1)
+    let set = |ms: &str| {
+        format!(
+            "status = 'PENDING', lease_owner = NULL, lease_until = NULL, enqueued_at = NULL, \
+             started_at = NULL, claims = 0, solo_claims = 0, due_at = {}",
+            d.now_plus_ms(ms)
+        )
+    };
+    match d {
+        Dialect::Postgres => {
+            let sql = format!(
+                "UPDATE {t} t SET {set} FROM unnest($1::text::uuid[], $2::text::bigint[], $3::text::bigint[]) \
+                 AS v(id, fence, ms) WHERE t.id = v.id AND t.fence = v.fence AND t.status = 'RUNNING' \
+                 RETURNING t.id",
+                t = w.table,
+                set = set("v.ms"),
+            );
+            let values = [
+                Value::from(pg_array(items.iter().map(|(f, _)| f.id))),
+                Value::from(pg_array(items.iter().map(|(f, _)| f.fence))),
+                Value::from(pg_array(items.iter().map(|(_, ms)| ms))),
+            ];
+            let rows = db::query(db, sql, values).await?;
+            rows.iter().map(|r| r.try_get("", "id")).collect()
+        }
+        Dialect::Sqlite => {
+            let sql = format!(
+                "UPDATE {t} SET {set} WHERE id = $1 AND fence = $2 AND status = 'RUNNING'",
+                t = w.table,
+                set = set("$3"),
+            );
+            let mut held = Vec::with_capacity(items.len());
+            for (f, ms) in items {
+                let r = db::exec(db, &sql, [f.id.into(), f.fence.into(), (*ms).into()]).await?;
+                if r.rows_affected() == 1 {
+                    held.push(f.id);
+                }
+            }
+            Ok(held)
+        }
+    }
 }
 
 /// PENDING items that are due and were never pushed (new, or deferred and now due):

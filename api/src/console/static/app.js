@@ -69,8 +69,11 @@
     }
     var detail = document.getElementById("detail");
     if (detail && detail.getAttribute("data-id") === d.id && document.querySelector("#history[data-first]")) soon("#live");
-    if (document.getElementById("failures")) soon("#failures");
+    REGIONS.forEach(function (s) { if (document.querySelector(s)) soon(s); });
   }
+  // Lists that follow every integration of the workspace (Failures, Outbox, Conflicts)
+  // and the navigation's counts.
+  var REGIONS = ["#failures", "#outbox", "#conflicts", "#nav-count-conflicts"];
   function onCounts(ev) {
     var d = JSON.parse(ev.data), el = document.getElementById("counts");
     if (!el) return;
@@ -79,7 +82,7 @@
     if (tmp.firstElementChild) el.replaceWith(tmp.firstElementChild);
   }
   function onResync() {
-    ["#live", "#failures"].forEach(function (s) { if (document.querySelector(s)) soon(s); });
+    ["#live"].concat(REGIONS).forEach(function (s) { if (document.querySelector(s)) soon(s); });
     if (document.getElementById("list") && window.htmx) {
       htmx.ajax("GET", location.pathname + location.search, { target: "#list", swap: "outerHTML", headers: { "HX-Target": "list" } });
     }
@@ -175,7 +178,7 @@
     // (its answer would be lost with the element): try again shortly.
     document.body.addEventListener("htmx:beforeSwap", function (e) {
       var t = e.detail.target;
-      if (t && (t.id === "live" || t.id === "failures") && t.querySelector(".htmx-request")) {
+      if (t && ["live", "failures", "outbox", "conflicts"].indexOf(t.id) >= 0 && t.querySelector(".htmx-request")) {
         e.detail.shouldSwap = false;
         schedule("#" + t.id, 400);
       }
