@@ -125,6 +125,17 @@ impl Dialect {
         }
     }
 
+    /// Row lock for a `SELECT` that picks integrations to change (never their key):
+    /// `FOR NO KEY UPDATE`, which the foreign-key checks of inserts that reference an
+    /// integration (`FOR KEY SHARE`) do not block, so they cannot make the scheduler or
+    /// the reaper skip it.
+    pub fn skip_locked_state(self) -> &'static str {
+        match self {
+            Self::Postgres => "FOR NO KEY UPDATE SKIP LOCKED",
+            Self::Sqlite => "",
+        }
+    }
+
     pub fn stmt(
         self,
         sql: impl Into<String>,

@@ -11,6 +11,7 @@
 //! protocol's own statements, nothing else writes integration state.
 
 use entity::integrations;
+use sea_orm::sea_query::LockType;
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
@@ -42,7 +43,9 @@ pub async fn lock(
 }
 
 /// Locks integration `id` in `txn` and reads it, if it is in `workspace` (`None`: any
-/// workspace — a webhook from the cloud, whose signature is its authority).
+/// workspace — a webhook from the cloud, whose signature is its authority). PostgreSQL:
+/// `FOR NO KEY UPDATE`, which excludes every other change of the integration but not
+/// the inserts that only reference it (foreign-key checks take `FOR KEY SHARE`).
 pub async fn lock_in(
     txn: &DatabaseTransaction,
     workspace: Option<Uuid>,
@@ -63,7 +66,7 @@ pub async fn lock_in(
         find = find.filter(integrations::Column::WorkspaceId.eq(ws));
     }
     if Dialect::of(txn) == Dialect::Postgres {
-        find = find.lock_exclusive();
+        find = find.lock(LockType::NoKeyUpdate);
     }
     find.one(txn)
         .await?

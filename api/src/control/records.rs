@@ -166,12 +166,17 @@ async fn apply_once(
         return Ok(answer);
     }
     let actor = caller.actor();
-    let mut results = Vec::with_capacity(writes.len());
+    // The records in key order (a stable sort: one record's operations keep theirs), so
+    // two batches over the same records lock them in one order instead of deadlocking;
+    // the answers go back in the request's order.
+    let mut order: Vec<usize> = (0..writes.len()).collect();
+    order.sort_by(|a, b| writes[*a].external_id.cmp(&writes[*b].external_id));
+    let mut results = vec![Json::Null; writes.len()];
     let mut created_any = false;
-    for w in writes {
-        let (view, created) = write_one(&txn, id, w, &actor).await?;
+    for i in order {
+        let (view, created) = write_one(&txn, id, &writes[i], &actor).await?;
         created_any |= created;
-        results.push(view);
+        results[i] = view;
     }
     let (status, body) = if batch {
         (200, json!({ "results": results }))
@@ -312,10 +317,11 @@ async fn write_one(
         .transpose()?
         .is_some_and(|s| s == "conflict");
     let state = if held { "conflict" } else { "pending" };
-    match &data {
+    // The written row comes back from the write itself (`RETURNING`).
+    let rows = match &data {
         Some(data) => {
             let rec = RecordJson::new(data);
-            q::exec(
+            q::query(
                 txn,
                 format!(
                     "INSERT INTO records (integration_id, external_id, data, content_hash, version, deleted_at, synced_at, \
@@ -324,7 +330,7 @@ async fn write_one(
                      ON CONFLICT (integration_id, external_id) DO UPDATE SET data = excluded.data, \
                        content_hash = excluded.content_hash, version = records.version + 1, deleted_at = NULL, \
                        synced_at = excluded.synced_at, sync_state = excluded.sync_state, modified_at = excluded.modified_at, \
-                       modified_by = excluded.modified_by",
+                       modified_by = excluded.modified_by RETURNING {COLUMNS}",
                     json = d.json_from_text("$3"),
                 ),
                 [
@@ -336,32 +342,24 @@ async fn write_one(
                     state.into(),
                 ],
             )
-            .await?;
+            .await?
         }
-        None => {
-            q::exec(
-                txn,
-                format!(
-                    "UPDATE records SET deleted_at = {now}, synced_at = {now}, version = version + 1, \
+        None => q::query(
+            txn,
+            format!(
+                "UPDATE records SET deleted_at = {now}, synced_at = {now}, version = version + 1, \
                        sync_state = $4, modified_at = {now}, modified_by = $3 \
-                     WHERE integration_id = $1 AND external_id = $2"
-                ),
-                [
-                    integration.into(),
-                    w.external_id.clone().into(),
-                    actor.to_owned().into(),
-                    state.into(),
-                ],
-            )
-            .await?;
-        }
-    }
-    let rows = q::query(
-        txn,
-        format!("SELECT {COLUMNS} FROM records WHERE integration_id = $1 AND external_id = $2"),
-        [integration.into(), w.external_id.clone().into()],
-    )
-    .await?;
+                     WHERE integration_id = $1 AND external_id = $2 RETURNING {COLUMNS}"
+            ),
+            [
+                integration.into(),
+                w.external_id.clone().into(),
+                actor.to_owned().into(),
+                state.into(),
+            ],
+        )
+        .await?,
+    };
     let r = rows
         .first()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the written record vanished")))?;

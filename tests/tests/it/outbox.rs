@@ -138,15 +138,26 @@ async fn local_writes_keep_versions_and_write_their_outbox_entry() {
     assert!(v["deletedAt"].is_string(), "{v}");
     assert_eq!(v["version"], 4);
 
-    // Each accepted change has its entry; only the newest is still to push.
+    // Each accepted change has its entry, waiting behind the record's one live push,
+    // which points at the first; when that push is first claimed it takes the newest
+    // (`push::take_newest`) and the older ones are superseded.
     assert_eq!(
         outbox(&env, id).await,
         vec![
-            "sale-1:upsert:superseded:1",
-            "sale-1:upsert:superseded:2",
-            "sale-1:upsert:superseded:3",
+            "sale-1:upsert:pending:1",
+            "sale-1:upsert:pending:2",
+            "sale-1:upsert:pending:3",
             "sale-1:delete:pending:4",
         ]
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT COUNT(*) FROM live_pushes WHERE integration_id = $1",
+            vec![id.into()]
+        )
+        .await,
+        1
     );
     let (s, page) = c
         .get(&format!(

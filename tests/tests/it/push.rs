@@ -111,6 +111,47 @@ async fn drained(env: &tests::env::TestEnv, within: Duration) -> Duration {
     }
 }
 
+/// Changes written while a record's push waits (no worker yet) are carried by that one
+/// push: its first claim takes the newest change and supersedes the others, so the cloud
+/// sees one request with the latest state.
+#[tokio::test]
+async fn a_waiting_push_carries_the_newest_change() {
+    let Some(env) = test_env().await else { return };
+    let cloud = FakeCloud::start().await;
+    let app = env.spawn_app(PUSH).await;
+    let c = &app.client;
+    let id = integration(c, &cloud).await;
+    for round in 0..3 {
+        batch(
+            c,
+            id,
+            vec![json!({ "op": "put", "externalId": "r1", "data": { "round": round } })],
+        )
+        .await;
+    }
+    let (stop, worker) = env.spawn_worker(PUSH);
+    drained(&env, Duration::from_secs(60)).await;
+    let (items, applied) = cloud.get(|c| (c.items.clone(), c.applied.clone()));
+    assert_eq!(items["r1"].0, json!({ "round": 2 }));
+    assert_eq!(
+        applied.len(),
+        1,
+        "one push for three waiting changes: {applied:?}"
+    );
+    assert_eq!(
+        strings(
+            &env.db,
+            "SELECT status FROM outbox WHERE integration_id = $1 ORDER BY record_version",
+            vec![id.into()],
+        )
+        .await,
+        ["superseded", "superseded", "pushed"]
+    );
+    stop.cancel();
+    let _ = worker.await;
+    app.stop().await;
+}
+
 /// Writes while the cloud is down are kept; when it is back the outbox drains: each
 /// record ends with its latest state at the cloud, applied once per change that was
 /// pushed, in per-record order, and every record `synced` with the cloud's version and id.

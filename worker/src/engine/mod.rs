@@ -772,6 +772,8 @@ impl Engine {
             let mut done: Vec<(Fence, (push::Job, Outcome))> = Vec::new();
             let mut sending: Vec<(Fence, push::Job)> = Vec::new();
             let ids: Vec<Uuid> = claimed.iter().map(|(f, _)| f.id).collect();
+            let fences: Vec<Fence> = claimed.iter().map(|(f, _)| *f).collect();
+            push::take_newest(&self.db, &fences).await?;
             let mut jobs = push::load_many(&self.db, &ids).await?;
             for (f, claims) in claimed {
                 // Missing: the integration went, its pushes with it.
@@ -821,6 +823,7 @@ impl Engine {
                     push::Finished::Conflict => "conflict",
                     push::Finished::Failed => "failed",
                     push::Finished::Stale => "stale",
+                    push::Finished::Busy => "busy",
                 };
                 self.metrics.pushes.with_label_values(&[label]).inc();
             }

@@ -41,7 +41,7 @@ pub async fn detect<C: ConnectionTrait + TransactionTrait>(
                unhealthy_since = COALESCE(unhealthy_since, {now}) \
              WHERE id IN (SELECT id FROM integrations WHERE stale_at <= {now} ORDER BY stale_at LIMIT {limit} {lock}) \
              AND stale_at <= {now} RETURNING id, health",
-            lock = d.skip_locked(),
+            lock = d.skip_locked_state(),
         ),
         [],
     )

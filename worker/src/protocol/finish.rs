@@ -285,8 +285,8 @@ async fn lock_states(
             let sql = format!(
                 "SELECT id, {STATE_COLUMNS}, unhealthy_since FROM integrations WHERE id = ANY($1::text::uuid[]) ORDER BY id {}",
                 match guard {
-                    Guard::Owner => "FOR UPDATE",
-                    Guard::LeaseExpired => "FOR UPDATE SKIP LOCKED",
+                    Guard::Owner => "FOR NO KEY UPDATE",
+                    Guard::LeaseExpired => "FOR NO KEY UPDATE SKIP LOCKED",
                 }
             );
             db::query(txn, sql, [Value::from(work::pg_array(ids))]).await?

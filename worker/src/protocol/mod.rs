@@ -43,7 +43,7 @@ pub(crate) async fn lock_integration(
     id: Uuid,
     cols: &str,
 ) -> Result<Vec<QueryResult>, sea_orm::DbErr> {
-    lock_integration_with(txn, id, cols, "FOR UPDATE").await
+    lock_integration_with(txn, id, cols, "FOR NO KEY UPDATE").await
 }
 
 async fn lock_integration_with(

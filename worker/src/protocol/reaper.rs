@@ -77,7 +77,7 @@ pub async fn requeue_expired(
             format!(
                 "UPDATE integrations SET lost_leases = lost_leases + 1 WHERE id IN \
                  (SELECT id FROM integrations WHERE id IN ({list}) {lock})",
-                lock = d.skip_locked(),
+                lock = d.skip_locked_state(),
             ),
             requeued.iter().map(|(_, i)| Value::from(*i)),
         )
@@ -157,7 +157,7 @@ pub async fn repair(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
             "UPDATE integrations SET next_sync_at = {now} WHERE id IN (SELECT id FROM integrations \
              WHERE sync_enabled AND next_sync_at IS NULL AND sync_interval_secs IS NOT NULL \
              AND NOT EXISTS (SELECT 1 FROM live_runs s WHERE s.integration_id = integrations.id) {lock}) AND next_sync_at IS NULL",
-            lock = d.skip_locked(),
+            lock = d.skip_locked_state(),
         ),
         [],
     )

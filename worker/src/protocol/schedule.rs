@@ -38,7 +38,7 @@ pub async fn tick<C: ConnectionTrait + TransactionTrait>(
             "UPDATE integrations AS u SET next_sync_at = NULL, runs_total = u.runs_total + 1 \
              FROM (SELECT i.id, i.next_sync_at AS slot FROM integrations i \
                    WHERE i.sync_enabled AND i.next_sync_at IS NOT NULL AND i.next_sync_at <= {now} \
-                   ORDER BY i.next_sync_at LIMIT {limit} FOR UPDATE SKIP LOCKED) AS d \
+                   ORDER BY i.next_sync_at LIMIT {limit} FOR NO KEY UPDATE SKIP LOCKED) AS d \
              WHERE u.id = d.id \
              RETURNING u.id, d.slot AS next_sync_at, u.next_trigger, u.retry_count"
         ),

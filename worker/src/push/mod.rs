@@ -31,63 +31,91 @@ pub const PUSHES: Work = Work {
 
 /// Makes outbox entry `entry` (just written for record `external_id`) the record's next
 /// push, inside the write's transaction, which holds the record's row: a new live push
-/// if the record has none; the pending push retargeted if one waits (its entry is
-/// superseded); nothing if one is running (its finish takes the newest entry next).
+/// if the record has none, else nothing — the record's push takes the newest waiting
+/// change when it is first claimed ([`take_newest`]), or its finish chains it.
+///
+/// No existing live row is locked: a write transaction can be long (a batch of 1,000
+/// operations), and the claims, lease renewals and finishes of pushes must not wait for
+/// it. A live row that a quarantine deletes between the read and the commit is the one
+/// gap: the entry then waits for the record's next write or a retry by hand.
 pub async fn enqueue(
     txn: &impl ConnectionTrait,
     integration: Uuid,
     external_id: &str,
     entry: Uuid,
 ) -> Result<(), DbErr> {
-    let d = Dialect::of(txn);
-    let now = d.now();
-    let lock = match d {
-        Dialect::Postgres => " FOR UPDATE",
-        Dialect::Sqlite => "",
-    };
-    let rows = db::query(
+    let now = Dialect::of(txn).now();
+    // Read first: an insert that meets the record's live row while a claim or a finish is
+    // updating it (a new index entry, not yet committed) would wait for that transaction.
+    let exists = db::query(
         txn,
-        format!(
-            "SELECT id, status, outbox_id FROM live_pushes WHERE integration_id = $1 AND external_id = $2{lock}"
-        ),
+        "SELECT 1 AS one FROM live_pushes WHERE integration_id = $1 AND external_id = $2",
         [integration.into(), external_id.to_owned().into()],
     )
     .await?;
-    match rows.first() {
-        None => {
-            db::exec(
-                txn,
-                format!(
-                    "INSERT INTO live_pushes (id, integration_id, external_id, outbox_id, status, due_at) \
-                     VALUES ($1, $2, $3, $4, 'PENDING', {now})"
-                ),
-                [
-                    Uuid::now_v7().into(),
-                    integration.into(),
-                    external_id.to_owned().into(),
-                    entry.into(),
-                ],
-            )
-            .await?;
-        }
-        Some(r) if r.try_get::<String>("", "status")? == "PENDING" => {
-            let old: Uuid = r.try_get("", "outbox_id")?;
-            db::exec(
-                txn,
-                format!("UPDATE outbox SET status = 'superseded', finished_at = {now} WHERE id = $1 AND status = 'pending'"),
-                [old.into()],
-            )
-            .await?;
-            db::exec(
-                txn,
-                "UPDATE live_pushes SET outbox_id = $2 WHERE id = $1 AND status = 'PENDING'",
-                [r.try_get::<Uuid>("", "id")?.into(), entry.into()],
-            )
-            .await?;
-        }
-        // Running: this entry waits for it (the push's finish chains it).
-        Some(_) => {}
+    if !exists.is_empty() {
+        return Ok(());
     }
+    db::exec(
+        txn,
+        format!(
+            "INSERT INTO live_pushes (id, integration_id, external_id, outbox_id, status, due_at) \
+             VALUES ($1, $2, $3, $4, 'PENDING', {now}) ON CONFLICT (integration_id, external_id) DO NOTHING"
+        ),
+        [
+            Uuid::now_v7().into(),
+            integration.into(),
+            external_id.to_owned().into(),
+            entry.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Points the pushes `fences` that are claimed for the first time (`fence` 1) at their
+/// record's newest waiting change, and supersedes the older waiting ones: a change
+/// written while a push waited replaces it, so one push carries the record's latest
+/// state. A push claimed before (given back, reaped, or waiting out a retry) keeps its
+/// entry: its request may have reached the cloud, so it is sent again with its own key,
+/// and its finish chains the newest change. Runs right after the claim, before the jobs
+/// are read; a change committed meanwhile stays waiting and is chained by the finish.
+pub async fn take_newest(db: &impl ConnectionTrait, fences: &[Fence]) -> Result<(), DbErr> {
+    let first: Vec<sea_orm::Value> = fences
+        .iter()
+        .filter(|f| f.fence == 1)
+        .map(|f| f.id.into())
+        .collect();
+    if first.is_empty() {
+        return Ok(());
+    }
+    let list = work::placeholders(1, first.len());
+    let now = Dialect::of(db).now();
+    db::exec(
+        db,
+        format!(
+            "UPDATE live_pushes SET outbox_id = (SELECT o.id FROM outbox o \
+               WHERE o.integration_id = live_pushes.integration_id AND o.external_id = live_pushes.external_id \
+               AND o.status = 'pending' ORDER BY o.record_version DESC, o.created_at DESC, o.id DESC LIMIT 1) \
+             WHERE id IN ({list}) AND fence = 1 AND status = 'RUNNING' AND EXISTS (SELECT 1 FROM outbox o \
+               WHERE o.integration_id = live_pushes.integration_id AND o.external_id = live_pushes.external_id \
+               AND o.status = 'pending')"
+        ),
+        first.clone(),
+    )
+    .await?;
+    db::exec(
+        db,
+        format!(
+            "UPDATE outbox SET status = 'superseded', finished_at = {now} WHERE status = 'pending' AND id IN (\
+               SELECT o.id FROM live_pushes l JOIN outbox c ON c.id = l.outbox_id \
+               JOIN outbox o ON o.integration_id = l.integration_id AND o.external_id = l.external_id \
+               WHERE l.id IN ({list}) AND l.fence = 1 AND l.status = 'RUNNING' AND o.status = 'pending' \
+               AND o.id <> c.id AND o.record_version <= c.record_version)"
+        ),
+        first,
+    )
+    .await?;
     Ok(())
 }
 
@@ -384,6 +412,9 @@ pub enum Finished {
     Failed,
     /// The fence moved on: wrote nothing.
     Stale,
+    /// The record was held by a local write: the answer is not written now, the push
+    /// waits a moment and is sent again with the same key (the cloud answers it once).
+    Busy,
 }
 
 /// The content hash of the change a job carries (`None` for a delete).
@@ -442,48 +473,60 @@ pub async fn finish_batch<C: ConnectionTrait + TransactionTrait>(
     Ok(out)
 }
 
+/// How long a push whose record a local write held at its finish waits before it is
+/// sent again (ms).
+const BUSY_WAIT_MS: i64 = 250;
+
 /// The answered pushes of one integration (each `Pushed` or `Retry`), finished under
 /// their fences in one transaction and a fixed number of statements, whatever their
-/// number: the integration's row shared (local writes and pull finishes take it
-/// exclusively first, so none of them holds one of these records meanwhile), the
-/// records locked in key order, the live rows taken (pushed) or deferred by their
-/// backoff (retry), their outbox entries, the records' cloud version, id, agreed
-/// content and sync state; a record with a newer change waiting gets it as its next
-/// push (a retry then carries the newest state). Stale claims write nothing.
+/// number: the records locked in key order, those another transaction holds (a local
+/// write, a pull's finish) skipped ([`Finished::Busy`]), so this never waits for a
+/// record and takes no integration lock; the live rows taken
+/// (pushed) or deferred by their backoff (retry), their outbox entries, the records'
+/// cloud version, id, agreed content and sync state; a pushed record with a newer change
+/// waiting gets it as its next push. Stale claims write nothing.
 async fn finish_answered<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     backoff: RetryPolicy,
     integration: Uuid,
-    items: &[(usize, Fence, Job, Outcome)],
+    all: &[(usize, Fence, Job, Outcome)],
 ) -> Result<Vec<Finished>, DbErr> {
     let d = Dialect::of(db);
     let now = d.now();
     let txn = db.begin().await?;
-    let xids: Vec<sea_orm::Value> = items
+    let xids: Vec<sea_orm::Value> = all
         .iter()
         .map(|(_, _, j, _)| j.external_id.clone().into())
         .collect();
     let with_integration = |rest: &[sea_orm::Value]| {
         std::iter::once(sea_orm::Value::from(integration)).chain(rest.to_vec())
     };
-    if d == Dialect::Postgres {
-        db::exec(
-            &txn,
-            "SELECT 1 FROM integrations WHERE id = $1 FOR SHARE",
-            [integration.into()],
-        )
-        .await?;
-        db::query(
+    // The records, in key order; on PostgreSQL those a local write holds now are skipped,
+    // not waited for (a batch write holds its records for its whole transaction, longer
+    // than a lease when it is large): their pushes are deferred briefly and sent again.
+    let free: Option<std::collections::HashSet<String>> = if d == Dialect::Postgres {
+        let rows = db::query(
             &txn,
             format!(
                 "SELECT external_id FROM records WHERE integration_id = $1 AND external_id IN ({}) \
-                 ORDER BY external_id FOR UPDATE",
+                 ORDER BY external_id FOR UPDATE SKIP LOCKED",
                 work::placeholders(2, xids.len())
             ),
             with_integration(&xids),
         )
         .await?;
-    }
+        Some(
+            rows.iter()
+                .map(|r| r.try_get("", "external_id"))
+                .collect::<Result<_, _>>()?,
+        )
+    } else {
+        None
+    };
+    let is_free = |j: &Job| free.as_ref().is_none_or(|f| f.contains(&j.external_id));
+    let (items, busy): (Vec<_>, Vec<_>) = all.iter().partition(|(_, _, j, _)| is_free(j));
+    let busy: Vec<(Fence, i64)> = busy.iter().map(|(_, f, _, _)| (*f, BUSY_WAIT_MS)).collect();
+    let deferred_busy = work::defer_many(&txn, &PUSHES, &busy).await?;
     // The fence checks: pushed claims end (their live rows go), retried ones wait out
     // their backoff in the live table.
     let pushed: Vec<Fence> = items
@@ -510,11 +553,25 @@ async fn finish_answered<C: ConnectionTrait + TransactionTrait>(
     held.extend(work::defer_many(&txn, &PUSHES, &retried).await?);
     let live: Vec<&(usize, Fence, Job, Outcome)> = items
         .iter()
+        .copied()
         .filter(|(_, f, _, _)| held.contains(&f.id))
         .collect();
+    let outcome_of = |f: &Fence, o: &Outcome| {
+        if deferred_busy.contains(&f.id) {
+            Finished::Busy
+        } else if !held.contains(&f.id) {
+            Finished::Stale
+        } else {
+            match o {
+                Outcome::Pushed { .. } => Finished::Pushed,
+                Outcome::Retry { after, .. } => Finished::Retrying(after.unwrap_or_default()),
+                _ => unreachable!("finish_answered takes pushed and retried outcomes only"),
+            }
+        }
+    };
     if live.is_empty() {
-        txn.rollback().await?;
-        return Ok(vec![Finished::Stale; items.len()]);
+        txn.commit().await?;
+        return Ok(all.iter().map(|(_, f, _, o)| outcome_of(f, o)).collect());
     }
     // This attempt on each entry.
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(live.len() * 4);
@@ -571,20 +628,19 @@ async fn finish_answered<C: ConnectionTrait + TransactionTrait>(
         )
         .await?;
     }
-    // The next change of each record, if one waits (the newest; the others superseded,
-    // and so is a retried entry that a newer one replaces).
+    // The next change of each pushed record, if one waits (the newest; the others
+    // superseded). A retried entry is not replaced by a newer one: its request may have
+    // reached the cloud (a timeout, a 5xx after the write), so it is sent again with its
+    // own key — the cloud answers it once — and its finish chains the newest change,
+    // rebased on the version it answered. Replacing it would send the newer change with
+    // a new key over a cloud version it never saw: a conflict with ourselves.
     let next = next_changes(
         &txn,
         integration,
         &live
             .iter()
-            .map(|(_, _, j, o)| {
-                (
-                    j.external_id.as_str(),
-                    j.outbox_id,
-                    matches!(o, Outcome::Retry { .. }),
-                )
-            })
+            .filter(|(_, _, _, o)| matches!(o, Outcome::Pushed { .. }))
+            .map(|(_, _, j, _)| (j.external_id.as_str(), j.outbox_id))
             .collect::<Vec<_>>(),
     )
     .await?;
@@ -597,24 +653,6 @@ async fn finish_answered<C: ConnectionTrait + TransactionTrait>(
         })
         .collect();
     enqueue_new(&txn, integration, &chained).await?;
-    let retargeted: Vec<sea_orm::Value> = live
-        .iter()
-        .filter(|(_, _, _, o)| matches!(o, Outcome::Retry { .. }))
-        .filter_map(|(_, f, j, _)| next.get(&j.external_id).map(|n| [f.id.into(), (*n).into()]))
-        .flatten()
-        .collect();
-    if !retargeted.is_empty() {
-        db::exec(
-            &txn,
-            format!(
-                "WITH v(id, next) AS (VALUES {rows}) UPDATE live_pushes SET outbox_id = v.next FROM v \
-                 WHERE live_pushes.id = v.id",
-                rows = value_rows(1, retargeted.len() / 2, 2),
-            ),
-            retargeted,
-        )
-        .await?;
-    }
     // The records: what the cloud now holds, and their state (still pending while a
     // change waits).
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(live.len() * 5 + 1);
@@ -655,15 +693,7 @@ async fn finish_answered<C: ConnectionTrait + TransactionTrait>(
     )
     .await?;
     txn.commit().await?;
-    Ok(items
-        .iter()
-        .map(|(_, f, _, o)| match o {
-            _ if !held.contains(&f.id) => Finished::Stale,
-            Outcome::Pushed { .. } => Finished::Pushed,
-            Outcome::Retry { after, .. } => Finished::Retrying(after.unwrap_or_default()),
-            _ => unreachable!("finish_answered takes pushed and retried outcomes only"),
-        })
-        .collect())
+    Ok(all.iter().map(|(_, f, _, o)| outcome_of(f, o)).collect())
 }
 
 /// `($first, …), (…), …`: `rows` rows of `width` placeholders each, numbered on.
@@ -674,21 +704,21 @@ fn value_rows(first: usize, rows: usize, width: usize) -> String {
         .join(", ")
 }
 
-/// The newest change waiting behind each of `records` (`(external_id, its entry, whether
-/// that entry stays pending)`) of `integration`, inside a finish's transaction that holds
-/// the records: every other pending entry of those records is superseded (a pending own
-/// entry too, when a newer one waits). Returns the newest waiting entry by record.
+/// The newest change waiting behind each of `records` (`(external_id, the entry whose
+/// push just ended)`) of `integration`, inside a finish's transaction that holds the
+/// records: every other waiting entry of those records is superseded. Returns the newest
+/// waiting entry by record.
 async fn next_changes(
     txn: &impl ConnectionTrait,
     integration: Uuid,
-    records: &[(&str, Uuid, bool)],
+    records: &[(&str, Uuid)],
 ) -> Result<std::collections::HashMap<String, Uuid>, DbErr> {
     let mut next = std::collections::HashMap::new();
     if records.is_empty() {
         return Ok(next);
     }
     let now = Dialect::of(txn).now();
-    let own: std::collections::HashSet<Uuid> = records.iter().map(|(_, e, _)| *e).collect();
+    let own: std::collections::HashSet<Uuid> = records.iter().map(|(_, e)| *e).collect();
     let rows = db::query(
         txn,
         format!(
@@ -699,7 +729,7 @@ async fn next_changes(
         std::iter::once(sea_orm::Value::from(integration)).chain(
             records
                 .iter()
-                .map(|(x, _, _)| sea_orm::Value::from(x.to_string())),
+                .map(|(x, _)| sea_orm::Value::from(x.to_string())),
         ),
     )
     .await?;
@@ -717,12 +747,6 @@ async fn next_changes(
             }
         }
     }
-    superseded.extend(
-        records
-            .iter()
-            .filter(|(x, _, pending)| *pending && next.contains_key(*x))
-            .map(|(_, e, _)| *e),
-    );
     if !superseded.is_empty() {
         db::exec(
             txn,
@@ -876,7 +900,7 @@ pub async fn finish_one<C: ConnectionTrait + TransactionTrait>(
         next_changes(
             &txn,
             f.subject,
-            &[(job.external_id.as_str(), job.outbox_id, false)],
+            &[(job.external_id.as_str(), job.outbox_id)],
         )
         .await?
         .remove(&job.external_id)
