@@ -127,10 +127,10 @@ pub async fn claim(
 }
 
 /// [`claim`] of the items among `ids` that nobody holds a lock on now: a row another
-/// transaction has locked (a local write retargeting its push) is skipped, not waited
-/// for. For the companions a popped item takes along (a batch of pushes), which must
-/// never wait while holding the rows already locked: that could close a cycle with a
-/// writer that locks the same rows in another order.
+/// transaction has locked (a finish taking or deferring it) is skipped, not waited for.
+/// For the companions a popped item takes along (a batch of pushes), which must never
+/// wait while holding the rows already locked: that could close a cycle with another
+/// transaction that locks the same rows in another order.
 pub async fn claim_free(
     db: &impl ConnectionTrait,
     w: &Work,
