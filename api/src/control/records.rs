@@ -123,6 +123,12 @@ pub fn validate(writes: &[Write]) -> Result<(), ApiError> {
 /// before the client is told to retry (503 with `Retry-After`).
 const BUSY_ATTEMPTS: u32 = 3;
 
+/// The shortest a local write waits for its integration's lock. The pool's own
+/// `lock_timeout` is a quarter of the run lease, so that a worker never waits past its
+/// lease; a write holds no lease and waits, holding nothing, for the writes queued
+/// before it (writes to one integration are serialised, docs/architecture.md §11).
+const WRITE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Applies `writes` to integration `id`'s records, all or nothing, with their outbox
 /// entries; `batch` answers `{results: […]}` instead of the one record. A write that
 /// met a row locked past the lock timeout (a scheduler tick or a push finish holding it
@@ -157,6 +163,12 @@ async fn apply_once(
     idem: Option<&Idempotency>,
 ) -> Result<Answer, ApiError> {
     let txn = state.db.begin().await?;
+    if Dialect::of(&txn) == Dialect::Postgres {
+        let wait = crate::db::session_timeouts(state.config.protocol.lease)
+            .0
+            .max(WRITE_LOCK_WAIT.as_millis());
+        q::exec(&txn, format!("SET LOCAL lock_timeout = {wait}"), []).await?;
+    }
     // The integration first (the fleet's lock order: integration, then its rows).
     let m = lock(&txn, caller, id).await?;
     if let Some(i) = idem

@@ -736,7 +736,7 @@ async fn a_late_create_cannot_overwrite_a_newer_change() {
 /// takes each change, and four requests race with one `Idempotency-Key`. No write
 /// deadlocks or errors (a 503 would be a busy retry, and is counted), every accepted
 /// change bumps its record's version once, the key writes once and every racer gets that
-/// answer, a change written while the previous one was on its way is not refused as a
+/// answer (one told busy sends again with its key), a change written while the previous one was on its way is not refused as a
 /// conflict with ourselves (its base version follows our own push), and the cloud ends
 /// with each record's local copy.
 #[tokio::test]
@@ -773,19 +773,30 @@ async fn concurrent_writers_of_one_integration_keep_every_change() {
             (touched, busy)
         }
     };
+    // A racer is a client that honours a busy answer (503 with `Retry-After`) by
+    // sending the same request again with its key: it must then get the first answer.
     let racer = || {
         let c = c.clone();
         async move {
-            let r = c
-                .http
-                .put(format!("{}/api/integrations/{id}/records/same", c.base))
-                .bearer_auth(&c.key)
-                .header("Idempotency-Key", "race-1")
-                .json(&json!({ "n": 1 }))
-                .send()
-                .await
-                .expect("request");
-            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let r = c
+                    .http
+                    .put(format!("{}/api/integrations/{id}/records/same", c.base))
+                    .bearer_auth(&c.key)
+                    .header("Idempotency-Key", "race-1")
+                    .json(&json!({ "n": 1 }))
+                    .send()
+                    .await
+                    .expect("request");
+                let status = r.status();
+                let body = r.json::<Value>().await.unwrap_or(Value::Null);
+                if status != StatusCode::SERVICE_UNAVAILABLE || tries == 5 {
+                    return (status, body);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     };
     let (writes, races) = tokio::join!(
