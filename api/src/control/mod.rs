@@ -73,6 +73,27 @@ pub async fn lock_in(
         .ok_or(ApiError::NotFound("integration"))
 }
 
+/// Reads the caller's integration `id` in `txn` without locking it (another workspace's
+/// is "not found"), for an operation that locks only rows below it: the foreign keys of
+/// what it inserts still keep the integration from being deleted before it commits.
+/// SQLite has no row locks, so there this is [`lock`] (the database's write lock).
+pub async fn read_for_rows(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<integrations::Model, ApiError> {
+    if Dialect::of(txn) == Dialect::Sqlite {
+        return lock(txn, caller, id).await;
+    }
+    let mut find = integrations::Entity::find_by_id(id);
+    if let Some(ws) = caller.workspace_id {
+        find = find.filter(integrations::Column::WorkspaceId.eq(ws));
+    }
+    find.one(txn)
+        .await?
+        .ok_or(ApiError::NotFound("integration"))
+}
+
 /// Reads integration `id` back inside `txn` (after a write of this transaction).
 pub async fn reread(txn: &DatabaseTransaction, id: Uuid) -> Result<integrations::Model, ApiError> {
     integrations::Entity::find_by_id(id)

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use syncfleet_worker::connectors::RecordJson;
 use syncfleet_worker::db::{self as q, Dialect};
 
-use super::lock;
+use super::read_for_rows;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldProblem};
 use crate::state::AppState;
@@ -169,8 +169,11 @@ async fn apply_once(
             .max(WRITE_LOCK_WAIT.as_millis());
         q::exec(&txn, format!("SET LOCAL lock_timeout = {wait}"), []).await?;
     }
-    // The integration first (the fleet's lock order: integration, then its rows).
-    let m = lock(&txn, caller, id).await?;
+    // The integration is read, not locked: the writers of one integration run side by
+    // side, each holding only its key's row and its records' rows (in key order), and a
+    // pull's finish upserts only records whose local copy is `synced`, so a write that
+    // commits first wins (docs/architecture.md §11 item 36).
+    let m = read_for_rows(&txn, caller, id).await?;
     if let Some(i) = idem
         && let Some(answer) = claim_key(&txn, m.workspace_id, i).await?
     {
@@ -219,8 +222,10 @@ async fn apply_once(
     })
 }
 
-/// Takes `i.key` for this request, or returns the answer it already has. A request with
-/// the same key still in flight holds the integration's lock, so this runs after it.
+/// Takes `i.key` for this request, or returns the answer it already has. The insert of a
+/// key that a request still in flight inserted waits for that request's transaction
+/// (the key's unique index): committed, its answer is read here; rolled back, the key
+/// is this request's.
 async fn claim_key(
     txn: &DatabaseTransaction,
     workspace: Uuid,
@@ -321,7 +326,7 @@ async fn write_one(
             ("delete", None)
         }
     };
-    let created = live.is_none() && operation == "upsert";
+    let mut created = live.is_none() && operation == "upsert";
     // A record held by an open conflict stays held: the change is kept (and shown as the
     // conflict's local copy) until a person resolves it.
     let held = current
@@ -376,6 +381,11 @@ async fn write_one(
         .first()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the written record vanished")))?;
     let new_version: i32 = r.try_get("", "version")?;
+    // A record nobody had yet may have been created by a concurrent write between the
+    // read and the upsert (which then waited for it and updated its row).
+    if current.is_none() {
+        created &= new_version == 1;
+    }
     let entry = Uuid::now_v7();
     q::exec(
         txn,

@@ -239,7 +239,10 @@ async fn a_long_worker_outage_leaves_one_entry_per_run() {
     .await;
     let fresh_in = started.elapsed();
     // A run popped by a worker and not yet claimed has no entry, so a re-enqueue pass in
-    // that instant pushes it again; the duplicate is consumed as a no-op delivery.
+    // that instant pushes it again; the duplicate is consumed as a no-op delivery. A pass
+    // that read its runs before they finished can land its push after they did, so the
+    // API stops first (no pass after this) and the workers, still up, drain what it left.
+    app.stop().await;
     eventually(Duration::from_secs(30), "the queue drained", || async {
         (queue.depth().await.ok()? == 0).then_some(())
     })
@@ -255,7 +258,6 @@ async fn a_long_worker_outage_leaves_one_entry_per_run() {
     );
     w1.abort();
     w2.abort();
-    app.stop().await;
 }
 
 /// With the database hanging (connections accepted, never answered), `/readyz` answers
