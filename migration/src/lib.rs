@@ -25,6 +25,7 @@ mod m20261202_000017_notifications;
 mod m20261202_000018_outbox;
 mod m20261202_000019_conflicts;
 mod m20261203_000020_webhooks;
+mod m20261204_000021_outbox_pending_by_record;
 
 pub struct Migrator;
 
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000018_outbox::Migration),
             Box::new(m20261202_000019_conflicts::Migration),
             Box::new(m20261203_000020_webhooks::Migration),
+            Box::new(m20261204_000021_outbox_pending_by_record::Migration),
         ]
     }
 }

@@ -58,7 +58,7 @@ async fn handle(
                 .await
         }
         SyncJob::Push1 { push_id } => {
-            AssertUnwindSafe(engine.push(push_id, worker.name()))
+            AssertUnwindSafe(engine.push(push_id, worker.name(), &queue))
                 .catch_unwind()
                 .await
         }

@@ -24,6 +24,7 @@ use crate::protocol::claim::{self, Claim, Source};
 use crate::protocol::finish::{self, Finished, RunReport};
 use crate::protocol::policy::Outcome;
 use crate::protocol::{Fence, RUNS};
+use crate::queue::Queue;
 use crate::ratelimit::{self, Limiter};
 use crate::secrets::SecretBox;
 use crate::store;
@@ -763,12 +764,25 @@ impl Engine {
 
     /// Pushes live push `id` as `owner` on the leased-work mechanism
     /// ([`Self::claimed_one`]), with the push's own rules ([`crate::push`]).
-    pub async fn push(&self, id: Uuid, owner: &str) -> Result<Executed, DbErr> {
+    ///
+    /// Other due pushes of the integration are claimed with it ([`push::batch_of`]): in
+    /// the same request with a batching target, one request each otherwise, so a claim,
+    /// a load and a finish serve many changes. Their own waiting entries are dropped from
+    /// `queue` once they are claimed.
+    pub async fn push(&self, id: Uuid, owner: &str, queue: &Queue) -> Result<Executed, DbErr> {
         use crate::push::{self, Outcome, PUSHES};
-        // With a batching target, other due pushes of the integration go in the same
-        // request (a batch of one otherwise).
         let ids = push::batch_of(&self.db, id).await?;
         let body = |claimed: Vec<(Fence, i32)>| async move {
+            let companions: Vec<crate::job::SyncJob> = claimed
+                .iter()
+                .filter(|(f, _)| f.id != id)
+                .map(|(f, _)| crate::job::SyncJob::of(&PUSHES, f.id))
+                .collect();
+            if !companions.is_empty()
+                && let Err(e) = queue.forget(&companions).await
+            {
+                tracing::debug!(error = %e, "could not drop the entries of batched pushes; they are no-op deliveries");
+            }
             let mut done: Vec<(Fence, (push::Job, Outcome))> = Vec::new();
             let mut sending: Vec<(Fence, push::Job)> = Vec::new();
             let ids: Vec<Uuid> = claimed.iter().map(|(f, _)| f.id).collect();
@@ -832,11 +846,14 @@ impl Engine {
         self.claimed(&PUSHES, &ids, owner, body, finish).await
     }
 
-    /// Sends `jobs` (one request, or one batch request) under the provider's fleet-wide
-    /// limits, shared with the pulls of the same source and credential
-    /// (`ratelimit::provider_key`): a spent rate or busy slots defer every job (a retry
-    /// after the wait, not a failure), and a 429 pauses the provider fleet-wide as a
-    /// pull's does.
+    /// Sends `jobs` (a request per change, or per batch of changes with a batching
+    /// target), one request at a time, under the provider's fleet-wide limits, shared
+    /// with the pulls of the same source and credential (`ratelimit::provider_key`): the
+    /// group holds one concurrency slot and each request takes its own token. A spent
+    /// rate or busy slots defer the jobs not yet sent (a retry after the wait, not a
+    /// failure); a 429 pauses the provider fleet-wide as a pull's does and defers the
+    /// rest; an answer that never came (connection refused, a timeout) is the answer of
+    /// the rest too, rather than a timeout per change.
     async fn push_limited(
         &self,
         opened: &serde_json::Value,
@@ -858,8 +875,8 @@ impl Engine {
                 self.metrics.rate_limit_waits.clone(),
             )
             .await;
-        let _slot = match admitted {
-            Ok(a) => a.slot,
+        let admission = match admitted {
+            Ok(a) => a,
             Err(d) => {
                 let after = match &d {
                     ratelimit::Deferred::Busy { .. } => {
@@ -877,19 +894,51 @@ impl Engine {
                 return vec![o; jobs.len()];
             }
         };
-        let outcomes = crate::push::send_with(c, jobs).await;
-        let paused = outcomes.iter().find_map(|o| match o {
-            Outcome::Retry {
-                status: Some(429),
-                after: Some(wait),
-                ..
-            } => Some(*wait),
-            _ => None,
-        });
-        if let Some(wait) = paused
-            && let Err(e) = self.limiter.pause(&provider, wait).await
-        {
-            tracing::warn!(error = %e, "could not pause the provider fleet-wide");
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(c.push_batch_size().max(1)) {
+            // The first request spends the token the admission reserved.
+            if let Err(e) = admission.gate.admit().await {
+                let o = Outcome::Retry {
+                    status: None,
+                    error: e.message,
+                    after: Some(e.retry_after.unwrap_or(max_inline)),
+                };
+                outcomes.resize(jobs.len(), o);
+                break;
+            }
+            let answered = crate::push::send_with(c, chunk).await;
+            let paused = answered.iter().find_map(|o| match o {
+                Outcome::Retry {
+                    status: Some(429),
+                    after: Some(wait),
+                    ..
+                } => Some(*wait),
+                _ => None,
+            });
+            let unanswered = answered
+                .iter()
+                .find(|o| matches!(o, Outcome::Retry { status: None, .. }))
+                .cloned();
+            outcomes.extend(answered);
+            if let Some(wait) = paused {
+                if let Err(e) = self.limiter.pause(&provider, wait).await {
+                    tracing::warn!(error = %e, "could not pause the provider fleet-wide");
+                }
+                outcomes.resize(
+                    jobs.len(),
+                    Outcome::Retry {
+                        status: None,
+                        error: "the provider answered 429 to an earlier request of this group"
+                            .into(),
+                        after: Some(wait),
+                    },
+                );
+                break;
+            }
+            if let Some(o) = unanswered {
+                outcomes.resize(jobs.len(), o);
+                break;
+            }
         }
         outcomes
     }

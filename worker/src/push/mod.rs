@@ -91,15 +91,19 @@ pub async fn take_newest(db: &impl ConnectionTrait, fences: &[Fence]) -> Result<
     }
     let list = work::placeholders(1, first.len());
     let now = Dialect::of(db).now();
+    // Both statements start from the claimed live rows (by primary key) and look up each
+    // record's waiting changes through `idx_outbox_pending_record`: the planner must not
+    // start from the outbox's waiting entries, whose count its statistics rarely know
+    // (docs/architecture.md §3.11).
     db::exec(
         db,
         format!(
-            "UPDATE live_pushes SET outbox_id = (SELECT o.id FROM outbox o \
-               WHERE o.integration_id = live_pushes.integration_id AND o.external_id = live_pushes.external_id \
-               AND o.status = 'pending' ORDER BY o.record_version DESC, o.created_at DESC, o.id DESC LIMIT 1) \
-             WHERE id IN ({list}) AND fence = 1 AND status = 'RUNNING' AND EXISTS (SELECT 1 FROM outbox o \
-               WHERE o.integration_id = live_pushes.integration_id AND o.external_id = live_pushes.external_id \
-               AND o.status = 'pending')"
+            "UPDATE live_pushes SET outbox_id = n.newest FROM (\
+               SELECT l.id AS lid, (SELECT o.id FROM outbox o \
+                 WHERE o.integration_id = l.integration_id AND o.external_id = l.external_id \
+                 AND o.status = 'pending' ORDER BY o.record_version DESC, o.created_at DESC, o.id DESC LIMIT 1) AS newest \
+               FROM live_pushes l WHERE l.id IN ({list}) AND l.fence = 1 AND l.status = 'RUNNING') n \
+             WHERE live_pushes.id = n.lid AND n.newest IS NOT NULL"
         ),
         first.clone(),
     )
@@ -107,11 +111,12 @@ pub async fn take_newest(db: &impl ConnectionTrait, fences: &[Fence]) -> Result<
     db::exec(
         db,
         format!(
-            "UPDATE outbox SET status = 'superseded', finished_at = {now} WHERE status = 'pending' AND id IN (\
-               SELECT o.id FROM live_pushes l JOIN outbox c ON c.id = l.outbox_id \
-               JOIN outbox o ON o.integration_id = l.integration_id AND o.external_id = l.external_id \
-               WHERE l.id IN ({list}) AND l.fence = 1 AND l.status = 'RUNNING' AND o.status = 'pending' \
-               AND o.id <> c.id AND o.record_version <= c.record_version)"
+            "WITH c AS MATERIALIZED (SELECT l.integration_id, l.external_id, e.id AS cid, e.record_version AS v \
+               FROM live_pushes l JOIN outbox e ON e.id = l.outbox_id \
+               WHERE l.id IN ({list}) AND l.fence = 1 AND l.status = 'RUNNING') \
+             UPDATE outbox SET status = 'superseded', finished_at = {now} FROM c \
+             WHERE outbox.integration_id = c.integration_id AND outbox.external_id = c.external_id \
+               AND outbox.status = 'pending' AND outbox.id <> c.cid AND outbox.record_version <= c.v"
         ),
         first,
     )
@@ -366,11 +371,16 @@ pub async fn mark_pushing(
     Ok(())
 }
 
-/// The pushes to send with popped push `id`: `id` itself first, then, when its
-/// integration's target batches, up to `size - 1` other due pushes of the same
-/// integration, oldest first. Each record has at most one live push, so a batch never
-/// holds two changes of one record and per-record order is kept; the queue entries of
-/// the others stay behind and find them claimed (a duplicate delivery, a no-op).
+/// The most changes of a target that does not batch one claim takes: sent one request
+/// after another under one claim, load and finish.
+pub const SINGLE_GROUP: usize = 16;
+
+/// The pushes to claim with popped push `id`: `id` itself first, then up to
+/// `group - 1` other due pushes of the same integration, oldest first, where `group` is
+/// the target's batch size, or [`SINGLE_GROUP`] for a target that takes one change a
+/// request. Each record has at most one live push, so a group never holds two changes
+/// of one record and per-record order is kept; the worker drops the others' queue
+/// entries (`Queue::forget`), and one it misses finds its push claimed (a no-op).
 pub async fn batch_of(db: &impl ConnectionTrait, id: Uuid) -> Result<Vec<Uuid>, DbErr> {
     let rows = db::query(
         db,
@@ -382,7 +392,10 @@ pub async fn batch_of(db: &impl ConnectionTrait, id: Uuid) -> Result<Vec<Uuid>, 
         return Ok(vec![id]);
     };
     let config: serde_json::Value = r.try_get("", "config")?;
-    let size = batch_size(&config);
+    let size = match batch_size(&config) {
+        1 => SINGLE_GROUP,
+        n => n,
+    };
     let mut ids = vec![id];
     if size > 1 {
         let d = Dialect::of(db);

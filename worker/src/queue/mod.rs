@@ -120,6 +120,19 @@ impl Queue {
         Ok(())
     }
 
+    /// Drops the entries of these hints that are still waiting (Redis; one round trip per
+    /// chunk). For work a worker claimed along with another item (a push batched with
+    /// the one it popped): their entries would only be popped later to find the item
+    /// claimed. Best effort, like every hint: an entry not dropped is a no-op delivery,
+    /// and one dropped for an item that is later given back or reaped is pushed again by
+    /// the recovery pass. The embedded queue keeps them (each costs one local claim).
+    pub async fn forget(&self, jobs: &[SyncJob]) -> Result<(), QueueError> {
+        match self {
+            Self::Redis { conn, keys, .. } => self::redis::forget(conn, keys, jobs).await,
+            Self::Sqlite { .. } => Ok(()),
+        }
+    }
+
     /// Tasks waiting to be fetched.
     pub async fn depth(&self) -> Result<u64, QueueError> {
         match self {

@@ -121,6 +121,23 @@ pub async fn push(
     Ok(added)
 }
 
+/// Removes the waiting entries of `jobs` from the ready set (see `Queue::forget`).
+pub async fn forget(
+    conn: &ConnectionManager,
+    keys: &Keys,
+    jobs: &[SyncJob],
+) -> Result<(), QueueError> {
+    for chunk in jobs.chunks(PUSH_CHUNK) {
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(&keys.ready);
+        for j in chunk {
+            cmd.arg(j.member());
+        }
+        let _: i64 = cmd.query_async(&mut conn.clone()).await?;
+    }
+    Ok(())
+}
+
 /// Wakes this process's idle fetcher whenever a push adds entries (`notify_one`, so a
 /// wake-up that arrives while it is busy makes its next idle wait return at once). The
 /// subscription lives on a connection of its own, reconnects with a capped backoff, and
