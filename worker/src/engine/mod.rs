@@ -566,7 +566,8 @@ impl Engine {
     {
         self.claimed(
             w,
-            &[id],
+            id,
+            None,
             owner,
             |claimed: Vec<(Fence, i32)>| async move {
                 let Some(&(f, claims)) = claimed.first() else {
@@ -585,7 +586,9 @@ impl Engine {
     }
 
     /// Claims of a kind of leased work other than runs (§4.15), executed together:
-    /// claim `ids` (those still claimable), track them, lease them, the shared isolation
+    /// claim `id` and, if it was claimable and `companions` names its subject and how
+    /// many, that many other due items of the subject that nobody holds now
+    /// ([`crate::work::claim_due_of`]); track them, lease them, the shared isolation
     /// (they step aside from a suspect like a run), `body` with every claim's fence and
     /// count, then `finish` with the claims `body` prepared a result for, in order
     /// (`None` from `body`: nothing to write), all inside the leases. Each finish is
@@ -594,7 +597,8 @@ impl Engine {
     async fn claimed<T, Body, BodyFut, Fin, FinFut>(
         &self,
         w: &'static crate::work::Work,
-        ids: &[Uuid],
+        id: Uuid,
+        companions: Option<(Uuid, usize)>,
         owner: &str,
         body: Body,
         finish: Fin,
@@ -605,21 +609,13 @@ impl Engine {
         Fin: FnOnce(Vec<(Fence, T)>) -> FinFut,
         FinFut: std::future::Future<Output = Result<(), DbErr>>,
     {
-        // The popped item is claimed as always; its companions only if free (see
-        // `work::claim_free`).
-        let mut rows = crate::work::claim(
-            &self.db,
-            w,
-            &ids[..ids.len().min(1)],
-            owner,
-            self.cfg.lease,
-            "",
-            None,
-        )
-        .await?;
-        if ids.len() > 1 {
+        // The popped item is claimed as always; its companions only if free.
+        let mut rows =
+            crate::work::claim(&self.db, w, &[id], owner, self.cfg.lease, "", None).await?;
+        if let (false, Some((subject, n))) = (rows.is_empty(), companions) {
             rows.extend(
-                crate::work::claim_free(&self.db, w, &ids[1..], owner, self.cfg.lease).await?,
+                crate::work::claim_due_of(&self.db, w, subject, id, n, owner, self.cfg.lease)
+                    .await?,
             );
         }
         if rows.is_empty() {
@@ -765,13 +761,13 @@ impl Engine {
     /// Pushes live push `id` as `owner` on the leased-work mechanism
     /// ([`Self::claimed_one`]), with the push's own rules ([`crate::push`]).
     ///
-    /// Other due pushes of the integration are claimed with it ([`push::batch_of`]): in
+    /// Other due pushes of the integration are claimed with it ([`push::group_of`]): in
     /// the same request with a batching target, one request each otherwise, so a claim,
     /// a load and a finish serve many changes. Their own waiting entries are dropped from
     /// `queue` once they are claimed.
     pub async fn push(&self, id: Uuid, owner: &str, queue: &Queue) -> Result<Executed, DbErr> {
         use crate::push::{self, Outcome, PUSHES};
-        let ids = push::batch_of(&self.db, id).await?;
+        let companions = push::group_of(&self.db, id).await?;
         let body = |claimed: Vec<(Fence, i32)>| async move {
             let companions: Vec<crate::job::SyncJob> = claimed
                 .iter()
@@ -843,7 +839,8 @@ impl Engine {
             }
             Ok(())
         };
-        self.claimed(&PUSHES, &ids, owner, body, finish).await
+        self.claimed(&PUSHES, id, companions, owner, body, finish)
+            .await
     }
 
     /// Sends `jobs` (a request per change, or per batch of changes with a batching

@@ -375,45 +375,31 @@ pub async fn mark_pushing(
 /// after another under one claim, load and finish.
 pub const SINGLE_GROUP: usize = 16;
 
-/// The pushes to claim with popped push `id`: `id` itself first, then up to
-/// `group - 1` other due pushes of the same integration, oldest first, where `group` is
-/// the target's batch size, or [`SINGLE_GROUP`] for a target that takes one change a
-/// request. Each record has at most one live push, so a group never holds two changes
-/// of one record and per-record order is kept; the worker drops the others' queue
-/// entries (`Queue::forget`), and one it misses finds its push claimed (a no-op).
-pub async fn batch_of(db: &impl ConnectionTrait, id: Uuid) -> Result<Vec<Uuid>, DbErr> {
+/// The companions to claim with popped push `id`: its integration and how many other
+/// due pushes of it (`group - 1`), where `group` is the target's batch size, or
+/// [`SINGLE_GROUP`] for a target that takes one change a request; `None` when the push
+/// is gone. They are claimed oldest due first, skipping those another claimer holds
+/// (`work::claim_due_of`). Each record has at most one live push, so a group never holds
+/// two changes of one record and per-record order is kept; the worker drops the
+/// companions' queue entries (`Queue::forget`), and one it misses finds its push claimed
+/// (a no-op).
+pub async fn group_of(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<(Uuid, usize)>, DbErr> {
     let rows = db::query(
         db,
-        "SELECT p.integration_id, i.config FROM live_pushes p JOIN integrations i ON i.id = p.integration_id          WHERE p.id = $1",
+        "SELECT p.integration_id, i.config FROM live_pushes p JOIN integrations i ON i.id = p.integration_id \
+         WHERE p.id = $1",
         [id.into()],
     )
     .await?;
     let Some(r) = rows.first() else {
-        return Ok(vec![id]);
+        return Ok(None);
     };
     let config: serde_json::Value = r.try_get("", "config")?;
     let size = match batch_size(&config) {
         1 => SINGLE_GROUP,
         n => n,
     };
-    let mut ids = vec![id];
-    if size > 1 {
-        let d = Dialect::of(db);
-        let others = db::query(
-            db,
-            format!(
-                "SELECT id FROM live_pushes WHERE integration_id = $1 AND status = 'PENDING' AND due_at <= {now}                  AND id <> $2 ORDER BY due_at, id LIMIT {limit}",
-                now = d.now(),
-                limit = size - 1
-            ),
-            [r.try_get::<Uuid>("", "integration_id")?.into(), id.into()],
-        )
-        .await?;
-        for o in &others {
-            ids.push(o.try_get("", "id")?);
-        }
-    }
-    Ok(ids)
+    Ok(Some((r.try_get("", "integration_id")?, size - 1)))
 }
 
 /// What a finish did.

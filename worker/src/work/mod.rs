@@ -123,25 +123,56 @@ pub async fn claim(
     carried: &str,
     join: Option<(&str, &str)>,
 ) -> Result<Vec<QueryResult>, DbErr> {
-    claim_rows(db, w, ids, owner, lease, carried, join, false).await
+    claim_rows(db, w, ids, owner, lease, carried, join).await
 }
 
-/// [`claim`] of the items among `ids` that nobody holds a lock on now: a row another
-/// transaction has locked (a finish taking or deferring it) is skipped, not waited for.
-/// For the companions a popped item takes along (a batch of pushes), which must never
-/// wait while holding the rows already locked: that could close a cycle with another
-/// transaction that locks the same rows in another order.
-pub async fn claim_free(
+/// Claims up to `n` PENDING, due items of `subject` other than `except`, oldest due
+/// first, in one statement, skipping rows another transaction holds (a finish taking or
+/// deferring them): the companions a popped item takes along (a group of pushes), which
+/// must never wait while holding the rows already locked, as that could close a cycle
+/// with a transaction that locks the same rows in another order. Concurrent
+/// claimers of one subject each get the next free ones instead of racing for the same
+/// list, so their groups stay full.
+pub async fn claim_due_of(
     db: &impl ConnectionTrait,
     w: &Work,
-    ids: &[Uuid],
+    subject: Uuid,
+    except: Uuid,
+    n: usize,
     owner: &str,
     lease: Duration,
 ) -> Result<Vec<QueryResult>, DbErr> {
-    claim_rows(db, w, ids, owner, lease, "", None, true).await
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let d = Dialect::of(db);
+    let now = d.now();
+    let due = w.due_now(d);
+    let order = if w.due { "due_at, id" } else { "id" };
+    let sql = format!(
+        "UPDATE {t} SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
+         lease_owner = $1, worker_id = $1, lease_until = {until}, started_at = COALESCE(started_at, {now}) \
+         WHERE id IN (SELECT id FROM {t} WHERE {s} = $3 AND id <> $4 AND status = 'PENDING'{due} \
+           ORDER BY {order} LIMIT {n} {skip}) AND status = 'PENDING'{due} \
+         RETURNING id, {s}, fence, claims, solo_claims, started_at",
+        t = w.table,
+        s = w.subject,
+        until = d.now_plus_ms("$2"),
+        skip = d.skip_locked(),
+    );
+    db::query(
+        db,
+        sql,
+        [
+            owner.into(),
+            ms(lease).into(),
+            subject.into(),
+            except.into(),
+        ],
+    )
+    .await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn claim_rows(
     db: &impl ConnectionTrait,
     w: &Work,
@@ -150,7 +181,6 @@ async fn claim_rows(
     lease: Duration,
     carried: &str,
     join: Option<(&str, &str)>,
-    skip_locked: bool,
 ) -> Result<Vec<QueryResult>, DbErr> {
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -163,9 +193,8 @@ async fn claim_rows(
     // plan a scan of every live row). SQLite serialises writers.
     let target = match d {
         Dialect::Postgres => format!(
-            "id IN (SELECT id FROM {t} WHERE id = ANY($3::text::uuid[]) ORDER BY id FOR UPDATE{skip})",
+            "id IN (SELECT id FROM {t} WHERE id = ANY($3::text::uuid[]) ORDER BY id FOR UPDATE)",
             t = w.table,
-            skip = if skip_locked { " SKIP LOCKED" } else { "" }
         ),
         Dialect::Sqlite => format!("id IN ({})", placeholders(3, ids.len())),
     };
