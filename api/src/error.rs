@@ -110,10 +110,20 @@ fn is_unavailable(e: &sea_orm::DbErr) -> bool {
     let Some(sqlx) = sqlx_of(e) else {
         return false;
     };
-    matches!(
-        sqlx,
-        Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::WorkerCrashed
-    )
+    match sqlx {
+        Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::Io(_)
+        | Sqlx::Tls(_)
+        | Sqlx::WorkerCrashed => true,
+        // The server ended the session (its idle-in-transaction timeout, a shutdown or a
+        // restart) or lost the connection: the transaction was rolled back whole, so the
+        // request is safe to run again.
+        Sqlx::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "25P03" | "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
 }
 
 impl ApiError {

@@ -45,7 +45,10 @@ impl ApiClient {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
-    /// Creates an integration and returns its id.
+    /// Creates an integration and returns its id. Like a client that honours
+    /// `Retry-After`, it sends the request again after a 503 (nothing was written): on a
+    /// loaded machine the suite's short lease makes the API's sessions' idle-in-transaction
+    /// timeout short enough for a stalled request to meet it.
     pub async fn create(
         &self,
         name: &str,
@@ -53,12 +56,17 @@ impl ApiClient {
         config: Value,
         interval: Option<i64>,
     ) -> Uuid {
-        let (s, v) = self
-            .post(
-                "/api/integrations",
-                &json!({ "name": name, "kind": kind, "config": config, "syncInterval": interval }),
-            )
-            .await;
+        let body =
+            json!({ "name": name, "kind": kind, "config": config, "syncInterval": interval });
+        let mut tries = 0;
+        let (s, v) = loop {
+            tries += 1;
+            let (s, v) = self.post("/api/integrations", &body).await;
+            if s != StatusCode::SERVICE_UNAVAILABLE || tries == 5 {
+                break (s, v);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        };
         assert_eq!(s, StatusCode::CREATED, "create failed: {v}");
         v["id"]
             .as_str()
