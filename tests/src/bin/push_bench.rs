@@ -163,43 +163,61 @@ async fn integration(c: &reqwest::Client, f: &Fleet, cloud: &FakeCloud, batch: b
     v["id"].as_str().expect("id").to_owned()
 }
 
-/// Changes/s of one drain of `records` changes.
-async fn drain(o: &Opts, batch: bool) -> f64 {
-    let (mut f, name) = fleet().await;
-    let c = client();
-    let cloud = FakeCloud::start().await;
-    let id = integration(&c, &f, &cloud, batch).await;
-    for chunk in 0..o.records.div_ceil(1000) {
-        let ops: Vec<Value> = (chunk * 1000..((chunk + 1) * 1000).min(o.records))
-            .map(|k| json!({ "op": "put", "externalId": format!("sale-{k}"), "data": { "total": k } }))
+/// Writes operations `op(0..n)` to integration `id` through `records:batch`, 1,000 a
+/// request.
+async fn put_all(c: &reqwest::Client, f: &Fleet, id: &str, n: usize, op: impl Fn(usize) -> Value) {
+    for chunk in 0..n.div_ceil(1000) {
+        let ops: Vec<Value> = (chunk * 1000..((chunk + 1) * 1000).min(n))
+            .map(&op)
             .collect();
         let (s, v) = post(
-            &c,
-            &f,
+            c,
+            f,
             &format!("/api/integrations/{id}/records:batch"),
             &json!({ "operations": ops }),
         )
         .await;
         assert_eq!(s, 200, "{v}");
     }
-    // A backlog built over an outage has been analyzed by autovacuum by the time the
-    // cloud returns; one written a moment ago has not.
-    f.exec("ANALYZE").await;
-    f.add_workers(o.workers).await;
-    let deadline = Instant::now() + Duration::from_secs(600);
+}
+
+/// Waits until every record is `synced` (pushed and agreed), at most `secs`.
+async fn all_synced(f: &Fleet, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let left = f
             .n("SELECT COUNT(*) AS n FROM records WHERE sync_state <> 'synced'")
             .await;
         if left == 0 {
-            break;
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "{left} changes not pushed in 600 s"
+            "{left} changes not pushed in {secs} s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Changes/s of one drain of `records` changes.
+async fn drain(o: &Opts, batch: bool) -> f64 {
+    let (mut f, name) = fleet().await;
+    let c = client();
+    let cloud = FakeCloud::start().await;
+    let id = integration(&c, &f, &cloud, batch).await;
+    put_all(
+        &c,
+        &f,
+        &id,
+        o.records,
+        |k| json!({ "op": "put", "externalId": format!("sale-{k}"), "data": { "total": k } }),
+    )
+    .await;
+    // A backlog built over an outage has been analyzed by autovacuum by the time the
+    // cloud returns; one written a moment ago has not.
+    f.exec("ANALYZE").await;
+    f.add_workers(o.workers).await;
+    all_synced(&f, 600).await;
     let secs: f64 = f
         .one(
             "SELECT extract(epoch FROM max(finished_at) - min(finished_at))::float8 AS s \
@@ -228,31 +246,15 @@ async fn writes(o: &Opts) -> Vec<f64> {
     // A steady state, not a first load: the 2,000 records exist and are synced, and the
     // tables have statistics (autovacuum's analyze comes a minute after a table grows,
     // and a plan made for an empty table scans every row of the integration).
-    for chunk in 0..2 {
-        let ops: Vec<Value> = (chunk * 1000..(chunk + 1) * 1000)
-            .map(|k| json!({ "op": "put", "externalId": format!("r-{k}"), "data": { "n": -1 } }))
-            .collect();
-        let (s, v) = post(
-            &c,
-            &f,
-            &format!("/api/integrations/{id}/records:batch"),
-            &json!({ "operations": ops }),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while f
-        .n("SELECT COUNT(*) AS n FROM records WHERE sync_state <> 'synced'")
-        .await
-        > 0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the seed records were not pushed in 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    put_all(
+        &c,
+        &f,
+        &id,
+        2000,
+        |k| json!({ "op": "put", "externalId": format!("r-{k}"), "data": { "n": -1 } }),
+    )
+    .await;
+    all_synced(&f, 120).await;
     f.exec("ANALYZE").await;
     let url = f.api().url(&format!("/api/integrations/{id}/records/"));
     let every = Duration::from_micros(1_000_000 / o.rate.max(1));

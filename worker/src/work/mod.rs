@@ -146,19 +146,19 @@ pub async fn claim_due_of(
         return Ok(Vec::new());
     }
     let d = Dialect::of(db);
-    let now = d.now();
     let due = w.due_now(d);
     let order = if w.due { "due_at, id" } else { "id" };
-    let sql = format!(
-        "UPDATE {t} SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
-         lease_owner = $1, worker_id = $1, lease_until = {until}, started_at = COALESCE(started_at, {now}) \
-         WHERE id IN (SELECT id FROM {t} WHERE {s} = $3 AND id <> $4 AND status = 'PENDING'{due} \
-           ORDER BY {order} LIMIT {n} {skip}) AND status = 'PENDING'{due} \
-         RETURNING id, {s}, fence, claims, solo_claims, started_at",
-        t = w.table,
-        s = w.subject,
-        until = d.now_plus_ms("$2"),
-        skip = d.skip_locked(),
+    let sql = claim_update(
+        w,
+        d,
+        &format!(
+            "id IN (SELECT id FROM {t} WHERE {s} = $3 AND id <> $4 AND status = 'PENDING'{due} \
+             ORDER BY {order} LIMIT {n} {skip}) AND status = 'PENDING'{due}",
+            t = w.table,
+            s = w.subject,
+            skip = d.skip_locked(),
+        ),
+        "",
     );
     db::query(
         db,
@@ -171,6 +171,23 @@ pub async fn claim_due_of(
         ],
     )
     .await
+}
+
+/// The claim itself, shared by every way of choosing what to claim: the rows `filter`
+/// selects become RUNNING for `$1` with a lease of `$2` ms and the next fence; returns
+/// the claimed rows' `id`, subject, `fence`, `claims`, `solo_claims`, `started_at` and
+/// `carried`.
+fn claim_update(w: &Work, d: Dialect, filter: &str, carried: &str) -> String {
+    format!(
+        "UPDATE {t} SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
+         lease_owner = $1, worker_id = $1, lease_until = {until}, started_at = COALESCE(started_at, {now}) \
+         WHERE {filter} RETURNING id, {s}, fence, claims, solo_claims, started_at{sep}{carried}",
+        t = w.table,
+        s = w.subject,
+        now = d.now(),
+        until = d.now_plus_ms("$2"),
+        sep = if carried.is_empty() { "" } else { ", " },
+    )
 }
 
 async fn claim_rows(
@@ -198,16 +215,14 @@ async fn claim_rows(
         ),
         Dialect::Sqlite => format!("id IN ({})", placeholders(3, ids.len())),
     };
-    let update = format!(
-        "UPDATE {t} SET status = 'RUNNING', claims = claims + 1, fence = fence + 1, \
-         lease_owner = $1, worker_id = $1, lease_until = {until}, started_at = COALESCE(started_at, {now}) \
-         WHERE {target} AND ((status = 'PENDING'{due}) OR (status = 'RUNNING' AND lease_until < {now})) \
-         RETURNING id, {s}, fence, claims, solo_claims, started_at{sep}{carried}",
-        t = w.table,
-        s = w.subject,
-        due = w.due_now(d),
-        until = d.now_plus_ms("$2"),
-        sep = if carried.is_empty() { "" } else { ", " },
+    let update = claim_update(
+        w,
+        d,
+        &format!(
+            "{target} AND ((status = 'PENDING'{due}) OR (status = 'RUNNING' AND lease_until < {now}))",
+            due = w.due_now(d),
+        ),
+        carried,
     );
     let sql = match (d, join) {
         (Dialect::Postgres, Some((join, joined))) => {
